@@ -1,0 +1,178 @@
+"""The experiment config: YAML files + `--set a.b=value` overrides -> typed, validated dataclasses.
+
+Each component owns its section (`ModelConfig` beside the model, `DataConfig` beside the data
+pipeline, ...); this module only composes them, turns raw YAML into them and rejects what does
+not fit with a message that names the field, the value seen and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from orchestrator.data import DataConfig
+from orchestrator.errors import ConfigError
+from orchestrator.tracking import TrackingConfig
+from orchestrator.train import TrainConfig
+from workloads.alexnet.engine import OptimizerConfig
+from workloads.alexnet.model import ModelConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one run needs. Defaults are the paper's recipe at full scale."""
+
+    name: str | None = None  # run name; None: "<tracking.experiment>-<date>-<time>"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self):
+        if self.data.image_size < self.model.input_size:
+            raise ValueError(
+                f"data.image_size: got {self.data.image_size}; allowed: >= model.input_size "
+                f"({self.model.input_size}), the crop is cut from the {self.data.image_size} px image"
+            )
+        if self.train.global_batch_size % self.train.num_workers:
+            raise ValueError(
+                f"train.global_batch_size: got {self.train.global_batch_size}; allowed: a multiple "
+                f"of train.num_workers ({self.train.num_workers})"
+            )
+
+
+def _describe_type(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return ", ".join(repr(a) if isinstance(a, str) else str(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe_type(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if tp is bool:
+        return "true/false (on/off)"
+    return {int: "an integer", float: "a number", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(tp, value, path: str):
+    """`value` as type `tp`, or ConfigError naming `path`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(option, value, path)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        for allowed in typing.get_args(tp):
+            if value == allowed and type(value) is type(allowed):
+                return value
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return from_dict(tp, value, path)
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"{path}: unsupported config type {tp!r}")
+    if dataclasses.is_dataclass(tp):
+        raise ConfigError(f"{path}: got {value!r}; allowed: a mapping of {tp.__name__} fields")
+    raise ConfigError(f"{path}: got {value!r}; allowed: {_describe_type(tp)}")
+
+
+def from_dict(cls, raw: dict[str, Any], path: str = ""):
+    """Build dataclass `cls` from a plain dict, rejecting unknown keys and ill-typed values."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown key '{where}{unknown[0]}'; allowed keys{' in ' + path if path else ''}: "
+            + ", ".join(fields)
+        )
+    kwargs = {
+        name: _coerce(hints[name], value, f"{path}.{name}" if path else name)
+        for name, value in raw.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ValueError as error:
+        if isinstance(error, ConfigError):
+            raise
+        message = str(error)
+        # Components name their own fields ("dropout: ..."); prefix the section ("model.dropout").
+        raise ConfigError(f"{path}.{message}" if path and not message.startswith(path) else message) from None
+
+
+def _set_override(raw: dict, assignment: str) -> None:
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. --set model.dropout=0.3")
+    value = yaml.safe_load(text) if text else ""
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read a YAML config (or the built-in defaults when `path` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    for assignment in overrides:
+        _set_override(raw, assignment)
+    return from_dict(ExperimentConfig, raw)
+
+
+def to_dict(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def flatten(config, prefix: str = "") -> dict[str, Any]:
+    """{'model.width': 0.25, ...}: one entry per leaf field, for MLflow params."""
+    flat: dict[str, Any] = {}
+    for key, value in (to_dict(config) if dataclasses.is_dataclass(config) else config).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def to_yaml(config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,173 @@
+"""MLflow: one run per training run, written from exactly one place.
+
+The driver creates the run (params, config artifact, provenance tags) and closes it with an
+honest status. Per-epoch metrics reach it through `EpochLogger`, a Ray Train `UserCallback` that
+runs in the Train controller process and receives rank 0's report of every epoch, so no worker
+ever opens a run of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray.train
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working dir
+    experiment: str = "alexnet"  # MLflow experiment name
+
+
+def resolve_tracking_uri(config: TrackingConfig) -> str:
+    """The tracking URI to use, with a relative sqlite path made absolute.
+
+    Absolute, because the Train controller that logs metrics runs in another process whose
+    working directory need not be ours.
+    """
+    uri = config.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    if not tracking_uri.startswith("sqlite:///"):
+        return None  # a tracking server chooses (and serves) its own artifact store
+    return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The command that opens the MLflow UI on this tracking store."""
+    if tracking_uri.startswith("sqlite:"):
+        local = Path(tracking_uri.removeprefix("sqlite:///"))
+        shown = os.path.relpath(local) if local.is_relative_to(Path.cwd()) else str(local)
+        return f"mlflow ui --backend-store-uri sqlite:///{shown}   # then open http://127.0.0.1:5000"
+    return f"open {tracking_uri} in a browser"
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"  # e.g. a `ray job submit` working dir, which carries no .git
+
+
+def provenance_tags() -> dict[str, str]:
+    import mlflow
+    import torch
+
+    return {
+        "git_sha": git_sha(),
+        "ray_version": ray.__version__,
+        "torch_version": torch.__version__,
+        "mlflow_version": mlflow.__version__,
+        "python_version": sys.version.split()[0],
+    }
+
+
+class TrackedRun:
+    """The driver's handle on one MLflow run."""
+
+    def __init__(self, config: TrackingConfig, run_name: str):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = resolve_tracking_uri(config)
+        self.client = MlflowClient(self.tracking_uri)
+        experiment = self.client.get_experiment_by_name(config.experiment)
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:  # a local sqlite store keeps its artifacts beside the database, not in ./mlruns
+            experiment_id = self.client.create_experiment(
+                config.experiment, artifact_location=_artifact_location(self.tracking_uri)
+            )
+        run = self.client.create_run(
+            experiment_id, run_name=run_name, tags={"mlflow.source.name": "orchestrator/run.py"}
+        )
+        self.run_id = run.info.run_id
+        self.experiment_id = experiment_id
+        self._mlflow = mlflow
+
+    def log_start(self, params: dict, tags: dict, config_yaml: str) -> None:
+        from mlflow.entities import Param, RunTag
+
+        items = [Param(k, "None" if v is None else str(v)) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # the REST API takes at most 100 params a call
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_text(self.run_id, config_yaml, "config.yaml")
+
+    def epoch_logger(self) -> "EpochLogger":
+        return EpochLogger(self.tracking_uri, self.run_id)
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)]
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def format_epoch(metrics: dict) -> str:
+    return (
+        f"epoch {metrics['epoch']:>3}  train loss {metrics['train_loss']:.4f}  "
+        f"val top-1 err {metrics['val_top1_error']:.4f}  top-5 err {metrics['val_top5_error']:.4f}  "
+        f"lr {metrics['lr']:.5f}  {metrics['images_per_second']:.0f} images/s  "
+        f"data wait {metrics['data_wait_fraction']:.0%}"
+    )
+
+
+class EpochLogger(ray.train.UserCallback):
+    """Logs rank 0's per-epoch report to the MLflow run, with `step=epoch`.
+
+    Runs in the Train controller. A failed write (tracking server away) is kept and retried with
+    the next epoch's metrics instead of failing the training run.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self._client = None
+        self._pending: list = []
+
+    def after_report(self, run_context, metrics, checkpoint):
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        report = metrics[0]  # rank 0's; every rank reports the same all-reduced numbers
+        epoch = int(report["epoch"])
+        timestamp = int(time.time() * 1000)
+        self._pending += [
+            Metric(key, float(value), timestamp, epoch)
+            for key, value in report.items()
+            if key != "epoch" and isinstance(value, (int, float))
+        ]
+        print(format_epoch(report), flush=True)
+        try:
+            if self._client is None:
+                self._client = MlflowClient(self.tracking_uri)
+            for start in range(0, len(self._pending), 1000):
+                self._client.log_batch(self.run_id, metrics=self._pending[start : start + 1000])
+            self._pending = []
+        except Exception as error:  # noqa: BLE001 - tracking must never stop training
+            warnings.warn(
+                f"MLflow logging failed ({type(error).__name__}: {error}); "
+                f"keeping {len(self._pending)} metric values to retry after the next epoch",
+                stacklevel=1,
+            )

@@ -1,0 +1,54 @@
+"""Shared fixtures: one Ray instance per test session, small generated datasets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray instance shared by every Ray-level test (ray.init costs seconds).
+
+    Yields its address, so a test can run `orchestrator/run.py` in a subprocess on the same
+    instance by setting RAY_ADDRESS.
+    """
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A 5-class generated dataset in the train/<class>/, val/<class>/ layout (JPEG files)."""
+    from workloads.datasets.synthetic import SyntheticConfig, generate
+
+    config = SyntheticConfig(num_classes=5, train_per_class=80, val_per_class=20, seed=7)
+    return generate(tmp_path_factory.mktemp("data") / "synthetic", config), config
+
+
+@pytest.fixture
+def run_cli():
+    """Runs `python orchestrator/run.py ARGS` as a plain script, as a user would."""
+
+    def run(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path = REPO_ROOT):
+        return subprocess.run(
+            [sys.executable, str(REPO_ROOT / "orchestrator" / "run.py"), *args],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run

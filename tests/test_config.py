@@ -1,0 +1,97 @@
+"""Configs: YAML + --set overrides into typed sections; bad input fails before any Ray work."""
+
+import time
+
+import pytest
+
+from orchestrator.config import DEMO_CONFIG, REPO_ROOT, flatten, load_config
+from orchestrator.errors import ConfigError
+
+
+def test_builtin_defaults_are_the_paper_recipe():
+    config = load_config()
+    assert config.model.variant == "paper" and config.model.input_size == 224
+    assert (config.optim.lr, config.optim.momentum, config.optim.weight_decay) == (0.01, 0.9, 5e-4)
+    assert config.train.global_batch_size == 128 and config.data.image_size == 256
+
+
+def test_every_yaml_in_configs_loads():
+    paths = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+    assert DEMO_CONFIG in paths
+    for path in paths:
+        load_config(path)
+
+
+def test_overrides_are_parsed_as_yaml():
+    config = load_config(
+        DEMO_CONFIG,
+        ["model.lrn=off", "model.dropout=0.3", "train.epochs=7", "model.towers=1", "name=x y"],
+    )
+    assert config.model.lrn is False and config.model.dropout == 0.3
+    assert config.train.epochs == 7 and config.model.towers == 1 and config.name == "x y"
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0  # an int where a float is wanted
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.towers=3", "model.towers: got 3; allowed: 1, 2 or null"),
+        ("model.foo=1", "unknown key 'model.foo'; allowed keys in model: variant, num_classes"),
+        ("bogus=1", "unknown key 'bogus'"),
+        ("model.activation=gelu", "model.activation: got 'gelu'; allowed: 'relu', 'tanh'"),
+        ("model.dropout=1.5", "model.dropout: got 1.5; allowed: 0 <= dropout < 1"),
+        ("train.epochs=two", "train.epochs: got 'two'; allowed: an integer"),
+        ("train.epochs=0", "train.epochs: got 0; allowed: an integer >= 1"),
+        ("data.synthetic.num_classes=1", "data.synthetic.num_classes: got 1; allowed: 2..64"),
+        ("train.global_batch_size=63", "train.global_batch_size: got 63; allowed: a multiple of"),
+        ("data.image_size=48", "data.image_size: got 48; allowed: >= model.input_size (56)"),
+        ("model=3", "model: got 3; allowed: a mapping of ModelConfig fields"),
+        ("model.width.x=1", "'model.width' is a value, not a section"),
+    ],
+)
+def test_bad_values_name_the_field_and_the_allowed_values(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(DEMO_CONFIG, [override])
+    assert message in str(error.value)
+
+
+def test_flatten_gives_one_param_per_leaf():
+    flat = flatten(load_config(DEMO_CONFIG))
+    assert flat["model.width"] == 0.25 and flat["data.synthetic.num_classes"] == 10
+    assert not any(isinstance(v, dict) for v in flat.values())
+
+
+def test_bad_config_fails_before_ray_starts(run_cli):
+    # A Ray address that nothing listens on: any attempt to reach Ray would fail differently.
+    env = {"RAY_ADDRESS": "127.0.0.1:1"}
+    for args, field in (
+        (["train", "--set", "model.towers=3"], "model.towers"),
+        (["--set", "model.nonsense=1"], "model.nonsense"),
+        (["train"], "data.root: required"),  # the paper recipe needs a dataset folder
+    ):
+        started = time.monotonic()
+        result = run_cli(*args, env=env, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert field in result.stderr
+        assert "Ray" not in result.stdout + result.stderr
+        assert time.monotonic() - started < 60
+
+
+def test_help_describes_every_command_and_option(run_cli):
+    top = run_cli("--help")
+    assert top.returncode == 0
+    for command in ("demo", "train", "describe"):
+        assert command in top.stdout
+        sub = run_cli(command, "--help")
+        assert sub.returncode == 0
+        assert "--config" in sub.stdout and "--set" in sub.stdout and "KEY=VALUE" in sub.stdout
+
+
+def test_describe_prints_the_papers_totals(run_cli):
+    result = run_cli("describe", "--set", "model.variant=paper")
+    assert result.returncode == 0, result.stderr
+    assert "60,965,224" in result.stdout
+    assert "multiply-adds per image: 0.724 G" in result.stdout
+    assert "conv2    features.4     256x27x27             307,456" in result.stdout
+    tv = run_cli("describe", "--set", "model.variant=torchvision")
+    assert "61,100,840" in tv.stdout

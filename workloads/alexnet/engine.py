@@ -1,0 +1,116 @@
+"""One training step, one evaluation step and the paper's optimizer (pure torch: no Ray).
+
+Steps return tensors of sums (not Python numbers) so that a loop can accumulate on the device
+without a host sync per step, and so that workers can all-reduce the sums before dividing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The paper's SGD: momentum 0.9, weight decay 5e-4, lr 0.01 at batch 128."""
+
+    lr: float = 0.01  # at `reference_batch_size`; scaled linearly with the global batch
+    reference_batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ValueError(f"lr: got {self.lr}; allowed: a number > 0")
+        if self.reference_batch_size < 1:
+            raise ValueError(
+                f"reference_batch_size: got {self.reference_batch_size}; allowed: an integer >= 1"
+            )
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum: got {self.momentum}; allowed: 0 <= momentum < 1")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay: got {self.weight_decay}; allowed: a number >= 0")
+
+    def scaled_lr(self, global_batch_size: int) -> float:
+        """Linear scaling: batch 256 with lr 0.02 matches batch 128 with lr 0.01 (the paper)."""
+        return self.lr * global_batch_size / self.reference_batch_size
+
+
+def build_optimizer(
+    model: nn.Module, config: OptimizerConfig, global_batch_size: int
+) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.scaled_lr(global_batch_size),
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[torch.Tensor]:
+    """Number of samples whose label is among the top-k logits, for each k (k capped at C)."""
+    max_k = min(max(ks), logits.shape[1])
+    top = logits.topk(max_k, dim=1).indices  # (B, max_k)
+    hits = top == labels[:, None]  # (B, max_k)
+    return [hits[:, : min(k, max_k)].any(dim=1).sum() for k in ks]
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Forward, backward, SGD update. Returns detached sums over the batch."""
+    model.train()
+    logits = model(images)  # (B, num_classes)
+    loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    (correct1,) = topk_correct(logits.detach(), labels, ks=(1,))
+    n = labels.shape[0]
+    return {"loss_sum": loss.detach() * n, "correct1": correct1, "count": torch.tensor(n, device=labels.device)}
+
+
+@torch.no_grad()
+def eval_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Centre-crop (or any single-view) evaluation of one batch. Returns sums over the batch."""
+    model.eval()
+    logits = model(images)  # (B, num_classes)
+    loss = F.cross_entropy(logits, labels, reduction="sum")
+    correct1, correct5 = topk_correct(logits, labels, ks=(1, 5))
+    return {
+        "loss_sum": loss,
+        "correct1": correct1,
+        "correct5": correct5,
+        "count": torch.tensor(labels.shape[0], device=labels.device),
+    }
+
+
+@torch.no_grad()
+def eval_step_multiview(
+    model: nn.Module, views: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Ten-crop evaluation: views (B, V, 3, C, C); the softmax is averaged over the V views."""
+    model.eval()
+    b, v = views.shape[:2]
+    logits = model(views.flatten(0, 1))  # (B * V, num_classes)
+    probs = logits.softmax(dim=1).view(b, v, -1).mean(dim=1)  # (B, num_classes)
+    loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum")
+    correct1, correct5 = topk_correct(probs, labels, ks=(1, 5))
+    return {
+        "loss_sum": loss,
+        "correct1": correct1,
+        "correct5": correct5,
+        "count": torch.tensor(b, device=labels.device),
+    }
+
+
+def accumulate(total: dict[str, torch.Tensor] | None, step: dict[str, torch.Tensor]):
+    """Add one step's sums into the running totals (created on first use)."""
+    if total is None:
+        return {k: v.detach().clone().to(torch.float64) for k, v in step.items()}
+    for k, v in step.items():
+        total[k] += v.to(torch.float64)
+    return total

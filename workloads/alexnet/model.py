@@ -1,0 +1,216 @@
+"""AlexNet as in Krizhevsky, Sutskever & Hinton (NIPS 2012), and torchvision's single-tower layout.
+
+Pure model code: layers and shapes only. Nothing here knows about devices, DDP or Ray; placing
+the two towers on two devices lives elsewhere.
+
+Padding of conv1. The paper's 224x224 input with an 11x11 stride-4 kernel gives 55x55 only with
+padding: the 2012 code padded 3 px on the bottom/right implicitly, Caffe cropped 227 instead, and
+torchvision pads 2 px on every side. We pad 2 px on every side, like torchvision:
+(224 + 2*2 - 11) // 4 + 1 = 55. The kernels stay centred and torchvision checkpoints keep their
+meaning.
+
+Small inputs (CPU runs on e.g. 64 px images) work through three knobs: `stem_stride` (conv1's
+stride; 4 in the paper), `width` (multiplies every conv and fc width) and the adaptive average
+pool that brings the last feature map to 6x6 (an identity at 224 px, as in torchvision).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+# (out_channels, kernel, stride, padding) per conv layer at width 1.
+_PAPER_CONVS = ((96, 11, 4, 2), (256, 5, 1, 2), (384, 3, 1, 1), (384, 3, 1, 1), (256, 3, 1, 1))
+_TORCHVISION_CONVS = ((64, 11, 4, 2), (192, 5, 1, 2), (384, 3, 1, 1), (256, 3, 1, 1), (256, 3, 1, 1))
+_FC_WIDTH = 4096
+_POOLED_SIZE = 6  # the classifier sees a 6x6 map, whatever the input size
+
+# Conv layers that stay inside their own tower (groups=2) when the net has two towers. conv1's two
+# halves also sit one per tower, but both see the whole image, so a single conv computes them.
+_TOWER_LOCAL_CONVS = (1, 3, 4)  # conv2, conv4, conv5 (0-based)
+# Layers whose bias the paper initialises to 1 (the rest to 0).
+_PAPER_UNIT_BIAS_CONVS = (1, 3, 4)
+_PAPER_UNIT_BIAS_FCS = (0, 1)  # fc6, fc7
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What AlexNet to build. `None` fields take the variant's own default."""
+
+    variant: Literal["paper", "torchvision"] = "paper"
+    num_classes: int | None = None  # None: from the data (1000 when there is no data)
+    input_size: int = 224  # side of the square crop the net sees, in pixels
+    width: float = 1.0  # multiplies every conv and fc width (0.25 = quarter-width for CPU runs)
+    stem_stride: int = 4  # conv1's stride; 1 or 2 keeps enough resolution for small inputs
+    activation: Literal["relu", "tanh"] = "relu"
+    lrn: bool | None = None  # paper: on, torchvision: off
+    pool: Literal["overlapping", "plain"] = "overlapping"  # max-pool 3/2 (paper) or 2/2
+    dropout: float = 0.5  # on the outputs of fc6 and fc7 (paper); before them (torchvision)
+    towers: Literal[1, 2] | None = None  # paper: 2 (groups=2 at conv2/4/5), torchvision: 1
+    init: Literal["paper", "kaiming", "pytorch"] | None = None  # paper: paper, torchvision: pytorch
+
+    def __post_init__(self):
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ValueError(f"num_classes: got {self.num_classes}; allowed: an integer >= 2")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: got {self.dropout}; allowed: 0 <= dropout < 1")
+        if not 0.0 < self.width <= 4.0:
+            raise ValueError(f"width: got {self.width}; allowed: 0 < width <= 4")
+        if self.stem_stride not in (1, 2, 3, 4):
+            raise ValueError(f"stem_stride: got {self.stem_stride}; allowed: 1, 2, 3, 4")
+        sizes = feature_map_sizes(self)
+        if min(sizes.values()) < 1:
+            raise ValueError(
+                f"input_size: got {self.input_size}; the feature map vanishes ({sizes}); "
+                "use a larger input_size or a smaller stem_stride"
+            )
+
+    def resolved(self) -> "ModelConfig":
+        """The same config with every variant default filled in."""
+        paper = self.variant == "paper"
+        return dataclasses.replace(
+            self,
+            num_classes=self.num_classes or 1000,
+            lrn=paper if self.lrn is None else self.lrn,
+            towers=(2 if paper else 1) if self.towers is None else self.towers,
+            init=("paper" if paper else "pytorch") if self.init is None else self.init,
+        )
+
+
+def _scaled(channels: int, width: float, groups: int) -> int:
+    """Channels at `width`, rounded to a multiple of the group count (at least one per group)."""
+    return max(groups, round(channels * width / groups) * groups)
+
+
+def _pool_geometry(pool: str) -> tuple[int, int]:
+    return (3, 2) if pool == "overlapping" else (2, 2)
+
+
+def feature_map_sizes(config: ModelConfig) -> dict[str, int]:
+    """Side of the square feature map after each stage, for `config.input_size`."""
+
+    def conv(size, kernel, stride, padding):
+        return (size + 2 * padding - kernel) // stride + 1
+
+    pool_k, pool_s = _pool_geometry(config.pool)
+    convs = _PAPER_CONVS if config.variant == "paper" else _TORCHVISION_CONVS
+    sizes = {}
+    size = conv(config.input_size, convs[0][1], config.stem_stride, convs[0][3])
+    sizes["conv1"] = size
+    size = conv(size, pool_k, pool_s, 0)
+    sizes["pool1"] = size
+    sizes["conv2"] = size  # 5x5 pad 2 keeps the size
+    size = conv(size, pool_k, pool_s, 0)
+    sizes["pool2"] = size
+    sizes["conv5"] = size  # 3x3 pad 1 keeps the size
+    sizes["pool5"] = conv(size, pool_k, pool_s, 0)
+    return sizes
+
+
+class AlexNet(nn.Module):
+    """`features` -> `avgpool` -> `classifier`, with torchvision's stage names.
+
+    Paper variant at 224 px: 60,965,224 parameters at 1000 classes, ~0.72 G multiply-adds.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config = config.resolved()
+        self.config = config
+        paper = config.variant == "paper"
+        groups = config.towers
+
+        def act() -> nn.Module:
+            return nn.ReLU(inplace=True) if config.activation == "relu" else nn.Tanh()
+
+        pool_k, pool_s = _pool_geometry(config.pool)
+
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for i, (out_channels, kernel, stride, padding) in enumerate(
+            _PAPER_CONVS if paper else _TORCHVISION_CONVS
+        ):
+            out_channels = _scaled(out_channels, config.width, groups)
+            layers += [
+                nn.Conv2d(
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride=config.stem_stride if i == 0 else stride,
+                    padding=padding,
+                    groups=groups if i in _TOWER_LOCAL_CONVS else 1,
+                ),
+                act(),
+            ]
+            if i in (0, 1):
+                if config.lrn:
+                    layers.append(nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0))
+                layers.append(nn.MaxPool2d(pool_k, pool_s))
+            in_channels = out_channels
+        layers.append(nn.MaxPool2d(pool_k, pool_s))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(_POOLED_SIZE)
+
+        fc_width = _scaled(_FC_WIDTH, config.width, groups)
+        fc_in = in_channels * _POOLED_SIZE * _POOLED_SIZE
+        linear6 = nn.Linear(fc_in, fc_width)
+        linear7 = nn.Linear(fc_width, fc_width)
+        linear8 = nn.Linear(fc_width, config.num_classes)
+        if paper:  # dropout on the outputs of fc6 and fc7
+            self.classifier = nn.Sequential(
+                linear6, act(), nn.Dropout(config.dropout),
+                linear7, act(), nn.Dropout(config.dropout),
+                linear8,
+            )  # fmt: skip
+        else:  # torchvision: dropout on the inputs of fc6 and fc7
+            self.classifier = nn.Sequential(
+                nn.Dropout(config.dropout), linear6, act(),
+                nn.Dropout(config.dropout), linear7, act(),
+                linear8,
+            )  # fmt: skip
+        self.reset_parameters()
+
+    def conv_layers(self) -> list[nn.Conv2d]:
+        return [m for m in self.features if isinstance(m, nn.Conv2d)]
+
+    def fc_layers(self) -> list[nn.Linear]:
+        return [m for m in self.classifier if isinstance(m, nn.Linear)]
+
+    def reset_parameters(self) -> None:
+        init = self.config.init
+        if init == "pytorch":
+            return  # the layers' own defaults, as torchvision.models.alexnet()
+        convs, fcs = self.conv_layers(), self.fc_layers()
+        for layers, unit_bias in ((convs, _PAPER_UNIT_BIAS_CONVS), (fcs, _PAPER_UNIT_BIAS_FCS)):
+            for i, layer in enumerate(layers):
+                if init == "paper":  # N(0, 0.01^2); biases 1 in conv2/4/5 and fc6/7, else 0
+                    nn.init.normal_(layer.weight, mean=0.0, std=0.01)
+                    nn.init.constant_(layer.bias, 1.0 if i in unit_bias else 0.0)
+                else:  # kaiming: He-normal weights, zero biases; learns fast from scratch
+                    nonlinearity = "relu" if self.config.activation == "relu" else "tanh"
+                    is_output = layer is fcs[-1]
+                    nn.init.kaiming_normal_(
+                        layer.weight, nonlinearity="linear" if is_output else nonlinearity
+                    )
+                    nn.init.zeros_(layer.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations (fc7, after its non-linearity): (B, 4096 * width)."""
+        x = self.features(x)  # (B, 256w, s, s)
+        x = self.avgpool(x)  # (B, 256w, 6, 6)
+        x = torch.flatten(x, 1)  # (B, 9216w)
+        return self.classifier[:-1](x)  # (B, 4096w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)  # (B, 256w, s, s)
+        x = self.avgpool(x)  # (B, 256w, 6, 6)
+        x = torch.flatten(x, 1)  # (B, 9216w)
+        return self.classifier(x)  # (B, num_classes)
+
+
+def build_model(config: ModelConfig) -> AlexNet:
+    return AlexNet(config)
