@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 
@@ -30,8 +31,15 @@ def describe(config: ExperimentConfig) -> None:
 
 def _ensure_ray() -> None:
     """Join the cluster in RAY_ADDRESS (or the job's cluster), else start a local one."""
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"))
+    if ray.is_initialized():
+        return
+    # Ray Data logs several INFO lines per dataset execution (every epoch), which would bury the
+    # epoch summaries; its warnings still show. The processes of a local Ray inherit this
+    # setting; RAY_DATA_LOG_LEVEL=INFO brings the lines back.
+    if "RAY_DATA_LOG_LEVEL" not in os.environ:
+        os.environ["RAY_DATA_LOG_LEVEL"] = "WARNING"
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # configured at import
+    ray.init(address=os.environ.get("RAY_ADDRESS"))
 
 
 def _cluster_shape() -> dict[str, str]:
@@ -65,9 +73,16 @@ def train(config: ExperimentConfig) -> tracking.TrackedRun:
     _ensure_ray()
     use_gpu = trainer.resolve_use_gpu(config.train)
     trainer.check_capacity(config.train, use_gpu, config.data.augment_cpus)
+    print(f"Ray Data: decoding and resizing {len(train_list) + len(val_list)} images to "
+          f"{config.data.image_size} px on CPU tasks...", flush=True)  # fmt: skip
+    started = time.monotonic()
     prepared = data_pipeline.build_datasets(
         train_list, val_list, config.data, config.model.input_size, config.seed
     )
+    seconds = time.monotonic() - started
+    print(f"Ray Data: {prepared.num_train} + {prepared.num_val} images ready in {seconds:.1f} s, "
+          "mean image and RGB eigenvalues "
+          f"({', '.join(f'{v:.4f}' for v in prepared.stats.eigenvalues)}) computed", flush=True)  # fmt: skip
 
     run = tracking.TrackedRun(config.tracking, run_name)
     run.log_start(

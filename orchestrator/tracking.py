@@ -9,6 +9,7 @@ ever opens a run of its own.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -46,13 +47,21 @@ def _artifact_location(tracking_uri: str) -> str | None:
     return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
 
 
+def _shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it lies under it."""
+    return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def ui_command(tracking_uri: str) -> str:
-    """The command that opens the MLflow UI on this tracking store."""
-    if tracking_uri.startswith("sqlite:"):
-        local = Path(tracking_uri.removeprefix("sqlite:///"))
-        shown = os.path.relpath(local) if local.is_relative_to(Path.cwd()) else str(local)
-        return f"mlflow ui --backend-store-uri sqlite:///{shown}   # then open http://127.0.0.1:5000"
-    return f"open {tracking_uri} in a browser"
+    """The command that opens the MLflow UI on this tracking store, runnable as printed."""
+    if not tracking_uri.startswith("sqlite:"):
+        return f"open {tracking_uri} in a browser"
+    mlflow_cli = "mlflow"
+    beside_python = Path(sys.executable).parent / "mlflow"
+    if shutil.which("mlflow") is None and beside_python.exists():  # e.g. a venv not activated
+        mlflow_cli = _shown_path(beside_python)
+    store = _shown_path(Path(tracking_uri.removeprefix("sqlite:///")))
+    return f"{mlflow_cli} ui --backend-store-uri sqlite:///{store}   # then open http://127.0.0.1:5000"
 
 
 def git_sha() -> str:

@@ -154,9 +154,14 @@ def train_fn_per_worker(loop_config: dict) -> None:
 
 
 def resolve_use_gpu(config: TrainConfig) -> bool:
+    """`train.use_gpu`, or when unset: GPUs if the cluster has one for every worker."""
     if config.use_gpu is not None:
         return config.use_gpu
-    return ray.cluster_resources().get("GPU", 0) >= config.num_workers
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if 0 < gpus < config.num_workers:
+        print(f"the cluster has {gpus:g} GPU(s) for {config.num_workers} workers: training on "
+              f"CPU; set train.num_workers={int(gpus)} to train on the GPUs")  # fmt: skip
+    return gpus >= config.num_workers
 
 
 def check_capacity(config: TrainConfig, use_gpu: bool, data_cpus: float) -> None:
