@@ -6,16 +6,21 @@ import dataclasses
 import logging
 import os
 import time
+from pathlib import Path
 
 import ray
 
 from orchestrator import data as data_pipeline
+from orchestrator import prepare as prepare_job
 from orchestrator import tracking
 from orchestrator import train as trainer
 from orchestrator.config import ExperimentConfig, flatten, to_yaml
 from orchestrator.errors import ConfigError
+from orchestrator.prepare import PrepareConfig, PrepareResult
+from orchestrator.storage import Location
 from workloads.alexnet.model import build_model
 from workloads.alexnet.summary import format_table, layer_table
+from workloads.alexnet.transforms import BatchTransform
 
 
 def describe(config: ExperimentConfig) -> None:
@@ -51,49 +56,120 @@ def _cluster_shape() -> dict[str, str]:
     }
 
 
-def train(config: ExperimentConfig) -> tracking.TrackedRun:
-    """One training run: Ray Data -> Ray Train workers -> one MLflow run."""
-    run_name = config.name or f"{config.tracking.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+def _report_prepare(result: PrepareResult) -> None:
+    if result.skipped:
+        print(f"prepared data: {result.out} (already complete: {result.images['train']} training "
+              f"/ {result.images['val']} validation images)", flush=True)  # fmt: skip
+        return
+    resumed = result.total - result.processed
+    print(f"prepare: {sum(result.images.values())} images ({result.images['train']} train, "
+          f"{result.images['val']} val) in {result.out}; {result.rejects} rejected (see "
+          f"{result.rejects_file}). This run: {result.processed} files in {result.seconds:.1f} s, "
+          f"{result.images_per_second:.0f} images/s, {result.images_per_second_per_core:.0f} images/s per CPU core "
+          f"({result.cpus:g} cores)" + (f"; {resumed} done by an earlier run" if resumed else ""),
+          flush=True)  # fmt: skip
 
-    # Everything that can fail on the user's input fails here, before any Ray work.
-    root = data_pipeline.dataset_root(config.data)
-    train_list, val_list = data_pipeline.list_splits(root)
-    num_classes = len(train_list.classes)
+
+def _check_rejects(result: PrepareResult, config: PrepareConfig) -> None:
+    if not result.complete:
+        raise ConfigError(
+            f"prepare: {result.rejects} of {result.total} files could not be read "
+            f"({result.rejects / result.total:.2%}), more than prepare.max_reject_fraction "
+            f"({config.max_reject_fraction:g}); they are listed in {result.rejects_file}"
+        )
+
+
+def prepare(config: ExperimentConfig) -> PrepareResult:
+    """Decode a raw image tree once into shards (a Ray Data job), logged to MLflow."""
+    job = config.prepare
+    if job.out is None:
+        raise ConfigError("prepare.out: required (--out)")
+    splits = prepare_job.list_source(job)  # bad paths and layouts fail here, before Ray starts
+    _ensure_ray()
+    result = prepare_job.run_prepare(job, splits=splits)
+    _report_prepare(result)
+    if not result.skipped:
+        run = tracking.TrackedRun(config.tracking, f"prepare-{Path(job.root).name}")
+        run.log_start(
+            params={**flatten(job, "prepare."), "prepare.files": result.total},
+            tags={**tracking.provenance_tags(), **_cluster_shape(), "kind": "prepare"},
+            config_yaml=to_yaml(job),
+        )
+        run.log_metrics(
+            {
+                "images_written": sum(result.images.values()),
+                "rejects": result.rejects,
+                "seconds": result.seconds,
+                "images_per_second": result.images_per_second,
+                "images_per_second_per_core": result.images_per_second_per_core,
+            }
+        )
+        out = Location.of(result.out)
+        run.log_text(out.read_bytes("rejects.csv").decode(), "rejects.csv")
+        if result.complete:
+            run.log_text(out.read_bytes("manifest.json").decode(), "manifest.json")
+        run.finish("FINISHED" if result.complete else "FAILED")
+    _check_rejects(result, job)
+    return result
+
+
+def train(config: ExperimentConfig) -> tracking.TrackedRun:
+    """One training run: prepared shards -> Ray Data -> Ray Train workers -> one MLflow run."""
+    run_name = config.name or f"{config.tracking.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+    raw = data_pipeline.raw_source(config.data, config.prepare)
+    splits = prepare_job.list_source(raw) if raw is not None else None  # bad paths fail pre-Ray
+
+    _ensure_ray()
+    if raw is not None:
+        result = data_pipeline.prepare_source(raw, splits)
+        _report_prepare(result)
+        _check_rejects(result, raw)
+        uri = result.out
+    else:
+        uri = config.data.root
+    data = data_pipeline.open_prepared(uri)
+    num_classes = len(data.classes)
     if config.model.num_classes not in (None, num_classes):
         raise ConfigError(
-            f"model.num_classes: got {config.model.num_classes}, but {root}/train has "
-            f"{num_classes} classes; leave it unset to take it from the data"
+            f"model.num_classes: got {config.model.num_classes}, but the data has {num_classes} "
+            "classes; leave it unset to take it from the data"
+        )
+    if data.image_size < config.model.input_size:
+        raise ConfigError(
+            f"model.input_size: got {config.model.input_size}; allowed: <= the prepared images' "
+            f"{data.image_size} px ({uri})"
         )
     config = dataclasses.replace(
         config, name=run_name, model=dataclasses.replace(config.model, num_classes=num_classes)
     )
-    print(f"data: {root} ({len(train_list)} training / {len(val_list)} validation images, "
-          f"{num_classes} classes)", flush=True)  # fmt: skip
+    print(f"data: {uri} ({data.count('train')} training / {data.count('val')} validation "
+          f"images of {data.image_size} px, {num_classes} classes)", flush=True)  # fmt: skip
 
-    _ensure_ray()
     use_gpu = trainer.resolve_use_gpu(config.train)
-    trainer.check_capacity(config.train, use_gpu, config.data.augment_cpus)
-    print(f"Ray Data: decoding and resizing {len(train_list) + len(val_list)} images to "
-          f"{config.data.image_size} px on CPU tasks...", flush=True)  # fmt: skip
-    started = time.monotonic()
-    prepared = data_pipeline.build_datasets(
-        train_list, val_list, config.data, config.model.input_size, config.seed
+    trainer.check_capacity(config.train, use_gpu, config.data.decode_cpus)
+    transform = BatchTransform(
+        crop_size=config.model.input_size,
+        mean_image=data.stats.mean_image if config.data.mean_subtraction else None,
+        eigenvalues=data.stats.eigenvalues,
+        eigenvectors=data.stats.eigenvectors,
+        pca_noise_std=config.data.pca_noise_std,
+        flip=config.data.flip,
+        seed=config.seed,
     )
-    seconds = time.monotonic() - started
-    print(f"Ray Data: {prepared.num_train} + {prepared.num_val} images ready in {seconds:.1f} s, "
-          "mean image and RGB eigenvalues "
-          f"({', '.join(f'{v:.4f}' for v in prepared.stats.eigenvalues)}) computed", flush=True)  # fmt: skip
 
     run = tracking.TrackedRun(config.tracking, run_name)
     run.log_start(
         params={
             **flatten(dataclasses.replace(config, model=config.model.resolved())),
-            "data.num_train_images": prepared.num_train,
-            "data.num_val_images": prepared.num_val,
+            "data.prepared_uri": uri,
+            "data.num_train_images": data.count("train"),
+            "data.num_val_images": data.count("val"),
             "data.num_classes": num_classes,
+            "data.image_size": data.image_size,
+            "data.rejects": data.manifest["rejects"],
             "train.use_gpu_resolved": use_gpu,
         },
-        tags={**tracking.provenance_tags(), **_cluster_shape()},
+        tags={**tracking.provenance_tags(), **_cluster_shape(), "kind": "train"},
         config_yaml=to_yaml(config),
     )
     print(f"MLflow run {run.run_id} ('{run_name}') in {run.tracking_uri}", flush=True)
@@ -101,15 +177,18 @@ def train(config: ExperimentConfig) -> tracking.TrackedRun:
     loop_config = {
         "model": config.model,
         "optim": config.optim,
-        "train": config.train,
-        "seed": config.seed,
-        "prefetch_batches": config.data.prefetch_batches,
+        "settings": config.train.worker_settings(config.data.prefetch_batches, config.seed, use_gpu),
+        "transform": transform,
+    }
+    datasets = {
+        "train": data_pipeline.decoded_stream(data, "train", config.data, seed=config.seed),
+        "val": data_pipeline.decoded_stream(data, "val", config.data, seed=None),
     }
     try:
         trainer.fit(
             loop_config,
             config.train,
-            datasets={"train": prepared.train, "val": prepared.val},
+            datasets=datasets,
             run_name=run_name,
             callbacks=[run.epoch_logger()],
             use_gpu=use_gpu,

@@ -18,6 +18,7 @@ import yaml
 
 from orchestrator.data import DataConfig
 from orchestrator.errors import ConfigError
+from orchestrator.prepare import PrepareConfig
 from orchestrator.tracking import TrackingConfig
 from orchestrator.train import TrainConfig
 from workloads.alexnet.engine import OptimizerConfig
@@ -35,15 +36,17 @@ class ExperimentConfig:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
     optim: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
-        if self.data.image_size < self.model.input_size:
+        if self.data.source != "prepared" and self.prepare.image_size < self.model.input_size:
             raise ValueError(
-                f"data.image_size: got {self.data.image_size}; allowed: >= model.input_size "
-                f"({self.model.input_size}), the crop is cut from the {self.data.image_size} px image"
+                f"prepare.image_size: got {self.prepare.image_size}; allowed: >= model.input_size "
+                f"({self.model.input_size}), the crop is cut from the {self.prepare.image_size} px "
+                "image"
             )
         if self.train.global_batch_size % self.train.num_workers:
             raise ValueError(

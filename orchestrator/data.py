@@ -1,247 +1,191 @@
-"""The Ray Data pipeline: image files -> decoded S x S uint8 -> augmented crops for Ray Train.
+"""The training-time stream: prepared Parquet shards -> Ray Data decode -> uint8 batches.
 
-1. `read_images`: Ray Data reads the files; CPU tasks decode them, resize the short side to S and
-   crop the central S x S (deterministic, so it runs once and the result is materialized).
-2. `image_statistics`: the per-pixel mean image and the RGB covariance's eigen-decomposition,
-   from mergeable partial sums computed per block (never by collecting images in the driver).
-3. `training_view` / `validation_view`: lazy transforms on top of the materialized images, run on
-   every pass, so every epoch sees new random crops, flips and colour noise.
+Ray Data reads the shards (a new file order every epoch, reproducible from the seed) and decodes
+their S x S JPEGs (or raw pixels) on CPU tasks into uint8 (N, S, S, 3). The random crop, flip,
+PCA colour noise and mean subtraction run on the training worker's device from those uint8
+batches (`workloads.alexnet.transforms.BatchTransform`), keyed by (seed, epoch, image id): new
+every epoch, identical for the same seed, whatever the batch order.
 
-The training workers consume the result with `get_dataset_shard(...).iter_torch_batches()`.
+A raw image tree (`imagefolder`, `imagenet`) or the generated dataset (`synthetic`) is prepared
+into shards on first use (see orchestrator/prepare.py) and reused afterwards.
 """
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
+
 
 import numpy as np
+import pyarrow.parquet as pq
 import ray.data
 
 from orchestrator.errors import ConfigError
-from workloads.alexnet import transforms as T
-from workloads.datasets.image_folder import ImageList, list_image_folder
+from orchestrator.prepare import PrepareConfig, PrepareResult, run_prepare
+from orchestrator.storage import Location, open_input_file
+from workloads.datasets import codec
 from workloads.datasets.synthetic import SyntheticConfig, generate
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_SYNTHETIC_ROOT = "data/synthetic"
+DEFAULT_PREPARED_PARENT = "data/prepared"
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["folder", "synthetic"] = "folder"  # folder: <root>/{train,val}/<class>/*
-    root: str | None = None  # folder: the dataset; synthetic: where to write it (data/synthetic)
+    source: Literal["prepared", "imagefolder", "imagenet", "synthetic"] = "prepared"
+    root: str | None = None  # prepared: `prepare`'s output; imagefolder/imagenet: the raw tree;
+    #                          synthetic: where to generate it (default data/synthetic)
+    prepared_root: str | None = None  # where a raw source is prepared (default data/prepared/...)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    image_size: int = 256  # S: short side resized to S, then the central S x S kept
     flip: bool = True  # random horizontal flips in training
     mean_subtraction: bool = True  # subtract the training set's per-pixel mean image
     pca_noise_std: float = 0.1  # std of the paper's PCA colour noise alphas; 0 turns it off
-    decode_rows_per_task: int = 256  # images per decode task
-    decode_cpus: float = 1.0  # CPUs reserved per decode task
-    augment_cpus: float = 0.25  # CPUs reserved per augmentation task (light numpy work)
-    prefetch_batches: int = 2  # batches prefetched by each training worker
+    decode_rows_per_batch: int = 64  # images read and decoded at a time
+    decode_cpus: float = 1.0  # CPUs reserved per Ray Data read/decode task (one per shard file)
+    prefetch_batches: int = 2  # batches each training worker prefetches
 
     def __post_init__(self):
-        if self.image_size < 8:
-            raise ValueError(f"image_size: got {self.image_size}; allowed: an integer >= 8")
         if self.pca_noise_std < 0:
             raise ValueError(f"pca_noise_std: got {self.pca_noise_std}; allowed: a number >= 0")
-        for name in ("decode_cpus", "augment_cpus"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: got {getattr(self, name)}; allowed: a number > 0")
-        if self.decode_rows_per_task < 1 or self.prefetch_batches < 0:
-            raise ValueError("decode_rows_per_task: allowed >= 1; prefetch_batches: allowed >= 0")
+        if not self.decode_cpus > 0:
+            raise ValueError(f"decode_cpus: got {self.decode_cpus}; allowed: a number > 0")
+        if self.decode_rows_per_batch < 1 or self.prefetch_batches < 0:
+            raise ValueError("decode_rows_per_batch: allowed >= 1; prefetch_batches: allowed >= 0")
 
 
 @dataclass(frozen=True)
 class ImageStats:
-    """Training-set statistics, in [0, 1] pixel units."""
+    """Training-set statistics from `prepare`, in [0, 1] pixel units."""
 
     mean_image: np.ndarray  # (S, S, 3) float32
     eigenvalues: np.ndarray  # (3,) descending
     eigenvectors: np.ndarray  # (3, 3), columns
-    count: int  # images
+    count: int
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    train: ray.data.Dataset  # augmented: {"image": float32 (3, C, C), "label": int64}
-    val: ray.data.Dataset  # centre crops, same columns
-    classes: list[str]
+    """A complete `prepare` output, opened."""
+
+    uri: str
+    manifest: dict
     stats: ImageStats
-    num_train: int
-    num_val: int
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest["classes"]
+
+    @property
+    def image_size(self) -> int:
+        return self.manifest["params"]["image_size"]
+
+    @property
+    def encoding(self) -> str:
+        return self.manifest["params"]["encoding"]
+
+    def files(self, split: str) -> list[str]:
+        return [f"{self.uri}/{name}" for name in self.manifest["shards"][split]]
+
+    def count(self, split: str) -> int:
+        return self.manifest["images"][split]
 
 
-def dataset_root(config: DataConfig) -> Path:
-    """Where the images are; the synthetic dataset is generated there first (once, cached)."""
-    if config.source == "synthetic":
-        return generate(Path(config.root or DEFAULT_SYNTHETIC_ROOT).resolve(), config.synthetic)
-    if config.root is None:
-        raise ConfigError("data.root: required when data.source is 'folder' (the dataset folder)")
-    root = Path(config.root).expanduser().resolve()
-    if not root.is_dir():
-        raise ConfigError(f"data.root: got {root}, which is not a folder")
-    return root
-
-
-def _decode_batch(batch: dict, image_size: int, class_index: dict[str, int]) -> dict:
-    """Binary files -> uint8 (N, S, S, 3) and labels. Unreadable files are skipped with a warning."""
-    images, labels = [], []
-    for data, path in zip(batch["bytes"], batch["path"]):
-        try:
-            images.append(T.resize_and_center_crop(T.decode_image(data), image_size))
-        except Exception as error:  # noqa: BLE001 - one bad file must not stop the run
-            logger.warning("skipping unreadable image %s: %s", path, error)
-            continue
-        labels.append(class_index[Path(path).parent.name])
-    return {
-        "image": np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8),
-        "label": np.asarray(labels, dtype=np.int64),
-    }
-
-
-def read_images(images: ImageList, config: DataConfig, seed: int) -> ray.data.Dataset:
-    """Decode, resize and centre-crop every file once; the result is materialized.
-
-    Files are shuffled once (by `seed`) before reading so that blocks mix classes.
-    """
-    order = np.random.default_rng(seed).permutation(len(images.paths))
-    paths = [images.paths[i] for i in order]
-    num_blocks = max(1, -(-len(paths) // config.decode_rows_per_task))
-    class_index = {name: i for i, name in enumerate(images.classes)}
-    return (
-        ray.data.read_binary_files(paths, include_paths=True, override_num_blocks=num_blocks)
-        .map_batches(
-            _decode_batch,
-            batch_size=config.decode_rows_per_task,
-            num_cpus=config.decode_cpus,
-            fn_kwargs={"image_size": config.image_size, "class_index": class_index},
+def open_prepared(uri: str) -> PreparedData:
+    location = Location.of(uri)
+    if not location.exists("manifest.json"):
+        raise ConfigError(
+            f"data.root: {location.uri} holds no complete prepared dataset (no manifest.json); "
+            "run `orchestrator/run.py prepare` first, or use data.source: imagefolder"
         )
-        .materialize()
-    )
-
-
-def _partial_sums(batch: dict) -> dict:
-    """Mergeable sums over one block: per-pixel sum, RGB sum and RGB outer-product sum."""
-    images = batch["image"]  # (N, S, S, 3) uint8
-    pixels = images.reshape(-1, 3).astype(np.float64) / 255.0  # (N*S*S, 3)
-    return {
-        "image_sum": images.sum(axis=0, dtype=np.float64)[None] / 255.0,  # (1, S, S, 3)
-        "rgb_sum": pixels.sum(axis=0)[None],  # (1, 3)
-        "rgb_outer_sum": (pixels.T @ pixels)[None],  # (1, 3, 3)
-        "count": np.array([len(images)]),
-    }
-
-
-def image_statistics(decoded: ray.data.Dataset) -> ImageStats:
-    """Mean image and RGB eigen-decomposition, merged one block's partial sums at a time."""
-    total = None
-    for partial in decoded.map_batches(_partial_sums, batch_size=None).iter_rows():
-        if total is None:
-            total = {k: np.asarray(v, dtype=np.float64).copy() for k, v in partial.items()}
-        else:
-            for k, v in partial.items():
-                total[k] += v
-    if total is None or total["count"] == 0:
-        raise ValueError("no readable training images")
-    count = int(total["count"])
-    image_size = total["image_sum"].shape[0]
-    eigenvalues, eigenvectors = T.rgb_statistics(
-        total["rgb_sum"], total["rgb_outer_sum"], count * image_size * image_size
-    )
-    return ImageStats(
-        mean_image=(total["image_sum"] / count).astype(np.float32),
-        eigenvalues=eigenvalues,
-        eigenvectors=eigenvectors,
-        count=count,
-    )
-
-
-def _augment_batch(
-    batch: dict,
-    crop_size: int,
-    flip: bool,
-    mean_image: np.ndarray | None,
-    eigenvalues: np.ndarray,
-    eigenvectors: np.ndarray,
-    pca_noise_std: float,
-) -> dict:
-    """Random crop + flip, mean subtraction, PCA colour noise; rows shuffled within the batch."""
-    rng = np.random.default_rng()  # fresh entropy: every pass draws new augmentations
-    images = batch["image"]  # (N, S, S, 3) uint8, read-only
-    n, image_size = len(images), images.shape[1]
-    crops = T.random_crops(rng, n, image_size, crop_size)
-    if not flip:
-        crops = T.Crops(crops.tops, crops.lefts, np.zeros(n, dtype=bool), crop_size)
-    mean_crops = None if mean_image is None else T.apply_crops(mean_image[None], crops)
-    out = T.normalize(T.apply_crops(images, crops), mean_crops)  # (N, 3, C, C) float32
-    if pca_noise_std > 0:
-        T.add_color_offsets(out, T.pca_color_offsets(rng, n, eigenvalues, eigenvectors, pca_noise_std))
-    order = rng.permutation(n)
-    return {"image": out[order], "label": batch["label"][order]}
-
-
-def _center_batch(batch: dict, crop_size: int, mean_image: np.ndarray | None) -> dict:
-    images = batch["image"]
-    crops = T.center_crops(len(images), images.shape[1], crop_size)
-    mean_crops = None if mean_image is None else T.apply_crops(mean_image[None], crops)
-    return {"image": T.normalize(T.apply_crops(images, crops), mean_crops), "label": batch["label"]}
-
-
-def training_view(
-    decoded: ray.data.Dataset, stats: ImageStats, config: DataConfig, crop_size: int, seed: int
-) -> ray.data.Dataset:
-    return decoded.randomize_block_order(seed=seed).map_batches(
-        _augment_batch,
-        batch_size=None,
-        num_cpus=config.augment_cpus,
-        fn_kwargs={
-            "crop_size": crop_size,
-            "flip": config.flip,
-            "mean_image": stats.mean_image if config.mean_subtraction else None,
-            "eigenvalues": stats.eigenvalues,
-            "eigenvectors": stats.eigenvectors,
-            "pca_noise_std": config.pca_noise_std,
-        },
-    )
-
-
-def validation_view(
-    decoded: ray.data.Dataset, stats: ImageStats, config: DataConfig, crop_size: int
-) -> ray.data.Dataset:
-    return decoded.map_batches(
-        _center_batch,
-        batch_size=None,
-        num_cpus=config.augment_cpus,
-        fn_kwargs={
-            "crop_size": crop_size,
-            "mean_image": stats.mean_image if config.mean_subtraction else None,
-        },
-    )
-
-
-def list_splits(root: Path) -> tuple[ImageList, ImageList]:
-    """Training and validation files; the class index comes from the training folder."""
-    train_list = list_image_folder(root, "train")
-    return train_list, list_image_folder(root, "val", classes=train_list.classes)
-
-
-def build_datasets(
-    train_list: ImageList, val_list: ImageList, config: DataConfig, crop_size: int, seed: int
-) -> PreparedData:
-    """Everything the trainer needs from the data (needs a running Ray)."""
-    decoded_train = read_images(train_list, config, seed)
-    decoded_val = read_images(val_list, config, seed)
-    stats = image_statistics(decoded_train)
+    stats = location.read_arrays("stats.npz")
     return PreparedData(
-        train=training_view(decoded_train, stats, config, crop_size, seed),
-        val=validation_view(decoded_val, stats, config, crop_size),
-        classes=train_list.classes,
-        stats=stats,
-        num_train=stats.count,
-        num_val=decoded_val.count(),
+        uri=location.uri,
+        manifest=location.read_json("manifest.json"),
+        stats=ImageStats(
+            mean_image=stats["mean_image"],
+            eigenvalues=stats["eigenvalues"],
+            eigenvectors=stats["eigenvectors"],
+            count=int(stats["count"]),
+        ),
+    )
+
+
+def raw_source(config: DataConfig, prepare: PrepareConfig) -> PrepareConfig | None:
+    """The `prepare` job a raw source needs before training (None for a prepared source).
+
+    Generates the synthetic dataset first (once). Needs no Ray, so bad paths fail early.
+    """
+    if config.source == "prepared":
+        if config.root is None:
+            raise ConfigError("data.root: required (the output of `prepare`, or set data.source)")
+        return None
+    if config.source == "synthetic":
+        root = generate(Path(config.root or DEFAULT_SYNTHETIC_ROOT).resolve(), config.synthetic)
+        source = "imagefolder"
+    else:
+        if config.root is None:
+            raise ConfigError(f"data.root: required when data.source is '{config.source}'")
+        root, source = Path(config.root).expanduser().resolve(), config.source
+    return dataclasses.replace(prepare, source=source, root=str(root), out=config.prepared_root)
+
+
+def prepare_source(prepare: PrepareConfig, splits) -> PrepareResult:
+    """Run (or find already done) the preparation of a raw source; needs a running Ray."""
+    return run_prepare(prepare, default_parent=DEFAULT_PREPARED_PARENT, splits=splits)
+
+
+def _read_shards(
+    batch: dict, encoding: str, image_size: int, rows_per_batch: int, shuffle: bool
+) -> Iterator[dict]:
+    """Shard files -> batches of {"image": uint8 (N, S, S, 3), "label", "id"}, streamed.
+
+    Reads one Parquet batch of encoded rows at a time and decodes it; when training, the rows
+    of each batch are permuted (batch composition only: augmentation is keyed by image id).
+    """
+    for uri in batch["file"]:
+        with open_input_file(str(uri)) as handle:
+            shard = pq.ParquetFile(handle)
+            for table in shard.iter_batches(rows_per_batch, columns=["id", "label", "image"]):
+                encoded = table.column("image").to_pylist()
+                if encoding == "raw":
+                    shape = (image_size, image_size, 3)
+                    images = [np.frombuffer(b, np.uint8).reshape(shape) for b in encoded]
+                else:
+                    images = [codec.decode_jpeg(b) for b in encoded]
+                order = np.arange(len(images))
+                if shuffle:
+                    order = np.random.default_rng().permutation(len(images))
+                yield {
+                    "image": np.stack([images[i] for i in order]),
+                    "label": table.column("label").to_numpy()[order],
+                    "id": table.column("id").to_numpy()[order],
+                }
+
+
+def decoded_stream(
+    data: PreparedData, split: str, config: DataConfig, seed: int | None
+) -> ray.data.Dataset:
+    """{"image": uint8 (S, S, 3), "label", "id"} rows of one split, one read task per shard.
+
+    `seed`: a new shard order every epoch (reproducible from the seed) and rows permuted within
+    read batches; None reads in order (validation).
+    """
+    files = data.files(split)
+    shards = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files))
+    if seed is not None:
+        shards = shards.randomize_block_order(
+            seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True)
+        )  # a new order on every pass (epoch), the same sequence for the same seed
+    return shards.map_batches(
+        _read_shards,
+        batch_size=1,
+        num_cpus=config.decode_cpus,
+        fn_kwargs={
+            "encoding": data.encoding,
+            "image_size": data.image_size,
+            "rows_per_batch": config.decode_rows_per_batch,
+            "shuffle": seed is not None,
+        },
     )

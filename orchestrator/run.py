@@ -7,6 +7,7 @@ Train workers fed by Ray Data, tracked in MLflow (./mlflow.db).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -20,7 +21,13 @@ from orchestrator.errors import ConfigError  # noqa: E402
 COMMANDS = {
     "demo": (commands.train, "train the CPU-sized demo config on a generated dataset (default)"),
     "train": (commands.train, "one training run: Ray Data -> Ray Train -> one MLflow run"),
+    "prepare": (commands.prepare, "decode a raw image tree once into Parquet shards + statistics"),
     "describe": (commands.describe, "print the layer table: output shapes, params, multiply-adds"),
+}
+PREPARE_OPTIONS = {
+    "--source": "imagefolder (train/<class>/*, val/<class>/*) or imagenet (ILSVRC-2012 layouts)",
+    "--root": "the raw dataset folder",
+    "--out": "where to write the shards: a folder or a pyarrow filesystem URI (s3://, gs://)",
 }
 
 
@@ -50,9 +57,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             help="override one config field, e.g. --set model.dropout=0.3 --set train.epochs=5 "
             "(repeatable; the value is parsed as YAML)",
         )
+        if name == "prepare":
+            for option, option_help in PREPARE_OPTIONS.items():
+                sub.add_argument(option, help=f"{option_help} (prepare.{option[2:]})")
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["demo", *argv]  # bare `run.py [--set ...]` is the demo
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for option in PREPARE_OPTIONS:  # sugar for --set prepare.<option>=<value>
+        value = getattr(args, option[2:], None)
+        if value is not None:
+            args.overrides.append(f"prepare.{option[2:]}={json.dumps(value)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -121,7 +121,18 @@ class TrackedRun:
         for start in range(0, len(items), 100):  # the REST API takes at most 100 params a call
             self.client.log_batch(self.run_id, params=items[start : start + 100])
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-        self.client.log_text(self.run_id, config_yaml, "config.yaml")
+        self.log_text(config_yaml, "config.yaml")
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
+        )
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
 
     def epoch_logger(self) -> "EpochLogger":
         return EpochLogger(self.tracking_uri, self.run_id)

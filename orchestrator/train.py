@@ -20,8 +20,16 @@ import torch
 import torch.distributed as dist
 
 from orchestrator.errors import ConfigError
-from workloads.alexnet.engine import OptimizerConfig, accumulate, build_optimizer, eval_step, train_step
+from workloads.alexnet.engine import (
+    OptimizerConfig,
+    accumulate,
+    build_optimizer,
+    eval_step,
+    eval_step_multiview,
+    train_step,
+)
 from workloads.alexnet.model import ModelConfig, build_model
+from workloads.alexnet.transforms import BatchTransform
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class TrainConfig:
     cpus_per_worker: float = 1.0  # leave some CPUs free for Ray Data on small machines
     storage_path: str = "results"  # Ray Train run folders (use shared storage on a cluster)
     log_every_n_steps: int = 50  # rank 0 prints progress every n steps; 0: per epoch only
+    ten_crop: bool = False  # after the last epoch, also the paper's ten-crop validation
 
     def __post_init__(self):
         for name in ("epochs", "global_batch_size", "num_workers"):
@@ -46,6 +55,18 @@ class TrainConfig:
     @property
     def batch_size_per_worker(self) -> int:
         return self.global_batch_size // self.num_workers
+
+    def worker_settings(self, prefetch_batches: int, seed: int, use_gpu: bool) -> "WorkerSettings":
+        return WorkerSettings(
+            epochs=self.epochs,
+            global_batch_size=self.global_batch_size,
+            batch_size_per_worker=self.batch_size_per_worker,
+            prefetch_batches=prefetch_batches,
+            pin_memory=use_gpu,
+            log_every_n_steps=self.log_every_n_steps,
+            ten_crop=self.ten_crop,
+            seed=seed,
+        )
 
 
 class RankZeroPrinter:
@@ -69,13 +90,16 @@ def _all_reduce_sums(sums: dict[str, torch.Tensor], device: torch.device) -> dic
     return dict(zip(keys, packed.tolist()))
 
 
-def _run_epoch(model, optimizer, shard, batch_size, prefetch_batches, log, epoch, log_every):
+def _run_epoch(model, optimizer, shard, transform, epoch, settings, log):
     """One pass over this worker's training shard; returns sums, seconds and seconds waiting."""
     sums, waited, step = None, 0.0, 0
     start = time.perf_counter()
     batches = iter(
         shard.iter_torch_batches(
-            batch_size=batch_size, drop_last=True, prefetch_batches=prefetch_batches
+            batch_size=settings.batch_size_per_worker,
+            drop_last=True,
+            prefetch_batches=settings.prefetch_batches,
+            pin_memory=settings.pin_memory,
         )
     )
     while True:
@@ -84,73 +108,94 @@ def _run_epoch(model, optimizer, shard, batch_size, prefetch_batches, log, epoch
         waited += time.perf_counter() - before
         if batch is None:
             break
-        sums = accumulate(sums, train_step(model, optimizer, batch["image"], batch["label"]))
+        images = transform.train(batch["image"], batch["id"], epoch)  # (B, 3, C, C) float
+        sums = accumulate(sums, train_step(model, optimizer, images, batch["label"]))
         step += 1
-        if log_every and step % log_every == 0:
+        if settings.log_every_n_steps and step % settings.log_every_n_steps == 0:
             log(f"epoch {epoch} step {step}: running train loss "
                 f"{(sums['loss_sum'] / sums['count']).item():.4f}")  # fmt: skip
     if sums is None:
         raise RuntimeError(
-            f"a training shard had fewer than {batch_size} images: lower train.global_batch_size "
-            "or use more training data"
+            f"a training shard had fewer than {settings.batch_size_per_worker} images: lower "
+            "train.global_batch_size or use more training data"
         )
     return sums, time.perf_counter() - start, waited
 
 
-def _evaluate(model, shard, batch_size, prefetch_batches):
+def _evaluate(model, shard, transform, settings, ten_crop: bool):
+    """Sums over this worker's validation shard: centre crop, or the ten-crop average."""
     sums = None
-    for batch in shard.iter_torch_batches(batch_size=batch_size, prefetch_batches=prefetch_batches):
-        sums = accumulate(sums, eval_step(model, batch["image"], batch["label"]))
+    for batch in shard.iter_torch_batches(
+        batch_size=settings.batch_size_per_worker, prefetch_batches=settings.prefetch_batches
+    ):
+        if ten_crop:
+            step = eval_step_multiview(model, transform.ten_crop(batch["image"]), batch["label"])
+        else:
+            step = eval_step(model, transform.center(batch["image"]), batch["label"])
+        sums = accumulate(sums, step)
     if sums is None:  # this worker's validation shard is empty: contribute zeros
         zero = torch.zeros((), dtype=torch.float64)
         sums = {"loss_sum": zero, "correct1": zero, "correct5": zero, "count": zero}
     return sums
 
 
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What each worker needs beyond the model and optimizer configs (sent once, pickled)."""
+
+    epochs: int
+    global_batch_size: int
+    batch_size_per_worker: int
+    prefetch_batches: int
+    pin_memory: bool
+    log_every_n_steps: int
+    ten_crop: bool
+    seed: int
+
+
 def train_fn_per_worker(loop_config: dict) -> None:
     model_config: ModelConfig = loop_config["model"]
     optim_config: OptimizerConfig = loop_config["optim"]
-    train_config: TrainConfig = loop_config["train"]
-    prefetch_batches: int = loop_config["prefetch_batches"]
+    settings: WorkerSettings = loop_config["settings"]
+    transform: BatchTransform = loop_config["transform"]
 
     context = ray.train.get_context()
     world_size = context.get_world_size()
     log = RankZeroPrinter(context.get_world_rank())
-    torch.manual_seed(loop_config["seed"])  # same initial weights on every rank
+    torch.manual_seed(settings.seed)  # same initial weights on every rank
 
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(build_model(model_config))
-    optimizer = build_optimizer(model, optim_config, train_config.global_batch_size)
+    optimizer = build_optimizer(model, optim_config, settings.global_batch_size)
     lr = optimizer.param_groups[0]["lr"]
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
-    log(f"{world_size} workers on {device}, batch {train_config.batch_size_per_worker} per worker "
-        f"({train_config.global_batch_size} global), lr {lr:g}")  # fmt: skip
+    log(f"{world_size} workers on {device}, batch {settings.batch_size_per_worker} per worker "
+        f"({settings.global_batch_size} global), lr {lr:g}")  # fmt: skip
 
-    for epoch in range(1, train_config.epochs + 1):
+    for epoch in range(1, settings.epochs + 1):
         train_sums, seconds, waited = _run_epoch(
-            model, optimizer, train_shard, train_config.batch_size_per_worker,
-            prefetch_batches, log, epoch, train_config.log_every_n_steps,
-        )  # fmt: skip
+            model, optimizer, train_shard, transform, epoch, settings, log
+        )
         train = _all_reduce_sums(train_sums, device)
-        val = _all_reduce_sums(
-            _evaluate(model, val_shard, train_config.batch_size_per_worker, prefetch_batches),
-            device,
-        )
-        ray.train.report(
-            {
-                "epoch": epoch,
-                "train_loss": train["loss_sum"] / train["count"],
-                "train_top1_error": 1 - train["correct1"] / train["count"],
-                "val_loss": val["loss_sum"] / val["count"],
-                "val_top1_error": 1 - val["correct1"] / val["count"],
-                "val_top5_error": 1 - val["correct5"] / val["count"],
-                "lr": lr,
-                "images_per_second": train["count"] / seconds,
-                "data_wait_fraction": waited / seconds,
-                "epoch_seconds": seconds,
-            }
-        )
+        val = _all_reduce_sums(_evaluate(model, val_shard, transform, settings, False), device)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train["loss_sum"] / train["count"],
+            "train_top1_error": 1 - train["correct1"] / train["count"],
+            "val_loss": val["loss_sum"] / val["count"],
+            "val_top1_error": 1 - val["correct1"] / val["count"],
+            "val_top5_error": 1 - val["correct5"] / val["count"],
+            "lr": lr,
+            "images_per_second": train["count"] / seconds,
+            "data_wait_fraction": waited / seconds,
+            "epoch_seconds": seconds,
+        }
+        if settings.ten_crop and epoch == settings.epochs:  # the paper's test: ten views
+            ten = _all_reduce_sums(_evaluate(model, val_shard, transform, settings, True), device)
+            metrics["val_top1_error_10crop"] = 1 - ten["correct1"] / ten["count"]
+            metrics["val_top5_error_10crop"] = 1 - ten["correct5"] / ten["count"]
+        ray.train.report(metrics)
 
 
 def resolve_use_gpu(config: TrainConfig) -> bool:

@@ -52,3 +52,26 @@ def run_cli():
         )
 
     return run
+
+
+@pytest.fixture
+def start_cli():
+    """Starts `python orchestrator/run.py ARGS` in its own process group (to kill it whole)."""
+    started = []
+
+    def start(*args: str, env: dict | None = None) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "orchestrator" / "run.py"), *args],
+            cwd=REPO_ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()

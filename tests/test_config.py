@@ -12,7 +12,7 @@ def test_builtin_defaults_are_the_paper_recipe():
     config = load_config()
     assert config.model.variant == "paper" and config.model.input_size == 224
     assert (config.optim.lr, config.optim.momentum, config.optim.weight_decay) == (0.01, 0.9, 5e-4)
-    assert config.train.global_batch_size == 128 and config.data.image_size == 256
+    assert config.train.global_batch_size == 128 and config.prepare.image_size == 256
 
 
 def test_every_yaml_in_configs_loads():
@@ -44,7 +44,8 @@ def test_overrides_are_parsed_as_yaml():
         ("train.epochs=0", "train.epochs: got 0; allowed: an integer >= 1"),
         ("data.synthetic.num_classes=1", "data.synthetic.num_classes: got 1; allowed: 2..64"),
         ("train.global_batch_size=63", "train.global_batch_size: got 63; allowed: a multiple of"),
-        ("data.image_size=48", "data.image_size: got 48; allowed: >= model.input_size (56)"),
+        ("prepare.image_size=48", "prepare.image_size: got 48; allowed: >= model.input_size (56)"),
+        ("data.source=tfrecords", "data.source: got 'tfrecords'; allowed: 'prepared', 'imagefolder'"),
         ("model=3", "model: got 3; allowed: a mapping of ModelConfig fields"),
         ("model.width.x=1", "'model.width' is a value, not a section"),
     ],
@@ -68,6 +69,8 @@ def test_bad_config_fails_before_ray_starts(run_cli):
         (["train", "--set", "model.towers=3"], "model.towers"),
         (["--set", "model.nonsense=1"], "model.nonsense"),
         (["train"], "data.root: required"),  # the paper recipe needs a dataset folder
+        (["prepare", "--root", "/data"], "prepare.out: required"),
+        (["prepare", "--root", "/nonexistent", "--out", "/tmp/x"], "prepare.root: got /nonexistent"),
     ):
         started = time.monotonic()
         result = run_cli(*args, env=env, timeout=120)
@@ -80,7 +83,7 @@ def test_bad_config_fails_before_ray_starts(run_cli):
 def test_help_describes_every_command_and_option(run_cli):
     top = run_cli("--help")
     assert top.returncode == 0
-    for command in ("demo", "train", "describe"):
+    for command in ("demo", "train", "prepare", "describe"):
         assert command in top.stdout
         sub = run_cli(command, "--help")
         assert sub.returncode == 0

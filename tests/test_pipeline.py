@@ -4,52 +4,62 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator import data as pipeline
+from orchestrator.prepare import PrepareConfig, run_prepare
 from workloads.alexnet import transforms as T
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def decoded(ray_cluster, tiny_dataset):
+def prepared(ray_cluster, tiny_dataset, tmp_path_factory):
     root, _ = tiny_dataset
-    config = pipeline.DataConfig(source="folder", root=str(root), image_size=64)
-    train_list, val_list = pipeline.list_splits(root)
-    return pipeline.read_images(train_list, config, seed=0), train_list, config
+    out = tmp_path_factory.mktemp("prepared") / "tiny"
+    run_prepare(PrepareConfig(root=str(root), out=str(out), image_size=64))
+    return pipeline.open_prepared(str(out))
 
 
-def test_decode_keeps_every_image_with_its_label(decoded):
-    dataset, train_list, _ = decoded
-    rows = dataset.take_all()
-    assert len(rows) == len(train_list) == 400
-    assert rows[0]["image"].shape == (64, 64, 3) and rows[0]["image"].dtype == np.uint8
-    assert sorted(int(r["label"]) for r in rows) == sorted(train_list.labels)
+def _epoch(stream, transform, epoch):
+    """One pass: {image id: model input} and the order the ids arrived in."""
+    views, order = {}, []
+    for batch in stream.iter_torch_batches(batch_size=50):
+        inputs = transform.train(batch["image"], batch["id"], epoch)
+        for image_id, view in zip(batch["id"].tolist(), inputs):
+            views[image_id] = view
+            order.append(image_id)
+    return views, order
 
 
-def test_statistics_from_partial_sums_match_numpy(decoded):
-    dataset, train_list, config = decoded
-    stats = pipeline.image_statistics(dataset)
-    images = np.stack([r["image"] for r in dataset.take_all()]).astype(np.float64) / 255
-    assert stats.count == 400
-    np.testing.assert_allclose(stats.mean_image, images.mean(axis=0), atol=1e-5)
-    pixels = images.reshape(-1, 3)
-    reference = np.sort(np.linalg.eigvalsh(np.cov(pixels.T, bias=True)))[::-1]
-    np.testing.assert_allclose(stats.eigenvalues, reference, rtol=1e-3)
+def test_stream_gives_new_crops_every_epoch_and_the_same_for_the_same_seed(prepared):
+    assert prepared.count("train") == 400 and prepared.image_size == 64
+    config = pipeline.DataConfig(source="prepared", root=prepared.uri)
+    stream = pipeline.decoded_stream(prepared, "train", config, seed=0)
+    transform = T.BatchTransform(56, prepared.stats.mean_image, prepared.stats.eigenvalues,
+                                 prepared.stats.eigenvectors, seed=0)  # fmt: skip
+    epoch1, order1 = _epoch(stream, transform, epoch=1)
+    epoch2, order2 = _epoch(stream, transform, epoch=2)
+    assert sorted(order1) == sorted(order2) == list(range(400))  # every image once per epoch
+    assert order1 != order2  # shard order and batch composition change every epoch
+    same = sum(torch.equal(epoch1[i], epoch2[i]) for i in range(400))
+    assert same < 20  # new crops/flips/colour noise (a few may coincide)
+
+    again = pipeline.decoded_stream(prepared, "train", config, seed=0)
+    repeat, _ = _epoch(again, T.BatchTransform(56, prepared.stats.mean_image,
+                                               prepared.stats.eigenvalues,
+                                               prepared.stats.eigenvectors, seed=0), epoch=1)  # fmt: skip
+    assert all(torch.equal(epoch1[i], repeat[i]) for i in range(400))  # same seed: identical
 
 
-def test_training_view_draws_new_augmentations_every_pass(decoded):
-    dataset, _, config = decoded
-    stats = pipeline.image_statistics(dataset)
-    view = pipeline.training_view(dataset, stats, config, crop_size=56, seed=0)
-    passes = [view.take_batch(400) for _ in range(2)]
-    for batch in passes:
-        assert batch["image"].shape == (400, 3, 56, 56) and batch["image"].dtype == np.float32
-        assert abs(batch["image"].mean()) < 0.05  # mean subtracted
-    assert sorted(passes[0]["label"]) == sorted(passes[1]["label"])
-    assert not np.allclose(np.sort(passes[0]["image"].ravel()), np.sort(passes[1]["image"].ravel()))
+def test_validation_stream_is_complete_and_in_order(prepared):
+    config = pipeline.DataConfig(source="prepared", root=prepared.uri)
+    batch = pipeline.decoded_stream(prepared, "val", config, seed=None).take_batch(1000)
+    assert batch["image"].shape == (100, 64, 64, 3) and batch["image"].dtype == np.uint8
+    assert sorted(batch["id"].tolist()) == list(range(100))
+    assert np.bincount(batch["label"]).tolist() == [20] * 5
 
 
 def test_cli_train_learns_and_logs_one_mlflow_run(ray_cluster, tiny_dataset, tmp_path, run_cli):
@@ -60,11 +70,13 @@ def test_cli_train_learns_and_logs_one_mlflow_run(ray_cluster, tiny_dataset, tmp
         "train",
         "--config", "configs/demo.yaml",
         "--set", f"data.root={root}",
+        "--set", f"data.prepared_root={tmp_path / 'prepared'}",
         "--set", f"data.synthetic.num_classes={synthetic.num_classes}",
         "--set", f"data.synthetic.train_per_class={synthetic.train_per_class}",
         "--set", f"data.synthetic.val_per_class={synthetic.val_per_class}",
         "--set", f"data.synthetic.seed={synthetic.seed}",
         "--set", "train.epochs=3",
+        "--set", "train.ten_crop=true",
         "--set", "train.global_batch_size=32",
         "--set", "optim.lr=0.04",
         "--set", f"tracking.uri=sqlite:///{db}",
@@ -85,6 +97,7 @@ def test_cli_train_learns_and_logs_one_mlflow_run(ray_cluster, tiny_dataset, tmp
     params = run.data.params
     assert params["model.variant"] == "paper" and params["model.towers"] == "2"
     assert params["model.num_classes"] == "5" and params["data.num_train_images"] == "400"
+    assert params["data.image_size"] == "64" and params["data.rejects"] == "0"
     assert params["optim.lr"] == "0.04" and params["train.num_workers"] == "2"
     for tag in ("git_sha", "ray_version", "torch_version", "mlflow_version", "cluster_cpus"):
         assert run.data.tags[tag]
@@ -99,6 +112,8 @@ def test_cli_train_learns_and_logs_one_mlflow_run(ray_cluster, tiny_dataset, tmp
     for key in ("train_loss", "train_top1_error", "val_top1_error", "val_top5_error", "lr",
                 "images_per_second", "data_wait_fraction"):  # fmt: skip
         assert sorted(step for step, _ in history(key)) == [1, 2, 3], key
+    ten_crop = dict(history("val_top1_error_10crop"))
+    assert list(ten_crop) == [3] and ten_crop[3] < 0.4  # the paper's test, after the last epoch
     val_error = dict(history("val_top1_error"))
     train_loss = dict(history("train_loss"))
     chance = 1 - 1 / synthetic.num_classes  # 0.8

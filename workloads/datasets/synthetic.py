@@ -155,3 +155,73 @@ def generate(root: str | Path, config: SyntheticConfig) -> Path:
         if staging.exists():
             shutil.rmtree(staging)
     return root
+
+
+def _pink_noise(rng: np.random.Generator, height: int, width: int, exponent: float) -> np.ndarray:
+    """(H, W, 3) noise with a 1/f^exponent amplitude spectrum, channels partly correlated."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    radius = np.sqrt(fx**2 + fy**2)
+    radius[0, 0] = 1.0
+    amplitude = radius**-exponent
+    shape = (height, width // 2 + 1)
+    shared = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+    channels = []
+    for _ in range(3):
+        own = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+        channels.append(np.fft.irfft2((0.8 * shared + 0.6 * own) * amplitude, s=(height, width)))
+    noise = np.stack(channels, axis=-1)
+    return (noise - noise.mean()) / (noise.std() + 1e-9)
+
+
+def render_photo(rng: np.random.Generator, width: int = 500, height: int = 375) -> Image.Image:
+    """A photograph-like image: natural (1/f) texture, lighting gradient, a few soft-edged objects.
+
+    Its JPEG size at quality 90+ (~100 KB at 500x375) is close to ImageNet's average, so codecs
+    and pipelines do realistic work on it; it is not flat colour.
+    """
+    pixels = _pink_noise(rng, height, width, rng.uniform(0.9, 1.3))
+    mix = rng.normal(0, 0.4, (3, 3)) + np.eye(3)
+    pixels = pixels @ mix.T * rng.uniform(25, 50) + rng.uniform(70, 180, 3)
+    ramp = np.linspace(-1, 1, height)[:, None, None] * rng.uniform(-40, 40, 3)  # lighting
+    pixels = pixels + ramp
+    for _ in range(rng.integers(1, 4)):  # objects with their own texture and colour
+        mask = Image.new("L", (width, height), 0)
+        cx, cy = rng.uniform(0.2, 0.8) * width, rng.uniform(0.2, 0.8) * height
+        rx, ry = rng.uniform(0.08, 0.3) * width, rng.uniform(0.08, 0.3) * height
+        ImageDraw.Draw(mask).ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+        alpha = np.asarray(mask.resize((width // 4, height // 4)).resize((width, height)), np.float32)
+        texture = _pink_noise(rng, height, width, rng.uniform(0.7, 1.2)) * rng.uniform(15, 40)
+        colour = rng.uniform(20, 235, 3)
+        pixels = pixels * (1 - alpha[..., None] / 255) + (colour + texture) * (alpha[..., None] / 255)
+    pixels += rng.normal(0, 2.5, pixels.shape)  # sensor noise
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def write_photo_corpus(
+    root: str | Path, num_classes: int, per_class: int, seed: int = 0, quality: int = 92
+) -> Path:
+    """An ILSVRC-like training tree of photo-like JPEGs: `train/n<8 digits>/<wnid>_<i>.JPEG`.
+
+    Sizes vary around ImageNet's (short side 300-420, aspect 1.0-1.5). Written once per
+    (classes, per_class, seed, quality); used by the benchmarks.
+    """
+    root = Path(root)
+    marker = root / MANIFEST
+    wanted = {"num_classes": num_classes, "per_class": per_class, "seed": seed, "quality": quality}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    for c in range(num_classes):
+        wnid = f"n{1000000 + c * 7919:08d}"
+        folder = root / "train" / wnid
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            rng = np.random.default_rng([seed, c, i])
+            short = int(rng.integers(300, 421))
+            long = int(short * rng.uniform(1.0, 1.5))
+            width, height = (long, short) if rng.random() < 0.75 else (short, long)
+            render_photo(rng, width, height).save(folder / f"{wnid}_{i}.JPEG", quality=quality)
+    marker.write_text(json.dumps(wanted))
+    return root

@@ -1,0 +1,447 @@
+"""`prepare`: decode a raw image tree once into Parquet shards of S x S images, with statistics.
+
+The resize to S and the centre crop are deterministic, so they run once here (a Ray Data job over
+CPU workers); every training epoch then reads small S x S images. Output, under `out` (a folder
+or any pyarrow filesystem URI):
+
+    manifest.json           written last: counts per class, class map, source, parameters, digest
+    classes.json            class index -> class name (sorted-name order of train/)
+    stats.npz               training set: per-pixel mean image (S, S, 3) and RGB covariance
+                            eigenvalues/eigenvectors, all for pixels in [0, 1]
+    rejects.csv             files that could not be read: split, path, reason
+    train/shard-00000-of-00012.parquet, ...   rows shuffled across classes
+    val/shard-00000-of-00001.parquet, ...
+
+A shard row: `id` (position in the sorted source listing), `label`, `image` (JPEG bytes or raw
+uint8 S*S*3), `path` (relative to the source root). Each shard task streams its images through
+row groups and returns its statistics as exact integer partial sums, saved beside it in `_work/`:
+the driver merges them one shard at a time, so memory never grows with the number of images, and
+an interrupted run redoes only the shards that have no saved result.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from orchestrator.errors import ConfigError
+from orchestrator.storage import Location
+from workloads.alexnet.transforms import rgb_statistics
+from workloads.datasets import codec
+from workloads.datasets.image_folder import ImageList, list_image_folder
+from workloads.datasets.imagenet import list_imagenet
+
+FORMAT_VERSION = 1
+ROW_GROUP_ROWS = 128
+SHARD_SCHEMA = pa.schema(
+    [("id", pa.int64()), ("label", pa.int64()), ("image", pa.binary()), ("path", pa.string())]
+)
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    source: Literal["imagefolder", "imagenet"] = "imagefolder"
+    root: str | None = None  # the raw tree: train/<class>/* and val/ (see workloads/datasets)
+    out: str | None = None  # a folder or a pyarrow filesystem URI (s3://..., gs://...)
+    image_size: int = 256  # S: short side resized to S, central S x S kept
+    encoding: Literal["jpeg", "raw"] = "jpeg"  # raw: uint8 pixels, no decode at training time
+    jpeg_quality: int = 90
+    shard_mb: float = 128.0  # target shard size; small datasets get smaller shards (>= 2/CPU)
+    max_reject_fraction: float = 0.001  # fail when more than this fraction is unreadable
+    val_labels: str | None = None  # imagenet: LOC_val_solution.csv or the devkit ground truth
+    val_mapping: str | None = None  # imagenet: meta.mat or '<id> <wnid>' lines (devkit labels)
+    cpus_per_task: float = 1.0
+    seed: int = 0  # shuffles rows across classes
+
+    def __post_init__(self):
+        if self.image_size < 8:
+            raise ValueError(f"image_size: got {self.image_size}; allowed: an integer >= 8")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality: got {self.jpeg_quality}; allowed: 1..100")
+        if not self.shard_mb > 0:
+            raise ValueError(f"shard_mb: got {self.shard_mb}; allowed: a number > 0")
+        if not 0 <= self.max_reject_fraction <= 1:
+            raise ValueError(
+                f"max_reject_fraction: got {self.max_reject_fraction}; allowed: 0..1"
+            )
+        if not self.cpus_per_task > 0:
+            raise ValueError(f"cpus_per_task: got {self.cpus_per_task}; allowed: a number > 0")
+
+    def shard_params(self) -> dict:
+        """What decides the shards' content: a change redoes the preparation."""
+        return {
+            "image_size": self.image_size,
+            "encoding": self.encoding,
+            "jpeg_quality": self.jpeg_quality if self.encoding == "jpeg" else None,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class Shard:
+    split: str
+    index: int
+    of: int
+    ids: list[int]
+    paths: list[str]
+    labels: list[int]
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:05d}-of-{self.of:05d}"
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    out: str
+    skipped: bool  # the output was already complete: nothing was done
+    images: dict[str, int]  # written, per split
+    rejects: int
+    total: int  # files seen
+    processed: int  # files decoded by this run (the rest were done by an earlier, interrupted one)
+    rejects_file: str
+    seconds: float
+    cpus: float
+    manifest: dict | None  # None when too many files were rejected
+
+    @property
+    def images_per_second(self) -> float:
+        """Files processed by this run per second of its wall time (listing and merge included)."""
+        return self.processed / self.seconds if self.seconds else 0.0
+
+    @property
+    def images_per_second_per_core(self) -> float:
+        return self.images_per_second / self.cpus if self.cpus else 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest is not None
+
+
+def list_source(config: PrepareConfig) -> tuple[ImageList, ImageList]:
+    if config.root is None:
+        raise ConfigError("prepare.root: required (the raw dataset folder; --root)")
+    root = Path(config.root).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"prepare.root: got {root}, which is not a folder")
+    if config.source == "imagenet":
+        return list_imagenet(root, config.val_labels, config.val_mapping)
+    train = list_image_folder(root, "train")
+    return train, list_image_folder(root, "val", classes=train.classes)
+
+
+def source_fingerprint(root: Path, splits: dict[str, ImageList]) -> str:
+    """A digest of what would be read: every file's relative path, size and label."""
+    digest = hashlib.sha256()
+    for split, images in splits.items():
+        digest.update(f"{split}:{','.join(images.classes)}\n".encode())
+        for path, label in zip(images.paths, images.labels):
+            digest.update(f"{os.path.relpath(path, root)}\t{os.path.getsize(path)}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+def _bytes_per_image(config: PrepareConfig, paths: list[str]) -> float:
+    """Expected stored size of one image: exact for raw, from a small encoded sample for JPEG."""
+    if config.encoding == "raw":
+        return config.image_size**2 * 3
+    sample = np.random.default_rng(config.seed).choice(len(paths), min(16, len(paths)), False)
+    sizes = []
+    for i in sample:
+        try:
+            pixels = codec.decode_resize_center_crop(Path(paths[i]).read_bytes(), config.image_size)
+            sizes.append(len(codec.encode_jpeg(pixels, config.jpeg_quality)))
+        except (OSError, ValueError):
+            continue
+    return float(np.mean(sizes)) if sizes else config.image_size**2 * 3 / 8
+
+
+def plan_shards(splits: dict[str, ImageList], images_per_shard: int, seed: int) -> list[Shard]:
+    """Each split shuffled once (by `seed`) across classes, then cut into equal shards."""
+    shards = []
+    for split_number, (split, images) in enumerate(splits.items()):
+        order = np.random.default_rng([seed, split_number]).permutation(len(images))
+        count = max(1, math.ceil(len(images) / images_per_shard))
+        for index, chunk in enumerate(np.array_split(order, count)):
+            shards.append(
+                Shard(
+                    split=split,
+                    index=index,
+                    of=count,
+                    ids=[int(i) for i in chunk],
+                    paths=[images.paths[i] for i in chunk],
+                    labels=[images.labels[i] for i in chunk],
+                )
+            )
+    return shards
+
+
+def write_shard(
+    shard: Shard, out_uri: str, root: str, image_size: int, encoding: str, quality: int
+) -> dict:
+    """Decode, resize, crop, encode and write one shard; save its statistics beside it.
+
+    Runs as a Ray Data task. Memory: one row group of encoded images at a time.
+    """
+    out = Location.of(out_uri)
+    num_pixels = image_size * image_size
+    image_sum = np.zeros((image_size, image_size, 3), np.int64)  # exact: uint8 sums
+    rgb_sum = np.zeros(3, np.int64)
+    rgb_outer_sum = np.zeros((3, 3), np.int64)
+    per_class: dict[int, int] = {}
+    rejects: list[tuple[str, str]] = []
+    digest = hashlib.sha256()
+    rows: dict[str, list] = {name: [] for name in SHARD_SCHEMA.names}
+    final = out.join(shard.split, f"{shard.name}.parquet")
+    temporary = out.join("_work", f"{shard.split}-{shard.name}.parquet.tmp")
+    with out.fs.open_output_stream(temporary) as stream, pq.ParquetWriter(
+        stream, SHARD_SCHEMA, compression={"image": "NONE", "path": "SNAPPY", "id": "SNAPPY", "label": "SNAPPY"}
+    ) as writer:
+        for image_id, path, label in zip(shard.ids, shard.paths, shard.labels):
+            try:
+                with open(path, "rb") as handle:
+                    pixels = codec.decode_resize_center_crop(handle.read(), image_size)
+            except (OSError, ValueError) as error:
+                rejects.append((path, str(error)[:300] or type(error).__name__))
+                continue
+            image_sum += pixels
+            flat = pixels.reshape(num_pixels, 3).astype(np.int64)
+            rgb_sum += flat.sum(axis=0)
+            rgb_outer_sum += flat.T @ flat
+            per_class[label] = per_class.get(label, 0) + 1
+            data = codec.encode_jpeg(pixels, quality) if encoding == "jpeg" else pixels.tobytes()
+            digest.update(f"{image_id}:{label}:".encode() + hashlib.sha256(data).digest())
+            rows["id"].append(image_id)
+            rows["label"].append(label)
+            rows["image"].append(data)
+            rows["path"].append(os.path.relpath(path, root))
+            if len(rows["id"]) == ROW_GROUP_ROWS:
+                writer.write_table(pa.table(rows, schema=SHARD_SCHEMA))
+                rows = {name: [] for name in SHARD_SCHEMA.names}
+        if rows["id"]:
+            writer.write_table(pa.table(rows, schema=SHARD_SCHEMA))
+    out.fs.move(temporary, final)
+    written = len(shard.ids) - len(rejects)
+    out.write_arrays(
+        {"image_sum": image_sum, "rgb_sum": rgb_sum, "rgb_outer_sum": rgb_outer_sum},
+        "_work",
+        f"{shard.split}-{shard.name}.npz",
+    )
+    result = {
+        "split": shard.split,
+        "name": shard.name,
+        "images": written,
+        "per_class": {str(k): v for k, v in sorted(per_class.items())},
+        "rejects": rejects,
+        "digest": digest.hexdigest(),
+    }
+    out.write_json(result, "_work", f"{shard.split}-{shard.name}.json")  # marks the shard done
+    return result
+
+
+def _write_shard_batch(batch: dict, **kwargs) -> dict:
+    """Ray Data adapter: a batch of one shard description -> one row of summary."""
+    shard = Shard(
+        split=str(batch["split"][0]),
+        index=int(batch["index"][0]),
+        of=int(batch["of"][0]),
+        ids=[int(i) for i in batch["ids"][0]],
+        paths=[str(p) for p in batch["paths"][0]],
+        labels=[int(i) for i in batch["labels"][0]],
+    )
+    result = write_shard(shard, **kwargs)
+    return {
+        "split": [shard.split],
+        "images": [result["images"]],
+        "rejects": [len(result["rejects"])],
+    }
+
+
+class _Progress:
+    """A progress bar on a terminal, a line per finished shard otherwise."""
+
+    def __init__(self, total: int, already: int):
+        self.total, self.done, self.started = total, already, time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=already, unit="img", desc="prepare")
+
+    def update(self, split: str, images: int, rejects: int, shards_left: int) -> None:
+        self.done += images + rejects
+        if self.bar is not None:
+            self.bar.update(images + rejects)
+            return
+        rate = self.done / max(time.monotonic() - self.started, 1e-9)
+        print(f"prepare: {self.done}/{self.total} files ({split} shard done, {rejects} rejected), "
+              f"{rate:.0f} files/s, {shards_left} shards left", flush=True)  # fmt: skip
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run_shards(todo: list[Shard], config: PrepareConfig, out: Location, progress) -> None:
+    items = [dataclasses.asdict(shard) for shard in todo]
+    results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _write_shard_batch,
+        batch_size=1,
+        num_cpus=config.cpus_per_task,
+        fn_kwargs={
+            "out_uri": out.uri,
+            "root": str(Path(config.root).expanduser().resolve()),
+            "image_size": config.image_size,
+            "encoding": config.encoding,
+            "quality": config.jpeg_quality,
+        },
+    )
+    left = len(todo)
+    for row in results.iter_rows():
+        left -= 1
+        progress.update(row["split"], int(row["images"]), int(row["rejects"]), left)
+
+
+def _merge(out: Location, shards: list[Shard], classes: list[str], image_size: int):
+    """Merge the saved per-shard results, one shard at a time."""
+    image_sum = np.zeros((image_size, image_size, 3), np.int64)
+    rgb_sum, rgb_outer_sum = np.zeros(3, np.int64), np.zeros((3, 3), np.int64)
+    per_class = {"train": [0] * len(classes), "val": [0] * len(classes)}
+    images = {"train": 0, "val": 0}
+    rejects, digests = [], hashlib.sha256()
+    for shard in shards:
+        result = out.read_json("_work", f"{shard.split}-{shard.name}.json")
+        images[shard.split] += result["images"]
+        for label, count in result["per_class"].items():
+            per_class[shard.split][int(label)] += count
+        rejects += [(shard.split, path, reason) for path, reason in result["rejects"]]
+        digests.update(result["digest"].encode())
+        if shard.split == "train":
+            sums = out.read_arrays("_work", f"{shard.split}-{shard.name}.npz")
+            image_sum += sums["image_sum"]
+            rgb_sum += sums["rgb_sum"]
+            rgb_outer_sum += sums["rgb_outer_sum"]
+    return image_sum, rgb_sum, rgb_outer_sum, per_class, images, rejects, digests.hexdigest()
+
+
+def run_prepare(
+    config: PrepareConfig,
+    default_parent: str | None = None,
+    splits: tuple[ImageList, ImageList] | None = None,
+) -> PrepareResult:
+    """Prepare `config.root` into `config.out`; a no-op when the output is already complete.
+
+    Without `config.out`, the output goes to `<default_parent>/<root name>-<key>`, the key being
+    a digest of the source files and the shard parameters. `splits`: `list_source(config)`, when
+    the caller has listed the source already.
+    """
+    if config.out is None and default_parent is None:
+        raise ConfigError("prepare.out: required (a folder or URI for the shards; --out)")
+    started = time.monotonic()
+    root = Path(config.root or "").expanduser().resolve()
+    train, val = splits or list_source(config)
+    splits = {"train": train, "val": val}
+    total = len(train) + len(val)
+    key = hashlib.sha256(
+        f"{FORMAT_VERSION}{source_fingerprint(root, splits)}{sorted(config.shard_params().items())}".encode()
+    ).hexdigest()
+    out = Location.of(config.out or f"{default_parent}/{root.name}-{key[:12]}")
+
+    if out.exists("manifest.json"):
+        manifest = out.read_json("manifest.json")
+        if manifest.get("key") == key:
+            return PrepareResult(
+                out=out.uri, skipped=True, images=manifest["images"], rejects=manifest["rejects"],
+                total=total, processed=0, rejects_file=out.uri_of("rejects.csv"), seconds=0.0,
+                cpus=0.0,
+                manifest=manifest,
+            )  # fmt: skip
+        raise ConfigError(
+            f"prepare.out: {out.uri} already holds a prepared dataset of another source or "
+            "other parameters; choose another --out or delete it"
+        )
+
+    out.make_dirs("_work")
+    out.make_dirs("train")
+    out.make_dirs("val")
+    plan_file = ("_work", "plan.json")
+    if out.exists(*plan_file) and out.read_json(*plan_file).get("key") == key:
+        images_per_shard = out.read_json(*plan_file)["images_per_shard"]  # resuming
+    else:
+        cpus = max(1.0, ray.cluster_resources().get("CPU", 1.0))
+        by_size = config.shard_mb * 2**20 / _bytes_per_image(config, train.paths)
+        by_parallelism = math.ceil(len(train) / (2 * cpus / config.cpus_per_task))
+        images_per_shard = max(1, int(min(by_size, by_parallelism)))
+        out.write_json({"key": key, "images_per_shard": images_per_shard}, *plan_file)
+    shards = plan_shards(splits, images_per_shard, config.seed)
+    todo = [s for s in shards if not out.exists("_work", f"{s.split}-{s.name}.json")]
+    already = sum(len(s.ids) for s in shards) - sum(len(s.ids) for s in todo)
+    cpus = min(ray.cluster_resources().get("CPU", 1.0), len(todo) * config.cpus_per_task)
+
+    progress = _Progress(total, already)
+    try:
+        if todo:
+            _run_shards(todo, config, out, progress)
+    finally:
+        progress.close()
+
+    image_sum, rgb_sum, rgb_outer_sum, per_class, images, rejects, digest = _merge(
+        out, shards, train.classes, config.image_size
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["split", "path", "reason"])
+    writer.writerows(rejects)
+    out.write_bytes(buffer.getvalue().encode(), "rejects.csv")
+    result_args = dict(
+        out=out.uri, skipped=False, images=images, rejects=len(rejects), total=total,
+        processed=total - already, rejects_file=out.uri_of("rejects.csv"),
+        seconds=time.monotonic() - started, cpus=cpus,
+    )  # fmt: skip
+    if len(rejects) > config.max_reject_fraction * total:
+        return PrepareResult(**result_args, manifest=None)
+
+    num_pixels = images["train"] * config.image_size**2
+    eigenvalues, eigenvectors = rgb_statistics(rgb_sum / 255.0, rgb_outer_sum / 255.0**2, num_pixels)
+    out.write_arrays(
+        {
+            "mean_image": (image_sum / (255.0 * images["train"])).astype(np.float32),
+            "eigenvalues": eigenvalues,
+            "eigenvectors": eigenvectors,
+            "count": np.array(images["train"]),
+        },
+        "stats.npz",
+    )
+    out.write_json(dict(enumerate(train.classes)), "classes.json")
+    manifest = {
+        "format": FORMAT_VERSION,
+        "key": key,
+        "source": {"type": config.source, "root": str(root), "files": total},
+        "params": config.shard_params(),
+        "classes": train.classes,
+        "images": images,
+        "per_class": per_class,
+        "rejects": len(rejects),
+        "shards": {
+            split: [f"{split}/{s.name}.parquet" for s in shards if s.split == split]
+            for split in splits
+        },
+        "digest": digest,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out.write_json(manifest, "manifest.json")  # the dataset is complete from here on
+    out.delete_dir("_work")
+    return PrepareResult(**result_args, manifest=manifest)

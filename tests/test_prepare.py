@@ -1,0 +1,171 @@
+"""`prepare` through the real Ray Data job: shards, statistics, bad files, no-op, resume."""
+
+import csv
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from image_zoo import BLUE, RED, write_zoo
+from orchestrator import commands
+from orchestrator.config import load_config
+from orchestrator.data import open_prepared
+from orchestrator.errors import ConfigError
+from orchestrator.prepare import PrepareConfig, run_prepare
+from workloads.datasets.synthetic import SyntheticConfig, generate
+
+pytestmark = pytest.mark.ray
+BAD = {"b_truncated.JPEG", "c_zero_bytes.JPEG", "d_text.JPEG"}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    for split in ("train", "val"):
+        for label in ("cat", "dog"):
+            kinds = write_zoo(root / split / label)
+    assert {name for name, ok in kinds.items() if not ok} == BAD
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared_zoo(ray_cluster, zoo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo_out") / "prepared"
+    config = PrepareConfig(
+        root=str(zoo), out=str(out), image_size=64, encoding="raw", max_reject_fraction=0.5
+    )
+    return config, run_prepare(config)
+
+
+def _rows(out, split):
+    rows = []
+    for path in sorted((out / split).glob("*.parquet")):
+        rows += pq.read_table(path).to_pylist()
+    return rows
+
+
+def test_bad_files_are_skipped_counted_and_listed(prepared_zoo, zoo):
+    config, result = prepared_zoo
+    out = Path(config.out)
+    assert result.complete and result.total == 36 and result.rejects == 12
+    assert result.images == {"train": 12, "val": 12}
+    with open(out / "rejects.csv", newline="") as handle:
+        rejects = list(csv.DictReader(handle))
+    assert sorted((r["split"], os.path.relpath(r["path"], zoo)) for r in rejects) == sorted(
+        (split, f"{split}/{label}/{name}")
+        for split in ("train", "val")
+        for label in ("cat", "dog")
+        for name in BAD
+    )
+    assert all(r["reason"] for r in rejects)
+    manifest = open_prepared(str(out)).manifest
+    assert manifest["per_class"] == {"train": [6, 6], "val": [6, 6]}
+    assert manifest["classes"] == ["cat", "dog"] and manifest["rejects"] == 12
+
+
+def test_shards_hold_the_convertible_images_with_the_right_pixels(prepared_zoo):
+    config, _ = prepared_zoo
+    rows = _rows(Path(config.out), "train")
+    assert len(rows) == 12
+    labels = {}
+    for row in rows:
+        name = row["path"].rsplit("/", 1)[-1]
+        assert name not in BAD
+        labels[row["path"]] = row["label"]
+        pixels = np.frombuffer(row["image"], np.uint8).reshape(64, 64, 3).astype(float)
+        if name.startswith("g_"):  # grayscale arrives as equal RGB channels
+            assert (pixels[..., 0] == pixels[..., 1]).all()
+            continue
+        first, second = pixels[:, :20].mean((0, 1)), pixels[:, -20:].mean((0, 1))
+        if name.startswith("h_"):  # EXIF orientation applied: red on top
+            first, second = pixels[:20].mean((0, 1)), pixels[-20:].mean((0, 1))
+        assert np.abs(first - RED).max() < 25 and np.abs(second - BLUE).max() < 25, name
+    assert labels == {path: int(path.startswith("train/dog")) for path in labels}
+    ids = sorted(row["id"] for row in rows)
+    assert len(set(ids)) == 12 and max(ids) < 18  # positions in the sorted listing
+
+
+def test_statistics_equal_a_direct_numpy_computation(prepared_zoo):
+    config, _ = prepared_zoo
+    rows = _rows(Path(config.out), "train")
+    images = np.stack([np.frombuffer(r["image"], np.uint8).reshape(64, 64, 3) for r in rows])
+    images = images.astype(np.float64) / 255
+    stats = open_prepared(config.out).stats
+    assert stats.count == 12
+    np.testing.assert_allclose(stats.mean_image, images.mean(axis=0), atol=1e-6)
+    covariance = np.cov(images.reshape(-1, 3).T, bias=True)
+    values, vectors = np.linalg.eigh(covariance)
+    np.testing.assert_allclose(stats.eigenvalues, values[::-1], rtol=1e-4, atol=1e-8)
+    for k in range(3):  # eigenvectors up to sign
+        assert abs(abs(stats.eigenvectors[:, k] @ vectors[:, 2 - k]) - 1) < 1e-4
+
+
+def test_second_prepare_is_a_no_op(prepared_zoo):
+    config, _ = prepared_zoo
+    out = Path(config.out)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = run_prepare(config)
+    assert again.skipped and again.processed == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
+
+
+def test_uri_output_and_too_many_rejects(ray_cluster, zoo, tmp_path):
+    """A `file://` URI works like a path; past max_reject_fraction the run fails, names the
+    count and the rejects file, writes no manifest, and MLflow records the failure."""
+    db = tmp_path / "mlflow.db"
+    config = load_config(
+        None,
+        [
+            f"prepare.root={zoo}",
+            f"prepare.out=file://{tmp_path}/strict",
+            "prepare.image_size=32",
+            f"tracking.uri=sqlite:///{db}",
+        ],
+    )
+    with pytest.raises(ConfigError) as error:
+        commands.prepare(config)
+    assert "12 of 36 files could not be read" in str(error.value)
+    assert f"file://{tmp_path}/strict/rejects.csv" in str(error.value)
+    assert (tmp_path / "strict" / "rejects.csv").exists()
+    assert not (tmp_path / "strict" / "manifest.json").exists()
+    client = MlflowClient(f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("alexnet").experiment_id])
+    assert run.info.status == "FAILED" and run.data.metrics["rejects"] == 12
+    rejects = client.download_artifacts(run.info.run_id, "rejects.csv", str(tmp_path))
+    assert len(open(rejects).read().splitlines()) == 13  # header + 12
+
+
+def test_interrupted_prepare_resumes_without_redoing_shards(ray_cluster, tmp_path, start_cli):
+    source = SyntheticConfig(num_classes=8, train_per_class=250, val_per_class=10)
+    root = generate(tmp_path / "src", source)
+    out = tmp_path / "out"
+    process = start_cli(
+        "prepare", "--root", str(root), "--out", str(out),
+        "--set", "prepare.image_size=128", "--set", "prepare.shard_mb=1",
+        "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db",
+        env={"RAY_ADDRESS": ray_cluster},
+    )  # fmt: skip
+    done = []
+    deadline = time.monotonic() + 120
+    while len(done) < 2 and time.monotonic() < deadline and process.poll() is None:
+        done = sorted((out / "_work").glob("train-shard-*.json")) if (out / "_work").exists() else []
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "manifest.json").exists(), "finished before it could be interrupted"
+    finished = [out / "train" / f"{p.stem.removeprefix('train-')}.parquet"
+                for p in (out / "_work").glob("train-shard-*.json")]  # fmt: skip
+    assert finished
+    stamps = {shard: shard.stat().st_mtime_ns for shard in finished}
+    already = sum(pq.read_metadata(shard).num_rows for shard in finished)
+
+    result = run_prepare(PrepareConfig(root=str(root), out=str(out), image_size=128, shard_mb=1))
+    assert result.complete and result.images == {"train": 2000, "val": 80}
+    assert result.processed == 2080 - already  # only the unfinished shards were decoded
+    assert {shard: shard.stat().st_mtime_ns for shard in finished} == stamps  # not rewritten
+    assert not (out / "_work").exists()
