@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import ray
+import ray.data
 
 from orchestrator import data as data_pipeline
 from orchestrator import prepare as prepare_job
@@ -45,6 +46,9 @@ def _ensure_ray() -> None:
         os.environ["RAY_DATA_LOG_LEVEL"] = "WARNING"
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # configured at import
     ray.init(address=os.environ.get("RAY_ADDRESS"))
+    # Our own lines report progress (per shard, per step, per epoch); Ray Data's bars, drawn by
+    # actors whose output is relayed line by line, turn into noise in logs.
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def _cluster_shape() -> dict[str, str]:

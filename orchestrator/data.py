@@ -178,7 +178,7 @@ def decoded_stream(
         shards = shards.randomize_block_order(
             seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True)
         )  # a new order on every pass (epoch), the same sequence for the same seed
-    return shards.map_batches(
+    stream = shards.map_batches(
         _read_shards,
         batch_size=1,
         num_cpus=config.decode_cpus,
@@ -189,3 +189,15 @@ def decoded_stream(
             "shuffle": seed is not None,
         },
     )
+    return let_decode_use_every_cpu(stream)
+
+
+def let_decode_use_every_cpu(dataset: ray.data.Dataset) -> ray.data.Dataset:
+    """Turn off Ray Data's per-operator resource reservation for this dataset.
+
+    The reservation keeps part of the CPUs for operators that barely need any (the file list,
+    the block shuffle), which leaves the decode, the one heavy operator, with about half the
+    CPUs: measured here, 1.3-1.5k images/s with it and 2.0-2.5k without, on 2 CPUs.
+    """
+    dataset.context.op_resource_reservation_enabled = False
+    return dataset

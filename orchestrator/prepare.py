@@ -14,7 +14,8 @@ or any pyarrow filesystem URI):
 
 A shard row: `id` (position in the sorted source listing), `label`, `image` (JPEG bytes or raw
 uint8 S*S*3), `path` (relative to the source root). Each shard task streams its images through
-row groups and returns its statistics as exact integer partial sums, saved beside it in `_work/`:
+row groups and returns its statistics as partial sums (exact integers for the mean image), saved
+beside it in `_work/`:
 the driver merges them one shard at a time, so memory never grows with the number of images, and
 an interrupted run redoes only the shards that have no saved result.
 """
@@ -40,10 +41,10 @@ import ray
 
 from orchestrator.errors import ConfigError
 from orchestrator.storage import Location
-from workloads.alexnet.transforms import rgb_statistics
 from workloads.datasets import codec
 from workloads.datasets.image_folder import ImageList, list_image_folder
 from workloads.datasets.imagenet import list_imagenet
+from workloads.datasets.statistics import rgb_statistics
 
 FORMAT_VERSION = 1
 ROW_GROUP_ROWS = 128
@@ -60,7 +61,7 @@ class PrepareConfig:
     image_size: int = 256  # S: short side resized to S, central S x S kept
     encoding: Literal["jpeg", "raw"] = "jpeg"  # raw: uint8 pixels, no decode at training time
     jpeg_quality: int = 90
-    shard_mb: float = 128.0  # target shard size; small datasets get smaller shards (>= 2/CPU)
+    shard_mb: float = 128.0  # target shard size; small datasets get smaller shards (>= 4/CPU)
     max_reject_fraction: float = 0.001  # fail when more than this fraction is unreadable
     val_labels: str | None = None  # imagenet: LOC_val_solution.csv or the devkit ground truth
     val_mapping: str | None = None  # imagenet: meta.mat or '<id> <wnid>' lines (devkit labels)
@@ -189,6 +190,16 @@ def plan_shards(splits: dict[str, ImageList], images_per_shard: int, seed: int) 
     return shards
 
 
+def _second_moments(pixels: np.ndarray) -> np.ndarray:
+    """sum over pixels of x x^T (3 x 3), x the RGB values 0..255 of a uint8 (H, W, 3) image."""
+    planes = pixels.reshape(-1, 3).T.astype(np.float32)  # (3, H*W); exact below 2^24 per term
+    moments = np.empty((3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            moments[i, j] = moments[j, i] = np.dot(planes[i], planes[j])  # 6 dots beat one gemm
+    return moments
+
+
 def write_shard(
     shard: Shard, out_uri: str, root: str, image_size: int, encoding: str, quality: int
 ) -> dict:
@@ -197,10 +208,8 @@ def write_shard(
     Runs as a Ray Data task. Memory: one row group of encoded images at a time.
     """
     out = Location.of(out_uri)
-    num_pixels = image_size * image_size
-    image_sum = np.zeros((image_size, image_size, 3), np.int64)  # exact: uint8 sums
-    rgb_sum = np.zeros(3, np.int64)
-    rgb_outer_sum = np.zeros((3, 3), np.int64)
+    image_sum = np.zeros((image_size, image_size, 3), np.uint32)  # exact up to 16 M images
+    rgb_outer_sum = np.zeros((3, 3), np.float64)  # sum over pixels of x x^T (x in 0..255)
     per_class: dict[int, int] = {}
     rejects: list[tuple[str, str]] = []
     digest = hashlib.sha256()
@@ -218,9 +227,7 @@ def write_shard(
                 rejects.append((path, str(error)[:300] or type(error).__name__))
                 continue
             image_sum += pixels
-            flat = pixels.reshape(num_pixels, 3).astype(np.int64)
-            rgb_sum += flat.sum(axis=0)
-            rgb_outer_sum += flat.T @ flat
+            rgb_outer_sum += _second_moments(pixels)
             per_class[label] = per_class.get(label, 0) + 1
             data = codec.encode_jpeg(pixels, quality) if encoding == "jpeg" else pixels.tobytes()
             digest.update(f"{image_id}:{label}:".encode() + hashlib.sha256(data).digest())
@@ -236,7 +243,7 @@ def write_shard(
     out.fs.move(temporary, final)
     written = len(shard.ids) - len(rejects)
     out.write_arrays(
-        {"image_sum": image_sum, "rgb_sum": rgb_sum, "rgb_outer_sum": rgb_outer_sum},
+        {"image_sum": image_sum.astype(np.int64), "rgb_outer_sum": rgb_outer_sum},
         "_work",
         f"{shard.split}-{shard.name}.npz",
     )
@@ -297,7 +304,9 @@ class _Progress:
 
 def _run_shards(todo: list[Shard], config: PrepareConfig, out: Location, progress) -> None:
     items = [dataclasses.asdict(shard) for shard in todo]
-    results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+    shards = ray.data.from_items(items, override_num_blocks=len(items))
+    shards.context.op_resource_reservation_enabled = False  # the shard writes get every CPU
+    results = shards.map_batches(
         _write_shard_batch,
         batch_size=1,
         num_cpus=config.cpus_per_task,
@@ -318,7 +327,7 @@ def _run_shards(todo: list[Shard], config: PrepareConfig, out: Location, progres
 def _merge(out: Location, shards: list[Shard], classes: list[str], image_size: int):
     """Merge the saved per-shard results, one shard at a time."""
     image_sum = np.zeros((image_size, image_size, 3), np.int64)
-    rgb_sum, rgb_outer_sum = np.zeros(3, np.int64), np.zeros((3, 3), np.int64)
+    rgb_outer_sum = np.zeros((3, 3), np.float64)
     per_class = {"train": [0] * len(classes), "val": [0] * len(classes)}
     images = {"train": 0, "val": 0}
     rejects, digests = [], hashlib.sha256()
@@ -332,9 +341,8 @@ def _merge(out: Location, shards: list[Shard], classes: list[str], image_size: i
         if shard.split == "train":
             sums = out.read_arrays("_work", f"{shard.split}-{shard.name}.npz")
             image_sum += sums["image_sum"]
-            rgb_sum += sums["rgb_sum"]
             rgb_outer_sum += sums["rgb_outer_sum"]
-    return image_sum, rgb_sum, rgb_outer_sum, per_class, images, rejects, digests.hexdigest()
+    return image_sum, rgb_outer_sum, per_class, images, rejects, digests.hexdigest()
 
 
 def run_prepare(
@@ -383,7 +391,8 @@ def run_prepare(
     else:
         cpus = max(1.0, ray.cluster_resources().get("CPU", 1.0))
         by_size = config.shard_mb * 2**20 / _bytes_per_image(config, train.paths)
-        by_parallelism = math.ceil(len(train) / (2 * cpus / config.cpus_per_task))
+        # At least 4 shards per concurrent task, so that the last ones finish close together.
+        by_parallelism = math.ceil(len(train) / (4 * cpus / config.cpus_per_task))
         images_per_shard = max(1, int(min(by_size, by_parallelism)))
         out.write_json({"key": key, "images_per_shard": images_per_shard}, *plan_file)
     shards = plan_shards(splits, images_per_shard, config.seed)
@@ -398,7 +407,7 @@ def run_prepare(
     finally:
         progress.close()
 
-    image_sum, rgb_sum, rgb_outer_sum, per_class, images, rejects, digest = _merge(
+    image_sum, rgb_outer_sum, per_class, images, rejects, digest = _merge(
         out, shards, train.classes, config.image_size
     )
     buffer = io.StringIO()
@@ -415,6 +424,7 @@ def run_prepare(
         return PrepareResult(**result_args, manifest=None)
 
     num_pixels = images["train"] * config.image_size**2
+    rgb_sum = image_sum.sum(axis=(0, 1))  # the per-pixel sums hold the per-channel ones
     eigenvalues, eigenvectors = rgb_statistics(rgb_sum / 255.0, rgb_outer_sum / 255.0**2, num_pixels)
     out.write_arrays(
         {

@@ -5,6 +5,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from workloads.alexnet import transforms as T
+from workloads.datasets.statistics import rgb_statistics
 
 
 def test_random_crops_cover_every_position_uniformly():
@@ -127,7 +128,7 @@ def test_rgb_statistics_from_partial_sums():
     pixels = np.random.default_rng(5).random((10_000, 3)) * np.array([1.0, 0.5, 0.2])
     pixels[:, 1] += 0.3 * pixels[:, 0]
     halves = np.array_split(pixels, 2)  # two "blocks", merged
-    values, vectors = T.rgb_statistics(
+    values, vectors = rgb_statistics(
         sum(h.sum(axis=0) for h in halves), sum(h.T @ h for h in halves), len(pixels)
     )
     reference_values = np.sort(np.linalg.eigvalsh(np.cov(pixels.T, bias=True)))[::-1]

@@ -169,21 +169,6 @@ def normalize(
     return out.permute(0, 3, 1, 2)
 
 
-def rgb_statistics(
-    pixel_sum: np.ndarray, pixel_outer_sum: np.ndarray, pixel_count: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (descending) and eigenvectors (columns) of the RGB covariance.
-
-    Inputs are mergeable partial sums over pixels in [0, 1] units: sum of x (3,), sum of x x^T
-    (3, 3), and the number of pixels.
-    """
-    mean = pixel_sum / pixel_count
-    covariance = pixel_outer_sum / pixel_count - np.outer(mean, mean)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    order = np.argsort(eigenvalues)[::-1]
-    return eigenvalues[order].astype(np.float32), eigenvectors[:, order].astype(np.float32)
-
-
 class BatchTransform:
     """uint8 batches -> model inputs on the batch's device: the paper's training and test views.
 

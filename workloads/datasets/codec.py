@@ -25,7 +25,7 @@ def decode_image(data: bytes) -> np.ndarray:
     """Any image PIL or libjpeg-turbo reads -> uint8 RGB (H, W, 3), EXIF orientation applied."""
     if not data:
         raise ValueError("empty file")
-    if _fast_jpeg(data):
+    if _fast_jpeg_header(data) is not None:
         return simplejpeg.decode_jpeg(data, colorspace="RGB")
     return _decode_with_pil(data)
 
@@ -39,8 +39,9 @@ def decode_resize_center_crop(data: bytes, size: int) -> np.ndarray:
     """
     if not data:
         raise ValueError("empty file")
-    if _fast_jpeg(data):
-        height, width = simplejpeg.decode_jpeg_header(data)[:2]
+    header = _fast_jpeg_header(data)
+    if header is not None:
+        height, width = header[:2]
         factor = 1  # power-of-two DCT scaling only: the n/8 scales in between decode slower
         while factor < 8 and min(height, width) // (2 * factor) >= size:
             factor *= 2
@@ -80,17 +81,20 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     return simplejpeg.decode_jpeg(data, colorspace="RGB")
 
 
-def _fast_jpeg(data: bytes) -> bool:
-    """A JPEG that libjpeg-turbo turns into RGB exactly as PIL would, with nothing to rotate."""
+def _fast_jpeg_header(data: bytes) -> tuple | None:
+    """(height, width, colorspace, subsampling) of a JPEG that libjpeg-turbo turns into RGB
+    exactly as PIL would, with nothing to rotate; None for anything else."""
     if not data.startswith(_JPEG_MAGIC):
-        return False
+        return None
     try:
-        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        header = simplejpeg.decode_jpeg_header(data)
     except ValueError:
-        return False  # let PIL have its say (and name the problem)
-    if colorspace not in ("YCbCr", "Gray"):
-        return False  # CMYK/YCCK: PIL handles Adobe's inverted CMYK
-    return b"Exif" not in data[:65536] or _exif_orientation(data) in (None, 1)
+        return None  # let PIL have its say (and name the problem)
+    if header[2] not in ("YCbCr", "Gray"):
+        return None  # CMYK/YCCK: PIL handles Adobe's inverted CMYK
+    if data.find(b"Exif", 0, 65536) != -1 and _exif_orientation(data) not in (None, 1):
+        return None
+    return header
 
 
 def _exif_orientation(data: bytes) -> int | None:

@@ -174,54 +174,84 @@ def _pink_noise(rng: np.random.Generator, height: int, width: int, exponent: flo
     return (noise - noise.mean()) / (noise.std() + 1e-9)
 
 
-def render_photo(rng: np.random.Generator, width: int = 500, height: int = 375) -> Image.Image:
-    """A photograph-like image: natural (1/f) texture, lighting gradient, a few soft-edged objects.
+class PhotoSynth:
+    """Photograph-like images: natural (1/f) texture, lighting, a few soft-edged objects.
 
-    Its JPEG size at quality 90+ (~100 KB at 500x375) is close to ImageNet's average, so codecs
-    and pipelines do realistic work on it; it is not flat colour.
+    JPEG sizes at quality 90+ (~100 KB at 500x375) are close to ImageNet's average, so codecs
+    and pipelines do realistic work on them; they are not flat colour. Textures come from a small
+    bank of 1/f noise tiles made once per seed, so an image costs milliseconds, not an FFT.
     """
-    pixels = _pink_noise(rng, height, width, rng.uniform(0.9, 1.3))
-    mix = rng.normal(0, 0.4, (3, 3)) + np.eye(3)
-    pixels = pixels @ mix.T * rng.uniform(25, 50) + rng.uniform(70, 180, 3)
-    ramp = np.linspace(-1, 1, height)[:, None, None] * rng.uniform(-40, 40, 3)  # lighting
-    pixels = pixels + ramp
-    for _ in range(rng.integers(1, 4)):  # objects with their own texture and colour
-        mask = Image.new("L", (width, height), 0)
-        cx, cy = rng.uniform(0.2, 0.8) * width, rng.uniform(0.2, 0.8) * height
-        rx, ry = rng.uniform(0.08, 0.3) * width, rng.uniform(0.08, 0.3) * height
-        ImageDraw.Draw(mask).ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
-        alpha = np.asarray(mask.resize((width // 4, height // 4)).resize((width, height)), np.float32)
-        texture = _pink_noise(rng, height, width, rng.uniform(0.7, 1.2)) * rng.uniform(15, 40)
-        colour = rng.uniform(20, 235, 3)
-        pixels = pixels * (1 - alpha[..., None] / 255) + (colour + texture) * (alpha[..., None] / 255)
-    pixels += rng.normal(0, 2.5, pixels.shape)  # sensor noise
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+    TILE = 640  # pixels; images up to 640 on a side
+
+    def __init__(self, seed: int = 0, bank_size: int = 12):
+        rng = np.random.default_rng([seed, 99])
+        self.bank = [
+            _pink_noise(rng, self.TILE, self.TILE, rng.uniform(0.8, 1.3)).astype(np.float32)
+            for _ in range(bank_size)
+        ]
+
+    def _texture(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        tile = self.bank[rng.integers(len(self.bank))]
+        top = rng.integers(0, self.TILE - height + 1)
+        left = rng.integers(0, self.TILE - width + 1)
+        patch = tile[top : top + height, left : left + width]
+        return patch[:, ::-1] if rng.random() < 0.5 else patch
+
+    def render(self, rng: np.random.Generator, width: int = 500, height: int = 375) -> Image.Image:
+        mix = (rng.normal(0, 0.4, (3, 3)) + np.eye(3)).astype(np.float32)
+        pixels = self._texture(rng, height, width) @ (mix.T * rng.uniform(25, 50))
+        pixels += rng.uniform(70, 180, 3).astype(np.float32)
+        ramp = np.linspace(-1, 1, height, dtype=np.float32)[:, None, None]  # lighting
+        pixels += ramp * rng.uniform(-40, 40, 3).astype(np.float32)
+        for _ in range(rng.integers(1, 4)):  # objects with their own texture and colour
+            mask = Image.new("L", (width // 4, height // 4), 0)
+            cx, cy = rng.uniform(0.2, 0.8) * width / 4, rng.uniform(0.2, 0.8) * height / 4
+            rx, ry = rng.uniform(0.08, 0.3) * width / 4, rng.uniform(0.08, 0.3) * height / 4
+            ImageDraw.Draw(mask).ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+            alpha = np.asarray(mask.resize((width, height), Image.Resampling.BILINEAR), np.float32)
+            alpha = alpha[..., None] / 255
+            texture = self._texture(rng, height, width) * np.float32(rng.uniform(15, 40))
+            colour = rng.uniform(20, 235, 3).astype(np.float32)
+            pixels = pixels * (1 - alpha) + (colour + texture) * alpha
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def write_photo_corpus(
-    root: str | Path, num_classes: int, per_class: int, seed: int = 0, quality: int = 92
+    root: str | Path,
+    num_classes: int,
+    train_per_class: int,
+    val_per_class: int = 0,
+    seed: int = 0,
+    quality: int = 92,
 ) -> Path:
-    """An ILSVRC-like training tree of photo-like JPEGs: `train/n<8 digits>/<wnid>_<i>.JPEG`.
+    """An ILSVRC-like tree of photo-like JPEGs: `{train,val}/n<8 digits>/<wnid>_<i>.JPEG`.
 
     Sizes vary around ImageNet's (short side 300-420, aspect 1.0-1.5). Written once per
-    (classes, per_class, seed, quality); used by the benchmarks.
+    arguments; used by the benchmarks.
     """
     root = Path(root)
     marker = root / MANIFEST
-    wanted = {"num_classes": num_classes, "per_class": per_class, "seed": seed, "quality": quality}
+    wanted = {
+        "num_classes": num_classes, "train_per_class": train_per_class,
+        "val_per_class": val_per_class, "seed": seed, "quality": quality,
+    }  # fmt: skip
     if marker.exists() and json.loads(marker.read_text()) == wanted:
         return root
     if root.exists():
         shutil.rmtree(root)
-    for c in range(num_classes):
-        wnid = f"n{1000000 + c * 7919:08d}"
-        folder = root / "train" / wnid
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            rng = np.random.default_rng([seed, c, i])
-            short = int(rng.integers(300, 421))
-            long = int(short * rng.uniform(1.0, 1.5))
-            width, height = (long, short) if rng.random() < 0.75 else (short, long)
-            render_photo(rng, width, height).save(folder / f"{wnid}_{i}.JPEG", quality=quality)
+    synth = PhotoSynth(seed)
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(num_classes if per_class else 0):
+            wnid = f"n{1000000 + c * 7919:08d}"
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                rng = np.random.default_rng([seed, split == "val", c, i])
+                short = int(rng.integers(300, 421))
+                long = int(short * rng.uniform(1.0, 1.5))
+                width, height = (long, short) if rng.random() < 0.75 else (short, long)
+                image = synth.render(rng, width, height)
+                image.save(folder / f"{wnid}_{i}.JPEG", quality=quality)
     marker.write_text(json.dumps(wanted))
     return root
