@@ -95,13 +95,17 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--passes", type=int, default=3, help="feed passes; the first warms up")
-    parser.add_argument("--baseline-images", type=int, default=1500, help="files the PIL loop times")
+    parser.add_argument(
+        "--baseline-images", type=int, default=1500, help="files the PIL loop times"
+    )
     parser.add_argument("--work-dir", type=Path, default=Path("data/bench"))
     args = parser.parse_args()
 
     per_class = max(1, args.images // NUM_CLASSES)
     print(f"corpus: {per_class * NUM_CLASSES} training images in {args.work_dir} (made once)")
-    root = write_photo_corpus(args.work_dir / f"photos-{per_class * NUM_CLASSES}", NUM_CLASSES, per_class, 5)
+    root = write_photo_corpus(
+        args.work_dir / f"photos-{per_class * NUM_CLASSES}", NUM_CLASSES, per_class, 5
+    )
     paths = list_image_folder(root, "train").paths
 
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
@@ -112,7 +116,10 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)  # time a full preparation, not a no-op
         return run_prepare(
             PrepareConfig(
-                root=str(source), out=str(out), image_size=args.image_size, jpeg_quality=args.quality
+                root=str(source),
+                out=str(out),
+                image_size=args.image_size,
+                jpeg_quality=args.quality,
             )
         )
 

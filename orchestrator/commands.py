@@ -32,7 +32,11 @@ def describe(config: ExperimentConfig) -> None:
         f"{f.name}={getattr(model_config, f.name)}" for f in dataclasses.fields(model_config)
     )
     print(f"AlexNet({settings})\n")
-    print(format_table(layer_table(model, model_config.input_size), sum(p.numel() for p in model.parameters())))
+    print(
+        format_table(
+            layer_table(model, model_config.input_size), sum(p.numel() for p in model.parameters())
+        )
+    )
 
 
 def _ensure_ray() -> None:
@@ -66,12 +70,12 @@ def _report_prepare(result: PrepareResult) -> None:
               f"/ {result.images['val']} validation images)", flush=True)  # fmt: skip
         return
     resumed = result.total - result.processed
+    earlier = f"; {resumed} done by an earlier run" if resumed else ""
     print(f"prepare: {sum(result.images.values())} images ({result.images['train']} train, "
           f"{result.images['val']} val) in {result.out}; {result.rejects} rejected (see "
           f"{result.rejects_file}). This run: {result.processed} files in {result.seconds:.1f} s, "
-          f"{result.images_per_second:.0f} images/s, {result.images_per_second_per_core:.0f} images/s per CPU core "
-          f"({result.cpus:g} cores)" + (f"; {resumed} done by an earlier run" if resumed else ""),
-          flush=True)  # fmt: skip
+          f"{result.images_per_second:.0f} images/s, {result.images_per_second_per_core:.0f} "
+          f"images/s per CPU core ({result.cpus:g} cores){earlier}", flush=True)  # fmt: skip
 
 
 def _check_rejects(result: PrepareResult, config: PrepareConfig) -> None:
@@ -181,7 +185,9 @@ def train(config: ExperimentConfig) -> tracking.TrackedRun:
     loop_config = {
         "model": config.model,
         "optim": config.optim,
-        "settings": config.train.worker_settings(config.data.prefetch_batches, config.seed, use_gpu),
+        "settings": config.train.worker_settings(
+            config.data.prefetch_batches, config.seed, use_gpu
+        ),
         "transform": transform,
     }
     datasets = {

@@ -65,7 +65,9 @@ def _describe_type(tp) -> str:
         return "null"
     if tp is bool:
         return "true/false (on/off)"
-    return {int: "an integer", float: "a number", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _coerce(tp, value, path: str):
@@ -128,7 +130,9 @@ def from_dict(cls, raw: dict[str, Any], path: str = ""):
             raise
         message = str(error)
         # Components name their own fields ("dropout: ..."); prefix the section ("model.dropout").
-        raise ConfigError(f"{path}.{message}" if path and not message.startswith(path) else message) from None
+        raise ConfigError(
+            f"{path}.{message}" if path and not message.startswith(path) else message
+        ) from None
 
 
 def _set_override(raw: dict, assignment: str) -> None:
@@ -141,7 +145,9 @@ def _set_override(raw: dict, assignment: str) -> None:
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
+            raise ConfigError(
+                f"--set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section"
+            )
         node = child
     node[parts[-1]] = value
 
@@ -155,7 +161,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
             raise ConfigError(f"config file {path} does not exist")
         raw = yaml.safe_load(path.read_text()) or {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+            raise ConfigError(
+                f"{path}: expected a mapping at the top level, got {type(raw).__name__}"
+            )
     for assignment in overrides:
         _set_override(raw, assignment)
     return from_dict(ExperimentConfig, raw)

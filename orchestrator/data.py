@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
 
-
 import numpy as np
 import pyarrow.parquet as pq
 import ray.data

@@ -76,9 +76,7 @@ class PrepareConfig:
         if not self.shard_mb > 0:
             raise ValueError(f"shard_mb: got {self.shard_mb}; allowed: a number > 0")
         if not 0 <= self.max_reject_fraction <= 1:
-            raise ValueError(
-                f"max_reject_fraction: got {self.max_reject_fraction}; allowed: 0..1"
-            )
+            raise ValueError(f"max_reject_fraction: got {self.max_reject_fraction}; allowed: 0..1")
         if not self.cpus_per_task > 0:
             raise ValueError(f"cpus_per_task: got {self.cpus_per_task}; allowed: a number > 0")
 
@@ -151,7 +149,9 @@ def source_fingerprint(root: Path, splits: dict[str, ImageList]) -> str:
     for split, images in splits.items():
         digest.update(f"{split}:{','.join(images.classes)}\n".encode())
         for path, label in zip(images.paths, images.labels):
-            digest.update(f"{os.path.relpath(path, root)}\t{os.path.getsize(path)}\t{label}\n".encode())
+            digest.update(
+                f"{os.path.relpath(path, root)}\t{os.path.getsize(path)}\t{label}\n".encode()
+            )
     return digest.hexdigest()
 
 
@@ -192,7 +192,7 @@ def plan_shards(splits: dict[str, ImageList], images_per_shard: int, seed: int) 
 
 def _second_moments(pixels: np.ndarray) -> np.ndarray:
     """sum over pixels of x x^T (3 x 3), x the RGB values 0..255 of a uint8 (H, W, 3) image."""
-    planes = pixels.reshape(-1, 3).T.astype(np.float32)  # (3, H*W); exact below 2^24 per term
+    planes = pixels.reshape(-1, 3).T.astype(np.float32)  # (3, H*W); float32 sums: ~1e-7 relative
     moments = np.empty((3, 3))
     for i in range(3):
         for j in range(i, 3):
@@ -216,9 +216,15 @@ def write_shard(
     rows: dict[str, list] = {name: [] for name in SHARD_SCHEMA.names}
     final = out.join(shard.split, f"{shard.name}.parquet")
     temporary = out.join("_work", f"{shard.split}-{shard.name}.parquet.tmp")
-    with out.fs.open_output_stream(temporary) as stream, pq.ParquetWriter(
-        stream, SHARD_SCHEMA, compression={"image": "NONE", "path": "SNAPPY", "id": "SNAPPY", "label": "SNAPPY"}
-    ) as writer:
+    compression = {"image": "NONE", "path": "SNAPPY", "id": "SNAPPY", "label": "SNAPPY"}
+    with (
+        out.fs.open_output_stream(temporary) as stream,
+        pq.ParquetWriter(
+            stream,
+            SHARD_SCHEMA,
+            compression=compression,  # JPEG bytes do not compress
+        ) as writer,
+    ):
         for image_id, path, label in zip(shard.ids, shard.paths, shard.labels):
             try:
                 with open(path, "rb") as handle:
@@ -345,6 +351,38 @@ def _merge(out: Location, shards: list[Shard], classes: list[str], image_size: i
     return image_sum, rgb_outer_sum, per_class, images, rejects, digests.hexdigest()
 
 
+def _images_per_shard(config: PrepareConfig, train: ImageList, out: Location, key: str) -> int:
+    """~`shard_mb` per shard, and at least 4 shards per concurrent task (so the last ones end
+    close together); saved in `_work/plan.json`, so a resumed run cuts the same shards."""
+    plan_file = ("_work", "plan.json")
+    if out.exists(*plan_file) and out.read_json(*plan_file).get("key") == key:
+        return out.read_json(*plan_file)["images_per_shard"]
+    cpus = max(1.0, ray.cluster_resources().get("CPU", 1.0))
+    by_size = config.shard_mb * 2**20 / _bytes_per_image(config, train.paths)
+    by_parallelism = math.ceil(len(train) / (4 * cpus / config.cpus_per_task))
+    images_per_shard = max(1, int(min(by_size, by_parallelism)))
+    out.write_json({"key": key, "images_per_shard": images_per_shard}, *plan_file)
+    return images_per_shard
+
+
+def _write_statistics(out: Location, image_sum, rgb_outer_sum, count: int) -> None:
+    """stats.npz: mean image and RGB eigen-decomposition, pixels in [0, 1]."""
+    image_size = image_sum.shape[0]
+    rgb_sum = image_sum.sum(axis=(0, 1))  # the per-pixel sums hold the per-channel ones
+    eigenvalues, eigenvectors = rgb_statistics(
+        rgb_sum / 255.0, rgb_outer_sum / 255.0**2, count * image_size**2
+    )
+    out.write_arrays(
+        {
+            "mean_image": (image_sum / (255.0 * count)).astype(np.float32),
+            "eigenvalues": eigenvalues,
+            "eigenvectors": eigenvectors,
+            "count": np.array(count),
+        },
+        "stats.npz",
+    )
+
+
 def run_prepare(
     config: PrepareConfig,
     default_parent: str | None = None,
@@ -363,8 +401,9 @@ def run_prepare(
     train, val = splits or list_source(config)
     splits = {"train": train, "val": val}
     total = len(train) + len(val)
+    fingerprint = source_fingerprint(root, splits)
     key = hashlib.sha256(
-        f"{FORMAT_VERSION}{source_fingerprint(root, splits)}{sorted(config.shard_params().items())}".encode()
+        f"{FORMAT_VERSION}:{fingerprint}:{sorted(config.shard_params().items())}".encode()
     ).hexdigest()
     out = Location.of(config.out or f"{default_parent}/{root.name}-{key[:12]}")
 
@@ -374,28 +413,16 @@ def run_prepare(
             return PrepareResult(
                 out=out.uri, skipped=True, images=manifest["images"], rejects=manifest["rejects"],
                 total=total, processed=0, rejects_file=out.uri_of("rejects.csv"), seconds=0.0,
-                cpus=0.0,
-                manifest=manifest,
+                cpus=0.0, manifest=manifest,
             )  # fmt: skip
         raise ConfigError(
             f"prepare.out: {out.uri} already holds a prepared dataset of another source or "
             "other parameters; choose another --out or delete it"
         )
 
-    out.make_dirs("_work")
-    out.make_dirs("train")
-    out.make_dirs("val")
-    plan_file = ("_work", "plan.json")
-    if out.exists(*plan_file) and out.read_json(*plan_file).get("key") == key:
-        images_per_shard = out.read_json(*plan_file)["images_per_shard"]  # resuming
-    else:
-        cpus = max(1.0, ray.cluster_resources().get("CPU", 1.0))
-        by_size = config.shard_mb * 2**20 / _bytes_per_image(config, train.paths)
-        # At least 4 shards per concurrent task, so that the last ones finish close together.
-        by_parallelism = math.ceil(len(train) / (4 * cpus / config.cpus_per_task))
-        images_per_shard = max(1, int(min(by_size, by_parallelism)))
-        out.write_json({"key": key, "images_per_shard": images_per_shard}, *plan_file)
-    shards = plan_shards(splits, images_per_shard, config.seed)
+    for folder in ("_work", "train", "val"):
+        out.make_dirs(folder)
+    shards = plan_shards(splits, _images_per_shard(config, train, out, key), config.seed)
     todo = [s for s in shards if not out.exists("_work", f"{s.split}-{s.name}.json")]
     already = sum(len(s.ids) for s in shards) - sum(len(s.ids) for s in todo)
     cpus = min(ray.cluster_resources().get("CPU", 1.0), len(todo) * config.cpus_per_task)
@@ -423,18 +450,7 @@ def run_prepare(
     if len(rejects) > config.max_reject_fraction * total:
         return PrepareResult(**result_args, manifest=None)
 
-    num_pixels = images["train"] * config.image_size**2
-    rgb_sum = image_sum.sum(axis=(0, 1))  # the per-pixel sums hold the per-channel ones
-    eigenvalues, eigenvectors = rgb_statistics(rgb_sum / 255.0, rgb_outer_sum / 255.0**2, num_pixels)
-    out.write_arrays(
-        {
-            "mean_image": (image_sum / (255.0 * images["train"])).astype(np.float32),
-            "eigenvalues": eigenvalues,
-            "eigenvectors": eigenvectors,
-            "count": np.array(images["train"]),
-        },
-        "stats.npz",
-    )
+    _write_statistics(out, image_sum, rgb_outer_sum, images["train"])
     out.write_json(dict(enumerate(train.classes)), "classes.json")
     manifest = {
         "format": FORMAT_VERSION,

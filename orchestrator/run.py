@@ -1,4 +1,4 @@
-"""AlexNet on Ray: `python orchestrator/run.py [demo|train|describe] [--config YAML] [--set k=v ...]`.
+"""AlexNet on Ray: `python orchestrator/run.py [command] [--config YAML] [--set key=value ...]`.
 
 With no command it runs the demo: a CPU-sized AlexNet trained on a generated dataset by two Ray
 Train workers fed by Ray Data, tracked in MLflow (./mlflow.db).

@@ -24,7 +24,9 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working dir
+    uri: str | None = (
+        None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working dir
+    )
     experiment: str = "alexnet"  # MLflow experiment name
 
 
@@ -37,7 +39,7 @@ def resolve_tracking_uri(config: TrackingConfig) -> str:
     uri = config.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+        uri = prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri
 
 
@@ -61,7 +63,9 @@ def ui_command(tracking_uri: str) -> str:
     if shutil.which("mlflow") is None and beside_python.exists():  # e.g. a venv not activated
         mlflow_cli = _shown_path(beside_python)
     store = _shown_path(Path(tracking_uri.removeprefix("sqlite:///")))
-    return f"{mlflow_cli} ui --backend-store-uri sqlite:///{store}   # then open http://127.0.0.1:5000"
+    return (
+        f"{mlflow_cli} ui --backend-store-uri sqlite:///{store}   # then open http://127.0.0.1:5000"
+    )
 
 
 def git_sha() -> str:
@@ -147,7 +151,8 @@ class TrackedRun:
 def format_epoch(metrics: dict) -> str:
     return (
         f"epoch {metrics['epoch']:>3}  train loss {metrics['train_loss']:.4f}  "
-        f"val top-1 err {metrics['val_top1_error']:.4f}  top-5 err {metrics['val_top5_error']:.4f}  "
+        f"val top-1 err {metrics['val_top1_error']:.4f}  "
+        f"top-5 err {metrics['val_top5_error']:.4f}  "
         f"lr {metrics['lr']:.5f}  {metrics['images_per_second']:.0f} images/s  "
         f"data wait {metrics['data_wait_fraction']:.0%}"
     )

@@ -4,9 +4,9 @@ import io
 
 import numpy as np
 import pytest
+from image_zoo import BLUE, RED, exif_rotated_jpeg, halves, jpeg_bytes, write_zoo
 from PIL import Image
 
-from image_zoo import BLUE, RED, exif_rotated_jpeg, halves, jpeg_bytes, write_zoo
 from workloads.datasets import codec
 
 
@@ -21,7 +21,9 @@ def test_resize_short_side_and_center_crop():
     out = codec.resize_and_center_crop(_stripes(256, 128), 64)  # -> 128 x 64, columns 32..95
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
     assert out.min() == 255  # only white is left: the crop is central, the black sides cut off
-    tall = codec.resize_and_center_crop(np.ascontiguousarray(_stripes(256, 128).transpose(1, 0, 2)), 64)
+    tall = codec.resize_and_center_crop(
+        np.ascontiguousarray(_stripes(256, 128).transpose(1, 0, 2)), 64
+    )
     assert tall.min() == 255
 
 
@@ -40,10 +42,14 @@ def test_fast_jpeg_path_decodes_exactly_like_pil():
 
 def test_large_jpegs_are_downscaled_while_decoding():
     smooth = np.linspace(0, 255, 1024, dtype=np.float32)
-    pixels = np.stack(np.broadcast_arrays(smooth[None, :], smooth[:, None], 128 + 0 * smooth[None, :]), -1)
+    pixels = np.stack(
+        np.broadcast_arrays(smooth[None, :], smooth[:, None], 128 + 0 * smooth[None, :]), -1
+    )
     data = jpeg_bytes(Image.fromarray(pixels.astype(np.uint8)))  # 1024 x 1024 gradient
     out = codec.decode_resize_center_crop(data, 128)  # decoded at 1/8 in the DCT domain
-    reference = np.asarray(Image.fromarray(pixels.astype(np.uint8)).resize((128, 128), Image.Resampling.BILINEAR))
+    reference = np.asarray(
+        Image.fromarray(pixels.astype(np.uint8)).resize((128, 128), Image.Resampling.BILINEAR)
+    )
     assert out.shape == (128, 128, 3)
     assert np.abs(out.astype(int) - reference.astype(int)).mean() < 2.0
 

@@ -45,7 +45,10 @@ def test_overrides_are_parsed_as_yaml():
         ("data.synthetic.num_classes=1", "data.synthetic.num_classes: got 1; allowed: 2..64"),
         ("train.global_batch_size=63", "train.global_batch_size: got 63; allowed: a multiple of"),
         ("prepare.image_size=48", "prepare.image_size: got 48; allowed: >= model.input_size (56)"),
-        ("data.source=tfrecords", "data.source: got 'tfrecords'; allowed: 'prepared', 'imagefolder'"),
+        (
+            "data.source=tfrecords",
+            "data.source: got 'tfrecords'; allowed: 'prepared', 'imagefolder'",
+        ),
         ("model=3", "model: got 3; allowed: a mapping of ModelConfig fields"),
         ("model.width.x=1", "'model.width' is a value, not a section"),
     ],
@@ -70,7 +73,10 @@ def test_bad_config_fails_before_ray_starts(run_cli):
         (["--set", "model.nonsense=1"], "model.nonsense"),
         (["train"], "data.root: required"),  # the paper recipe needs a dataset folder
         (["prepare", "--root", "/data"], "prepare.out: required"),
-        (["prepare", "--root", "/nonexistent", "--out", "/tmp/x"], "prepare.root: got /nonexistent"),
+        (
+            ["prepare", "--root", "/nonexistent", "--out", "/tmp/x"],
+            "prepare.root: got /nonexistent",
+        ),
     ):
         started = time.monotonic()
         result = run_cli(*args, env=env, timeout=120)

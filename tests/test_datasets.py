@@ -54,7 +54,9 @@ def test_synthetic_dataset_layout_and_determinism(tmp_path):
     config = SyntheticConfig(num_classes=3, train_per_class=4, val_per_class=2, seed=5)
     first = generate(tmp_path / "a", config)
     second = generate(tmp_path / "b", config)
-    other_seed = generate(tmp_path / "c", SyntheticConfig(num_classes=3, train_per_class=4, val_per_class=2, seed=6))
+    other_seed = generate(
+        tmp_path / "c", SyntheticConfig(num_classes=3, train_per_class=4, val_per_class=2, seed=6)
+    )
 
     train = list_image_folder(first, "train")
     assert train.classes == class_names(3) == ["00-disc", "01-square", "02-triangle"]
@@ -76,7 +78,9 @@ def test_synthetic_dataset_is_generated_once(tmp_path):
     stamp = {p: p.stat().st_mtime_ns for p in root.rglob("*.jpg")}
     generate(tmp_path / "d", config)
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.jpg")} == stamp
-    bigger = generate(tmp_path / "d", SyntheticConfig(num_classes=2, train_per_class=3, val_per_class=1))
+    bigger = generate(
+        tmp_path / "d", SyntheticConfig(num_classes=2, train_per_class=3, val_per_class=1)
+    )
     assert len(list_image_folder(bigger, "train")) == 6  # a new config regenerates
 
 

@@ -39,7 +39,9 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch():
     model = build_model(TINY)
     optimizer = build_optimizer(model, OptimizerConfig(lr=0.1), 16)
     images, labels = torch.randn(16, 3, 32, 32), torch.arange(16) % 4
-    losses = [train_step(model, optimizer, images, labels)["loss_sum"].item() / 16 for _ in range(30)]
+    losses = [
+        train_step(model, optimizer, images, labels)["loss_sum"].item() / 16 for _ in range(30)
+    ]
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -66,4 +68,6 @@ def test_multiview_eval_averages_the_softmax():
     views = torch.randn(3, 2, 3, 32, 32)
     probs = model(views.flatten(0, 1)).softmax(1).view(3, 2, -1).mean(1)
     expected = torch.nn.functional.nll_loss(probs.log(), labels, reduction="sum")
-    assert eval_step_multiview(model, views, labels)["loss_sum"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert eval_step_multiview(model, views, labels)["loss_sum"].item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )

@@ -33,7 +33,10 @@ def ilsvrc(tmp_path):
 
 
 def _pairs(images):
-    return [(p.rsplit("/", 1)[-1], images.classes[label]) for p, label in zip(images.paths, images.labels)]
+    return [
+        (p.rsplit("/", 1)[-1], images.classes[label])
+        for p, label in zip(images.paths, images.labels)
+    ]
 
 
 def test_three_validation_layouts_agree(ilsvrc, tmp_path):
@@ -63,7 +66,9 @@ def test_three_validation_layouts_agree(ilsvrc, tmp_path):
     savemat(devkit / "meta.mat", {"synsets": synsets})
     _, val_b = list_imagenet(root)
     mapping_txt = tmp_path / "mapping.txt"
-    mapping_txt.write_text("".join(f"{i} {w}\n" for i, w in read_devkit_mapping(devkit / "meta.mat").items()))
+    mapping_txt.write_text(
+        "".join(f"{i} {w}\n" for i, w in read_devkit_mapping(devkit / "meta.mat").items())
+    )
     val_b_txt = list_validation(root, WNIDS, mapping_file=str(mapping_txt))
     shutil.rmtree(root / "devkit")
 
@@ -82,7 +87,9 @@ def test_three_validation_layouts_agree(ilsvrc, tmp_path):
 
 def test_flat_validation_without_labels_says_what_is_missing(ilsvrc):
     root, _ = ilsvrc
-    with pytest.raises(FileNotFoundError, match="LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt"):
+    with pytest.raises(
+        FileNotFoundError, match="LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt"
+    ):
         list_imagenet(root)
     (root / "ILSVRC2012_validation_ground_truth.txt").write_text("449\n" * 5)
     with pytest.raises(FileNotFoundError, match="mapping"):

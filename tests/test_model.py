@@ -99,7 +99,9 @@ def test_variant_defaults_resolve():
 
 
 def test_knobs_change_the_structure():
-    model = build_model(ModelConfig(activation="tanh", lrn=False, pool="plain", towers=1, dropout=0.3))
+    model = build_model(
+        ModelConfig(activation="tanh", lrn=False, pool="plain", towers=1, dropout=0.3)
+    )
     kinds = {type(m).__name__ for m in model.modules()}
     assert "Tanh" in kinds and "ReLU" not in kinds and "LocalResponseNorm" not in kinds
     assert all(m.kernel_size == 2 for m in model.modules() if isinstance(m, nn.MaxPool2d))

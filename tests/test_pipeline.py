@@ -48,9 +48,11 @@ def test_stream_gives_new_crops_every_epoch_and_the_same_for_the_same_seed(prepa
     assert same < 20  # new crops/flips/colour noise (a few may coincide)
 
     again = pipeline.decoded_stream(prepared, "train", config, seed=0)
-    repeat, _ = _epoch(again, T.BatchTransform(56, prepared.stats.mean_image,
-                                               prepared.stats.eigenvalues,
-                                               prepared.stats.eigenvectors, seed=0), epoch=1)  # fmt: skip
+    stats = prepared.stats
+    same_seed = T.BatchTransform(
+        56, stats.mean_image, stats.eigenvalues, stats.eigenvectors, seed=0
+    )
+    repeat, _ = _epoch(again, same_seed, epoch=1)
     assert all(torch.equal(epoch1[i], repeat[i]) for i in range(400))  # same seed: identical
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from image_zoo import BLUE, RED, write_zoo
 from mlflow.tracking import MlflowClient
 
-from image_zoo import BLUE, RED, write_zoo
 from orchestrator import commands
 from orchestrator.config import load_config
 from orchestrator.data import open_prepared
@@ -153,7 +153,9 @@ def test_interrupted_prepare_resumes_without_redoing_shards(ray_cluster, tmp_pat
     done = []
     deadline = time.monotonic() + 120
     while len(done) < 2 and time.monotonic() < deadline and process.poll() is None:
-        done = sorted((out / "_work").glob("train-shard-*.json")) if (out / "_work").exists() else []
+        done = (
+            sorted((out / "_work").glob("train-shard-*.json")) if (out / "_work").exists() else []
+        )
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()

@@ -44,8 +44,8 @@ def test_apply_crops_cuts_and_flips_exactly_numpy_and_torch():
     out = T.apply_crops(images, crops)
     assert out.shape == (6, 8, 8, 3)
     for i in range(6):
-        t, l = crops.tops[i], crops.lefts[i]
-        expected = images[i, t : t + 8, l : l + 8]
+        top, left = crops.tops[i], crops.lefts[i]
+        expected = images[i, top : top + 8, left : left + 8]
         if crops.flips[i]:
             expected = expected[:, ::-1]
         np.testing.assert_array_equal(out[i], expected)
@@ -107,7 +107,9 @@ def test_batch_transform_composes_crop_flip_noise_and_mean():
     out = transform.train(images, torch.from_numpy(ids), epoch=2)
     crops = T.random_crops(9, 2, ids, 20, 16)
     offsets = T.pca_color_offsets(9, 2, ids, values, vectors, 0.1)
-    expected = T.apply_crops(images.numpy() / np.float32(255) - mean, crops) + offsets[:, None, None]
+    expected = (
+        T.apply_crops(images.numpy() / np.float32(255) - mean, crops) + offsets[:, None, None]
+    )
     np.testing.assert_allclose(out.numpy(), expected.transpose(0, 3, 1, 2), atol=1e-5)
     assert not torch.equal(out, transform.train(images, torch.from_numpy(ids), epoch=3))
 

@@ -70,11 +70,17 @@ def train_step(
     optimizer.step()
     (correct1,) = topk_correct(logits.detach(), labels, ks=(1,))
     n = labels.shape[0]
-    return {"loss_sum": loss.detach() * n, "correct1": correct1, "count": torch.tensor(n, device=labels.device)}
+    return {
+        "loss_sum": loss.detach() * n,
+        "correct1": correct1,
+        "count": torch.tensor(n, device=labels.device),
+    }
 
 
 @torch.no_grad()
-def eval_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+def eval_step(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Centre-crop (or any single-view) evaluation of one batch. Returns sums over the batch."""
     model.eval()
     logits = model(images)  # (B, num_classes)

@@ -25,7 +25,13 @@ from torch import nn
 
 # (out_channels, kernel, stride, padding) per conv layer at width 1.
 _PAPER_CONVS = ((96, 11, 4, 2), (256, 5, 1, 2), (384, 3, 1, 1), (384, 3, 1, 1), (256, 3, 1, 1))
-_TORCHVISION_CONVS = ((64, 11, 4, 2), (192, 5, 1, 2), (384, 3, 1, 1), (256, 3, 1, 1), (256, 3, 1, 1))
+_TORCHVISION_CONVS = (
+    (64, 11, 4, 2),
+    (192, 5, 1, 2),
+    (384, 3, 1, 1),
+    (256, 3, 1, 1),
+    (256, 3, 1, 1),
+)
 _FC_WIDTH = 4096
 _POOLED_SIZE = 6  # the classifier sees a 6x6 map, whatever the input size
 

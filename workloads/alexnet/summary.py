@@ -24,7 +24,9 @@ class LayerRow:
 def _macs(module: nn.Module, output: torch.Tensor) -> int:
     """Multiply-adds per image of conv and fc layers (the rest are counted as zero)."""
     if isinstance(module, nn.Conv2d):
-        per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        per_output = (
+            module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        )
         return output[0].numel() * per_output
     if isinstance(module, nn.Linear):
         return module.in_features * module.out_features
@@ -35,7 +37,8 @@ def _describe(module: nn.Module) -> str:
     if isinstance(module, nn.Conv2d):
         groups = f", groups={module.groups}" if module.groups > 1 else ""
         k, s, p = module.kernel_size[0], module.stride[0], module.padding[0]
-        return f"{module.out_channels}x{k}x{k}x{module.in_channels // module.groups} /{s} pad {p}{groups}"
+        kernel = f"{module.out_channels}x{k}x{k}x{module.in_channels // module.groups}"
+        return f"{kernel} /{s} pad {p}{groups}"
     if isinstance(module, nn.Linear):
         return f"{module.in_features} -> {module.out_features}"
     if isinstance(module, nn.LocalResponseNorm):
@@ -66,7 +69,9 @@ def layer_table(model: nn.Module, input_size: int) -> list[LayerRow]:
                     label = f"{prefix}{counters[prefix] + (5 if prefix == 'fc' else 0)}"
             params = sum(p.numel() for p in module.parameters(recurse=False))
             shape = tuple(output.shape[1:])
-            rows.append(LayerRow(label, name, shape, params, _macs(module, output), _describe(module)))
+            rows.append(
+                LayerRow(label, name, shape, params, _macs(module, output), _describe(module))
+            )
 
         return record
 
@@ -91,10 +96,13 @@ def format_table(rows: list[LayerRow], total_params: int) -> str:
     for row in rows:
         shape = "x".join(str(d) for d in row.output_shape)
         lines.append(
-            f"{row.name:<8} {row.module:<14} {shape:<16} {row.params:>12,} {row.macs:>14,}  {row.spec}"
+            f"{row.name:<8} {row.module:<14} {shape:<16} {row.params:>12,} {row.macs:>14,}  "
+            f"{row.spec}"
         )
     total_macs = sum(row.macs for row in rows)
     lines.append("-" * len(header))
     lines.append(f"{'total':<8} {'':<14} {'':<16} {total_params:>12,} {total_macs:>14,}")
-    lines.append(f"parameters: {total_params:,}   multiply-adds per image: {total_macs / 1e9:.3f} G")
+    lines.append(
+        f"parameters: {total_params:,}   multiply-adds per image: {total_macs / 1e9:.3f} G"
+    )
     return "\n".join(lines)

@@ -43,9 +43,9 @@ def keyed_uniforms(seed: int, epoch: int, ids: np.ndarray, count: int) -> np.nda
     """
     ids = np.asarray(ids, dtype=np.uint64)
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
-        key = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(
-            epoch
-        ) * np.uint64(0xD1B54A32D192ED03)
+        key = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(epoch) * np.uint64(
+            0xD1B54A32D192ED03
+        )
         x = ids[:, None] * np.uint64(0xBF58476D1CE4E5B9) ^ key
         x = x ^ (np.arange(count, dtype=np.uint64) * np.uint64(0x94D049BB133111EB))
         x = x + np.uint64(0x9E3779B97F4A7C15)

@@ -25,15 +25,15 @@ def find_classes(root: str | Path, split: str = "train") -> list[str]:
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise FileNotFoundError(f"no '{split}' folder in {root} (expected {split_dir}/<class>/...)")
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(
+        p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
     if not classes:
         raise FileNotFoundError(f"{split_dir} has no class folders")
     return classes
 
 
-def list_image_folder(
-    root: str | Path, split: str, classes: list[str] | None = None
-) -> ImageList:
+def list_image_folder(root: str | Path, split: str, classes: list[str] | None = None) -> ImageList:
     """Every image file under `<root>/<split>/<class>/`, sorted by (class, file name).
 
     `classes` fixes the class index (pass the training split's classes when listing validation);

@@ -20,7 +20,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from workloads.datasets.image_folder import IMAGE_SUFFIXES, ImageList, find_classes, list_image_folder
+from workloads.datasets.image_folder import (
+    IMAGE_SUFFIXES,
+    ImageList,
+    find_classes,
+    list_image_folder,
+)
 
 LOC_SOLUTION = "LOC_val_solution.csv"
 GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
