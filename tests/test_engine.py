@@ -71,3 +71,17 @@ def test_multiview_eval_averages_the_softmax():
     assert eval_step_multiview(model, views, labels)["loss_sum"].item() == pytest.approx(
         expected.item(), rel=1e-5
     )
+
+
+def test_bf16_autocast_step_matches_fp32_closely_and_keeps_fp32_weights():
+    torch.manual_seed(0)
+    images, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
+    results = {}
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        model = build_model(TINY)
+        optimizer = build_optimizer(model, OptimizerConfig(lr=0.05), 8)
+        step = train_step(model, optimizer, images, labels, autocast_dtype=dtype)
+        results[dtype] = (step["loss_sum"].item(), model)
+    assert results[torch.bfloat16][0] == pytest.approx(results[None][0], rel=0.02)
+    assert all(p.dtype == torch.float32 for p in results[torch.bfloat16][1].parameters())

@@ -6,6 +6,7 @@ without a host sync per step, and so that workers can all-reduce the sums before
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -58,13 +59,29 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[
     return [hits[:, : min(k, max_k)].any(dim=1).sum() for k in ks]
 
 
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision for the forward pass and the loss, or nothing when `dtype` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Forward, backward, SGD update. Returns detached sums over the batch."""
+    """Forward, backward, SGD update. Returns detached sums over the batch.
+
+    `autocast_dtype=torch.bfloat16` runs the forward pass in bf16 (weights and their updates
+    stay fp32; bf16 needs no loss scaling).
+    """
     model.train()
-    logits = model(images)  # (B, num_classes)
-    loss = F.cross_entropy(logits, labels)
+    with _autocast(images.device, autocast_dtype):
+        logits = model(images).float()  # (B, num_classes)
+        loss = F.cross_entropy(logits, labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -79,11 +96,15 @@ def train_step(
 
 @torch.no_grad()
 def eval_step(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
     """Centre-crop (or any single-view) evaluation of one batch. Returns sums over the batch."""
     model.eval()
-    logits = model(images)  # (B, num_classes)
+    with _autocast(images.device, autocast_dtype):
+        logits = model(images).float()  # (B, num_classes)
     loss = F.cross_entropy(logits, labels, reduction="sum")
     correct1, correct5 = topk_correct(logits, labels, ks=(1, 5))
     return {
@@ -96,12 +117,16 @@ def eval_step(
 
 @torch.no_grad()
 def eval_step_multiview(
-    model: nn.Module, views: torch.Tensor, labels: torch.Tensor
+    model: nn.Module,
+    views: torch.Tensor,
+    labels: torch.Tensor,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
     """Ten-crop evaluation: views (B, V, 3, C, C); the softmax is averaged over the V views."""
     model.eval()
     b, v = views.shape[:2]
-    logits = model(views.flatten(0, 1))  # (B * V, num_classes)
+    with _autocast(views.device, autocast_dtype):
+        logits = model(views.flatten(0, 1)).float()  # (B * V, num_classes)
     probs = logits.softmax(dim=1).view(b, v, -1).mean(dim=1)  # (B, num_classes)
     loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum")
     correct1, correct5 = topk_correct(probs, labels, ks=(1, 5))

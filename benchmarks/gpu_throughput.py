@@ -1,0 +1,135 @@
+"""Training-step throughput of the paper's AlexNet on one GPU, from synthetic uint8 batches.
+
+Each step starts from a uint8 (B, 256, 256, 3) batch already on the device and runs what a
+training worker runs: the paper's augmentation on the device (random 224 crop + flip, PCA colour
+noise, mean subtraction; `BatchTransform`), then forward, backward and the SGD update. Settings:
+fp32; bf16 autocast + channels_last; the same + `torch.compile`. Batch 128 to 1024. Reported:
+images/s and achieved TFLOP/s (3 x 2 x 0.724 G multiply-adds per image for forward + backward),
+and the augmentation's share of the step. The last output line is one JSON object.
+
+    python benchmarks/gpu_throughput.py                 # on a CUDA machine
+    python benchmarks/gpu_throughput.py --tiny          # a CPU smoke run of the same code path
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from workloads.alexnet.engine import OptimizerConfig, build_optimizer, train_step  # noqa: E402
+from workloads.alexnet.model import ModelConfig, build_model  # noqa: E402
+from workloads.alexnet.summary import layer_table  # noqa: E402
+from workloads.alexnet.transforms import BatchTransform  # noqa: E402
+
+SETTINGS = {  # name: (autocast dtype, channels_last, compile)
+    "fp32": (None, False, False),
+    "bf16+channels_last": (torch.bfloat16, True, False),
+    "bf16+channels_last+compile": (torch.bfloat16, True, True),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(config, image_size, batch_size, setting, device, warmup, steps) -> dict:
+    dtype, channels_last, compiled = SETTINGS[setting]
+    torch.manual_seed(0)
+    model = build_model(config).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, OptimizerConfig(), batch_size)
+    step_model = torch.compile(model) if compiled else model
+    rng = np.random.default_rng(0)
+    transform = BatchTransform(
+        config.input_size, rng.random((image_size, image_size, 3)).astype(np.float32)
+    )
+    images = torch.randint(0, 256, (batch_size, image_size, image_size, 3), dtype=torch.uint8)
+    images, ids = images.to(device), torch.arange(batch_size)
+    labels = torch.randint(0, config.num_classes, (batch_size,), device=device)
+
+    def step(epoch: int) -> None:
+        inputs = transform.train(images, ids, epoch)  # (B, 3, C, C), channels-last memory
+        if not channels_last:
+            inputs = inputs.contiguous()
+        train_step(step_model, optimizer, inputs, labels, autocast_dtype=dtype)
+
+    for epoch in range(warmup):
+        step(epoch)
+    _sync(device)
+    started = time.perf_counter()
+    for epoch in range(steps):
+        step(epoch)
+    _sync(device)
+    seconds = time.perf_counter() - started
+
+    started = time.perf_counter()  # the augmentation alone
+    for epoch in range(steps):
+        transform.train(images, ids, epoch)
+    _sync(device)
+    augment_seconds = time.perf_counter() - started
+    return {
+        "images_per_second": batch_size * steps / seconds,
+        "augment_share": augment_seconds / seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256, 512, 1024])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--tiny", action="store_true", help="CPU smoke run: small net, 2 steps")
+    args = parser.parse_args()
+
+    if args.tiny:
+        device = torch.device("cpu")
+        config = ModelConfig(input_size=56, width=0.25, stem_stride=2, num_classes=10)
+        image_size, args.batch_sizes, args.steps, args.warmup = 64, [8], 2, 1
+        args.settings = [s for s in args.settings if "compile" not in s]
+    else:
+        if not torch.cuda.is_available():
+            raise SystemExit("no CUDA device: run with --tiny for the CPU smoke run")
+        device = torch.device("cuda")
+        torch.backends.cudnn.benchmark = True  # fp32 keeps PyTorch's defaults (TF32 convolutions)
+        config, image_size = ModelConfig(num_classes=1000), 256
+    model = build_model(config)
+    macs = sum(row.macs for row in layer_table(model, config.input_size))
+    flops_per_image = 3 * 2 * macs  # forward + backward (~2x forward)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {name}; AlexNet {macs / 1e9:.3f} G multiply-adds per image")
+
+    results = []
+    for setting in args.settings:
+        for batch_size in args.batch_sizes:
+            try:
+                result = measure(
+                    config, image_size, batch_size, setting, device, args.warmup, args.steps
+                )
+            except torch.OutOfMemoryError:
+                print(f"{setting:<28} batch {batch_size:>5}: out of memory")
+                torch.cuda.empty_cache()
+                continue
+            tflops = result["images_per_second"] * flops_per_image / 1e12
+            results.append({"setting": setting, "batch_size": batch_size, **result,
+                            "tflops": tflops})  # fmt: skip
+            print(f"{setting:<28} batch {batch_size:>5}: {result['images_per_second']:>9.0f} "
+                  f"images/s  {tflops:6.1f} TFLOP/s  augmentation {result['augment_share']:.0%} "
+                  "of the step", flush=True)  # fmt: skip
+    best = max(results, key=lambda r: r["images_per_second"])
+    print(json.dumps({"device": name, "best": best, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
