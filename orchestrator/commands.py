@@ -165,7 +165,7 @@ def train(config: ExperimentConfig) -> tracking.TrackedRun:
         seed=config.seed,
     )
 
-    run = tracking.TrackedRun(config.tracking, run_name)
+    run = tracking.TrackedRun(config.tracking, run_name, resume=config.name is not None)
     run.log_start(
         params={
             **flatten(dataclasses.replace(config, model=config.model.resolved())),
@@ -180,14 +180,22 @@ def train(config: ExperimentConfig) -> tracking.TrackedRun:
         tags={**tracking.provenance_tags(), **_cluster_shape(), "kind": "train"},
         config_yaml=to_yaml(config),
     )
-    print(f"MLflow run {run.run_id} ('{run_name}') in {run.tracking_uri}", flush=True)
+    print(f"MLflow run {run.run_id} ('{run_name}'{', resumed' if run.resumed else ''}) in "
+          f"{run.tracking_uri}", flush=True)  # fmt: skip
 
+    images_per_worker = data.count("train") // config.train.num_workers  # an equal split
+    settings = trainer.WorkerSettings(
+        train=config.train,
+        steps_per_epoch=max(1, images_per_worker // config.train.batch_size_per_worker),
+        prefetch_batches=config.data.prefetch_batches,
+        pin_memory=use_gpu,
+        seed=config.seed,
+        config_yaml=to_yaml(config),
+    )
     loop_config = {
         "model": config.model,
         "optim": config.optim,
-        "settings": config.train.worker_settings(
-            config.data.prefetch_batches, config.seed, use_gpu
-        ),
+        "settings": settings,
         "transform": transform,
     }
     datasets = {

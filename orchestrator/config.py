@@ -65,6 +65,9 @@ def _describe_type(tp) -> str:
         return "null"
     if tp is bool:
         return "true/false (on/off)"
+    if origin is tuple:
+        plural = {int: "integers", float: "numbers", str: "strings"}
+        return "a list of " + plural.get(typing.get_args(tp)[0], "values")
     return {int: "an integer", float: "a number", str: "a string"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )
@@ -101,6 +104,10 @@ def _coerce(tp, value, path: str):
     elif tp is str:
         if isinstance(value, str):
             return value
+    elif origin is tuple:  # tuple[X, ...]: a YAML list
+        (item_type, _) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
     else:
         raise TypeError(f"{path}: unsupported config type {tp!r}")
     if dataclasses.is_dataclass(tp):
@@ -170,7 +177,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
 
 
 def to_dict(config) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """Plain data (tuples as lists), for YAML and MLflow."""
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
 
 
 def flatten(config, prefix: str = "") -> dict[str, Any]:

@@ -95,10 +95,17 @@ def provenance_tags() -> dict[str, str]:
     }
 
 
-class TrackedRun:
-    """The driver's handle on one MLflow run."""
+RUN_KEY_TAG = "orchestrator.run_name"  # identifies a resumable run (the Ray Train run name)
 
-    def __init__(self, config: TrackingConfig, run_name: str):
+
+class TrackedRun:
+    """The driver's handle on one MLflow run.
+
+    With `resume`, an existing run tagged with the same run name in the experiment is continued
+    (a driver restarted with the same name) instead of a second one being created.
+    """
+
+    def __init__(self, config: TrackingConfig, run_name: str, resume: bool = False):
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -111,17 +118,38 @@ class TrackedRun:
             experiment_id = self.client.create_experiment(
                 config.experiment, artifact_location=_artifact_location(self.tracking_uri)
             )
-        run = self.client.create_run(
-            experiment_id, run_name=run_name, tags={"mlflow.source.name": "orchestrator/run.py"}
-        )
-        self.run_id = run.info.run_id
         self.experiment_id = experiment_id
         self._mlflow = mlflow
+        self.resumed = False
+        if resume:
+            found = self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_name}'"
+            )
+            if found:
+                self.run_id, self.resumed = found[0].info.run_id, True
+                self.client.update_run(self.run_id, status="RUNNING")
+                return
+        run = self.client.create_run(
+            experiment_id,
+            run_name=run_name,
+            tags={"mlflow.source.name": "orchestrator/run.py", RUN_KEY_TAG: run_name},
+        )
+        self.run_id = run.info.run_id
 
     def log_start(self, params: dict, tags: dict, config_yaml: str) -> None:
         from mlflow.entities import Param, RunTag
 
-        items = [Param(k, "None" if v is None else str(v)) for k, v in params.items()]
+        values = {k: "None" if v is None else str(v) for k, v in params.items()}
+        if self.resumed:  # MLflow params are write-once: keep the first, note what changed
+            logged = self.client.get_run(self.run_id).data.params
+            changed = {k: v for k, v in values.items() if k in logged and logged[k] != v}
+            if changed:
+                warnings.warn(
+                    f"resumed run {self.run_id} with a changed config: {changed}", stacklevel=2
+                )
+                tags = {**tags, **{f"resumed_with.{k}": v for k, v in changed.items()}}
+            values = {k: v for k, v in values.items() if k not in logged}
+        items = [Param(k, v) for k, v in values.items()]
         for start in range(0, len(items), 100):  # the REST API takes at most 100 params a call
             self.client.log_batch(self.run_id, params=items[start : start + 100])
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -139,7 +167,8 @@ class TrackedRun:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def epoch_logger(self) -> "EpochLogger":
-        return EpochLogger(self.tracking_uri, self.run_id)
+        logged = {step for step, _ in self.metric_history("val_top1_error")}
+        return EpochLogger(self.tracking_uri, self.run_id, logged_epochs=logged)
 
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)]
@@ -162,21 +191,26 @@ class EpochLogger(ray.train.UserCallback):
     """Logs rank 0's per-epoch report to the MLflow run, with `step=epoch`.
 
     Runs in the Train controller. A failed write (tracking server away) is kept and retried with
-    the next epoch's metrics instead of failing the training run.
+    the next epoch's metrics instead of failing the training run. An epoch reported again (after
+    a restart from a checkpoint older than it) keeps the values first logged for it.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str):
+    def __init__(self, tracking_uri: str, run_id: str, logged_epochs: set[int] = frozenset()):
         self.tracking_uri = tracking_uri
         self.run_id = run_id
+        self.logged_epochs = set(logged_epochs)
         self._client = None
         self._pending: list = []
 
     def after_report(self, run_context, metrics, checkpoint):
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
         from mlflow.tracking import MlflowClient
 
         report = metrics[0]  # rank 0's; every rank reports the same all-reduced numbers
         epoch = int(report["epoch"])
+        if epoch in self.logged_epochs:
+            return
+        self.logged_epochs.add(epoch)
         timestamp = int(time.time() * 1000)
         self._pending += [
             Metric(key, float(value), timestamp, epoch)
@@ -190,6 +224,9 @@ class EpochLogger(ray.train.UserCallback):
             for start in range(0, len(self._pending), 1000):
                 self._client.log_batch(self.run_id, metrics=self._pending[start : start + 1000])
             self._pending = []
+            if checkpoint is not None:
+                tag = RunTag("last_checkpoint", f"{checkpoint.path} (epoch {epoch})")
+                self._client.log_batch(self.run_id, tags=[tag])
         except Exception as error:  # noqa: BLE001 - tracking must never stop training
             warnings.warn(
                 f"MLflow logging failed ({type(error).__name__}: {error}); "

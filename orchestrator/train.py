@@ -1,17 +1,21 @@
 """Ray Train: the per-worker training loop and the `TorchTrainer` launch.
 
 `train_fn_per_worker` runs on every worker: it builds the model from `ModelConfig`, wraps it in DDP
-(`prepare_model`), consumes its shard of the Ray Data streams and reports all-reduced epoch
-metrics with `ray.train.report`. The driver side (`fit`) sizes the worker group for the cluster
-and hands rank 0's reports to the MLflow callback.
+(`prepare_model`), consumes its shard of the Ray Data streams, augments on its device, and
+reports all-reduced epoch metrics with `ray.train.report`, with a checkpoint every
+`checkpoint_every` epochs. After a failure Ray Train restarts the workers, which resume from the
+latest checkpoint (model, optimizer, schedule, epoch, RNG states). The driver side (`fit`) sizes
+the worker group for the cluster and hands rank 0's reports to the MLflow callback.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import ray
 import ray.train
@@ -26,10 +30,14 @@ from workloads.alexnet.engine import (
     build_optimizer,
     eval_step,
     eval_step_multiview,
+    set_lr,
     train_step,
 )
 from workloads.alexnet.model import ModelConfig, build_model
+from workloads.alexnet.schedule import LearningRateSchedule
 from workloads.alexnet.transforms import BatchTransform
+
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -40,13 +48,21 @@ class TrainConfig:
     use_gpu: bool | None = None  # None: use GPUs when the cluster has one per worker
     cpus_per_worker: float = 1.0  # leave some CPUs free for Ray Data on small machines
     storage_path: str = "results"  # Ray Train run folders (use shared storage on a cluster)
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always gets one)
+    keep_checkpoints: int = 2  # the newest ones kept in storage_path/<run name>/
+    max_failures: int = 3  # worker-group restarts from the last checkpoint before giving up
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPUs
+    channels_last: bool | None = None  # None: on GPUs
+    compile: bool = False  # torch.compile the model
     log_every_n_steps: int = 50  # rank 0 prints progress every n steps; 0: per epoch only
     ten_crop: bool = False  # after the last epoch, also the paper's ten-crop validation
 
     def __post_init__(self):
-        for name in ("epochs", "global_batch_size", "num_workers"):
+        for name in ("epochs", "global_batch_size", "num_workers", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: got {getattr(self, name)}; allowed: an integer >= 1")
+        if self.keep_checkpoints < 1 or self.max_failures < 0:
+            raise ValueError("keep_checkpoints: allowed >= 1; max_failures: allowed >= 0")
         if not self.cpus_per_worker > 0:
             raise ValueError(f"cpus_per_worker: got {self.cpus_per_worker}; allowed: a number > 0")
         if self.log_every_n_steps < 0:
@@ -56,17 +72,17 @@ class TrainConfig:
     def batch_size_per_worker(self) -> int:
         return self.global_batch_size // self.num_workers
 
-    def worker_settings(self, prefetch_batches: int, seed: int, use_gpu: bool) -> "WorkerSettings":
-        return WorkerSettings(
-            epochs=self.epochs,
-            global_batch_size=self.global_batch_size,
-            batch_size_per_worker=self.batch_size_per_worker,
-            prefetch_batches=prefetch_batches,
-            pin_memory=use_gpu,
-            log_every_n_steps=self.log_every_n_steps,
-            ten_crop=self.ten_crop,
-            seed=seed,
-        )
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What each worker needs beyond the model and optimizer configs (sent once, pickled)."""
+
+    train: TrainConfig
+    steps_per_epoch: int  # per worker: its equal share of the images, whole batches
+    prefetch_batches: int
+    pin_memory: bool
+    seed: int
+    config_yaml: str  # the run's resolved config, stored in every checkpoint
 
 
 class RankZeroPrinter:
@@ -90,13 +106,32 @@ def _all_reduce_sums(sums: dict[str, torch.Tensor], device: torch.device) -> dic
     return dict(zip(keys, packed.tolist()))
 
 
-def _run_epoch(model, optimizer, shard, transform, epoch, settings, log):
+@dataclass
+class _Loop:
+    """The worker's training state and how it computes (one object, passed to the verbs)."""
+
+    model: torch.nn.Module  # as trained (DDP-wrapped, maybe compiled)
+    module: torch.nn.Module  # the plain AlexNet inside, for checkpoints
+    optimizer: torch.optim.Optimizer
+    schedule: LearningRateSchedule
+    transform: BatchTransform
+    settings: WorkerSettings
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    log: RankZeroPrinter
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        return images if self.channels_last else images.contiguous()
+
+
+def _run_epoch(loop: _Loop, shard, epoch: int):
     """One pass over this worker's training shard; returns sums, seconds and seconds waiting."""
+    settings = loop.settings
     sums, waited, step = None, 0.0, 0
     start = time.perf_counter()
     batches = iter(
         shard.iter_torch_batches(
-            batch_size=settings.batch_size_per_worker,
+            batch_size=settings.train.batch_size_per_worker,
             drop_last=True,
             prefetch_batches=settings.prefetch_batches,
             pin_memory=settings.pin_memory,
@@ -108,30 +143,37 @@ def _run_epoch(model, optimizer, shard, transform, epoch, settings, log):
         waited += time.perf_counter() - before
         if batch is None:
             break
-        images = transform.train(batch["image"], batch["id"], epoch)  # (B, 3, C, C) float
-        sums = accumulate(sums, train_step(model, optimizer, images, batch["label"]))
+        set_lr(loop.optimizer, loop.schedule.lr(epoch, step / settings.steps_per_epoch))
+        images = loop.inputs(loop.transform.train(batch["image"], batch["id"], epoch))
+        result = train_step(
+            loop.model, loop.optimizer, images, batch["label"], autocast_dtype=loop.autocast_dtype
+        )
+        sums = accumulate(sums, result)
         step += 1
-        if settings.log_every_n_steps and step % settings.log_every_n_steps == 0:
-            log(f"epoch {epoch} step {step}: running train loss "
-                f"{(sums['loss_sum'] / sums['count']).item():.4f}")  # fmt: skip
+        if settings.train.log_every_n_steps and step % settings.train.log_every_n_steps == 0:
+            loop.log(f"epoch {epoch} step {step}: running train loss "
+                     f"{(sums['loss_sum'] / sums['count']).item():.4f}")  # fmt: skip
     if sums is None:
         raise RuntimeError(
-            f"a training shard had fewer than {settings.batch_size_per_worker} images: lower "
-            "train.global_batch_size or use more training data"
+            f"a training shard had fewer than {settings.train.batch_size_per_worker} images: "
+            "lower train.global_batch_size or use more training data"
         )
     return sums, time.perf_counter() - start, waited
 
 
-def _evaluate(model, shard, transform, settings, ten_crop: bool):
+def _evaluate(loop: _Loop, shard, ten_crop: bool):
     """Sums over this worker's validation shard: centre crop, or the ten-crop average."""
     sums = None
     for batch in shard.iter_torch_batches(
-        batch_size=settings.batch_size_per_worker, prefetch_batches=settings.prefetch_batches
+        batch_size=loop.settings.train.batch_size_per_worker,
+        prefetch_batches=loop.settings.prefetch_batches,
     ):
         if ten_crop:
-            step = eval_step_multiview(model, transform.ten_crop(batch["image"]), batch["label"])
+            views = loop.transform.ten_crop(batch["image"])  # (B, 10, 3, C, C)
+            step = eval_step_multiview(loop.model, views, batch["label"], loop.autocast_dtype)
         else:
-            step = eval_step(model, transform.center(batch["image"]), batch["label"])
+            images = loop.inputs(loop.transform.center(batch["image"]))
+            step = eval_step(loop.model, images, batch["label"], loop.autocast_dtype)
         sums = accumulate(sums, step)
     if sums is None:  # this worker's validation shard is empty: contribute zeros
         zero = torch.zeros((), dtype=torch.float64)
@@ -139,63 +181,124 @@ def _evaluate(model, shard, transform, settings, ten_crop: bool):
     return sums
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
-    """What each worker needs beyond the model and optimizer configs (sent once, pickled)."""
+def _save_checkpoint(loop: _Loop, epoch: int, rank: int, folder: Path) -> None:
+    """Rank 0 writes the training state; every rank its own RNG state (dropout draws)."""
+    if rank == 0:
+        state = {
+            "epoch": epoch,
+            "model": loop.module.state_dict(),
+            "optimizer": loop.optimizer.state_dict(),
+            "schedule": loop.schedule.state_dict(),
+            "config": loop.settings.config_yaml,
+        }
+        torch.save(state, folder / CHECKPOINT_FILE)
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    torch.save(rng, folder / f"rng-rank{rank}.pt")
 
-    epochs: int
-    global_batch_size: int
-    batch_size_per_worker: int
-    prefetch_batches: int
-    pin_memory: bool
-    log_every_n_steps: int
-    ten_crop: bool
-    seed: int
+
+def _restore(loop: _Loop, checkpoint: ray.train.Checkpoint, rank: int) -> int:
+    """Load the latest checkpoint into `loop`; returns the epoch it ended."""
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True, map_location="cpu")
+        loop.module.load_state_dict(state["model"])
+        loop.optimizer.load_state_dict(state["optimizer"])
+        loop.schedule.load_state_dict(state["schedule"])
+        rng_file = Path(folder) / f"rng-rank{rank}.pt"
+        if rng_file.exists():
+            rng = torch.load(rng_file, weights_only=True)
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng["cuda"])
+    return int(state["epoch"])
+
+
+def _compute_options(config: TrainConfig, device: torch.device):
+    """(autocast dtype or None, channels_last) for this device."""
+    on_gpu = device.type == "cuda"
+    bf16 = config.precision == "bf16" or (
+        config.precision == "auto" and on_gpu and torch.cuda.is_bf16_supported()
+    )
+    channels_last = on_gpu if config.channels_last is None else config.channels_last
+    return (torch.bfloat16 if bf16 else None), channels_last
 
 
 def train_fn_per_worker(loop_config: dict) -> None:
     model_config: ModelConfig = loop_config["model"]
     optim_config: OptimizerConfig = loop_config["optim"]
     settings: WorkerSettings = loop_config["settings"]
-    transform: BatchTransform = loop_config["transform"]
+    config = settings.train
 
     context = ray.train.get_context()
-    world_size = context.get_world_size()
-    log = RankZeroPrinter(context.get_world_rank())
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    log = RankZeroPrinter(rank)
     torch.manual_seed(settings.seed)  # same initial weights on every rank
 
     device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(build_model(model_config))
-    optimizer = build_optimizer(model, optim_config, settings.global_batch_size)
-    lr = optimizer.param_groups[0]["lr"]
+    autocast_dtype, channels_last = _compute_options(config, device)
+    module = build_model(model_config)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(module)
+    optimizer = build_optimizer(module, optim_config, config.global_batch_size)
+    base_lr = optim_config.scaled_lr(config.global_batch_size)
+    loop = _Loop(
+        model=torch.compile(model) if config.compile else model,
+        module=module,
+        optimizer=optimizer,
+        schedule=LearningRateSchedule(optim_config.schedule, base_lr, config.epochs),
+        transform=loop_config["transform"],
+        settings=settings,
+        autocast_dtype=autocast_dtype,
+        channels_last=channels_last,
+        log=log,
+    )
+    done = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        done = _restore(loop, checkpoint, rank)
+        log(f"resumed from the checkpoint of epoch {done}")
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
-    log(f"{world_size} workers on {device}, batch {settings.batch_size_per_worker} per worker "
-        f"({settings.global_batch_size} global), lr {lr:g}")  # fmt: skip
+    precision = "bf16 autocast" if autocast_dtype else "fp32"
+    log(f"{world_size} workers on {device} ({precision}"
+        f"{', channels_last' if channels_last else ''}{', compiled' if config.compile else ''}), "
+        f"batch {config.batch_size_per_worker} per worker ({config.global_batch_size} global), "
+        f"lr {base_lr:g} ({optim_config.schedule.kind})")  # fmt: skip
 
-    for epoch in range(1, settings.epochs + 1):
-        train_sums, seconds, waited = _run_epoch(
-            model, optimizer, train_shard, transform, epoch, settings, log
-        )
+    for epoch in range(done + 1, config.epochs + 1):
+        lr = loop.schedule.lr(epoch)
+        train_sums, seconds, waited = _run_epoch(loop, train_shard, epoch)
         train = _all_reduce_sums(train_sums, device)
-        val = _all_reduce_sums(_evaluate(model, val_shard, transform, settings, False), device)
+        val = _all_reduce_sums(_evaluate(loop, val_shard, ten_crop=False), device)
+        val_error = 1 - val["correct1"] / val["count"]
+        if loop.schedule.end_epoch(val_error):
+            factor = optim_config.schedule.drop_factor
+            log(f"epoch {epoch}: validation error stalled; lr / {factor:g}")
         metrics = {
             "epoch": epoch,
             "train_loss": train["loss_sum"] / train["count"],
             "train_top1_error": 1 - train["correct1"] / train["count"],
             "val_loss": val["loss_sum"] / val["count"],
-            "val_top1_error": 1 - val["correct1"] / val["count"],
+            "val_top1_error": val_error,
             "val_top5_error": 1 - val["correct5"] / val["count"],
             "lr": lr,
+            "lr_drops": loop.schedule.drops,
             "images_per_second": train["count"] / seconds,
             "data_wait_fraction": waited / seconds,
             "epoch_seconds": seconds,
         }
-        if settings.ten_crop and epoch == settings.epochs:  # the paper's test: ten views
-            ten = _all_reduce_sums(_evaluate(model, val_shard, transform, settings, True), device)
+        if config.ten_crop and epoch == config.epochs:  # the paper's test: ten views
+            ten = _all_reduce_sums(_evaluate(loop, val_shard, ten_crop=True), device)
             metrics["val_top1_error_10crop"] = 1 - ten["correct1"] / ten["count"]
             metrics["val_top5_error_10crop"] = 1 - ten["correct5"] / ten["count"]
-        ray.train.report(metrics)
+        if epoch % config.checkpoint_every and epoch != config.epochs:
+            ray.train.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            _save_checkpoint(loop, epoch, rank, Path(folder))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 def resolve_use_gpu(config: TrainConfig) -> bool:
@@ -221,9 +324,9 @@ def check_capacity(config: TrainConfig, use_gpu: bool, data_cpus: float) -> None
     if cluster_cpus - needed < data_cpus:
         raise ConfigError(
             f"train.num_workers x train.cpus_per_worker = {needed:g} of the cluster's "
-            f"{cluster_cpus:g} CPUs leaves less than data.augment_cpus ({data_cpus:g}) for the Ray "
+            f"{cluster_cpus:g} CPUs leaves less than data.decode_cpus ({data_cpus:g}) for the Ray "
             "Data tasks that feed them: lower train.cpus_per_worker (e.g. 0.75) or "
-            "data.augment_cpus"
+            "data.decode_cpus"
         )
     if use_gpu and ray.cluster_resources().get("GPU", 0) < config.num_workers:
         raise ConfigError(
@@ -253,9 +356,11 @@ def fit(
         ),
         datasets=datasets,
         run_config=ray.train.RunConfig(
-            name=run_name,
+            name=run_name,  # the same name in the same storage_path resumes that run
             storage_path=str(_absolute(train_config.storage_path)),
             callbacks=callbacks,
+            failure_config=ray.train.FailureConfig(max_failures=train_config.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=train_config.keep_checkpoints),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # no per-report echo
         ),
     )

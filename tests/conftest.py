@@ -59,13 +59,14 @@ def start_cli():
     """Starts `python orchestrator/run.py ARGS` in its own process group (to kill it whole)."""
     started = []
 
-    def start(*args: str, env: dict | None = None) -> subprocess.Popen:
+    def start(*args: str, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
+        output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with it
         process = subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "orchestrator" / "run.py"), *args],
             cwd=REPO_ROOT,
             env={**os.environ, **(env or {})},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         started.append(process)

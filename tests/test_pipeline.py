@@ -73,6 +73,7 @@ def test_cli_train_learns_and_logs_one_mlflow_run(ray_cluster, tiny_dataset, tmp
         "--config", "configs/demo.yaml",
         "--set", f"data.root={root}",
         "--set", f"data.prepared_root={tmp_path / 'prepared'}",
+        "--set", f"train.storage_path={tmp_path / 'results'}",
         "--set", f"data.synthetic.num_classes={synthetic.num_classes}",
         "--set", f"data.synthetic.train_per_class={synthetic.train_per_class}",
         "--set", f"data.synthetic.val_per_class={synthetic.val_per_class}",

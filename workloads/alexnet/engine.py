@@ -7,21 +7,31 @@ without a host sync per step, and so that workers can all-reduce the sums before
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workloads.alexnet.schedule import ScheduleConfig
+
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """The paper's SGD: momentum 0.9, weight decay 5e-4, lr 0.01 at batch 128."""
+    """The paper's SGD: momentum 0.9, weight decay 5e-4, lr 0.01 at batch 128, /10 on plateaus.
+
+    PyTorch's SGD applies the learning rate outside the momentum buffer (v = 0.9 v + g;
+    w -= lr v), the paper inside it (v = 0.9 v - lr g; w += v). With a constant lr the two are
+    the same; at an lr drop, PyTorch's step shrinks at once, while the paper's velocity still
+    carries the old, larger steps and fades over ~10 iterations (0.9^k).
+    """
 
     lr: float = 0.01  # at `reference_batch_size`; scaled linearly with the global batch
     reference_batch_size: int = 128
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    no_bias_decay: bool = False  # the 2012 code decayed weights only, not biases
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def __post_init__(self):
         if not self.lr > 0:
@@ -43,12 +53,24 @@ class OptimizerConfig:
 def build_optimizer(
     model: nn.Module, config: OptimizerConfig, global_batch_size: int
 ) -> torch.optim.SGD:
+    """SGD over all parameters; biases (and any 1-d parameter) undecayed if `no_bias_decay`."""
+    if config.no_bias_decay:
+        decayed = [p for p in model.parameters() if p.ndim > 1]
+        undecayed = [p for p in model.parameters() if p.ndim <= 1]
+        groups = [{"params": decayed}, {"params": undecayed, "weight_decay": 0.0}]
+    else:
+        groups = [{"params": list(model.parameters())}]
     return torch.optim.SGD(
-        model.parameters(),
+        groups,
         lr=config.scaled_lr(global_batch_size),
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[torch.Tensor]:
