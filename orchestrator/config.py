@@ -48,6 +48,11 @@ class ExperimentConfig:
                 f"({self.model.input_size}), the crop is cut from the {self.prepare.image_size} px "
                 "image"
             )
+        if self.train.parallel != "data" and self.model.resolved().towers != 2:
+            raise ValueError(
+                f"train.parallel: got {self.train.parallel!r}, which splits the net's two towers; "
+                f"model.towers is {self.model.resolved().towers}: allowed with it: 'data'"
+            )
         if self.train.global_batch_size % self.train.num_workers:
             raise ValueError(
                 f"train.global_batch_size: got {self.train.global_batch_size}; allowed: a multiple "

@@ -33,8 +33,9 @@ from workloads.alexnet.engine import (
     set_lr,
     train_step,
 )
-from workloads.alexnet.model import ModelConfig, build_model
+from workloads.alexnet.model import AlexNet, ModelConfig, build_model
 from workloads.alexnet.schedule import LearningRateSchedule
+from workloads.alexnet.towers import TwoTowerAlexNet
 from workloads.alexnet.transforms import BatchTransform
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -44,7 +45,10 @@ CHECKPOINT_FILE = "checkpoint.pt"
 class TrainConfig:
     epochs: int = 90  # the paper trained ~90 epochs
     global_batch_size: int = 128  # summed over workers; the paper's 128
-    num_workers: int = 2  # Ray Train workers (one process each; one GPU each when use_gpu)
+    num_workers: int = 2  # Ray Train workers (one process each)
+    # data: DDP, one device per worker; towers: the paper's two-tower split over a worker's two
+    # devices (one worker); hybrid: towers in each worker x DDP across the workers
+    parallel: Literal["data", "towers", "hybrid"] = "data"
     use_gpu: bool | None = None  # None: use GPUs when the cluster has one per worker
     cpus_per_worker: float = 1.0  # leave some CPUs free for Ray Data on small machines
     storage_path: str = "results"  # Ray Train run folders (use shared storage on a cluster)
@@ -67,6 +71,17 @@ class TrainConfig:
             raise ValueError(f"cpus_per_worker: got {self.cpus_per_worker}; allowed: a number > 0")
         if self.log_every_n_steps < 0:
             raise ValueError(f"log_every_n_steps: got {self.log_every_n_steps}; allowed: >= 0")
+        if self.parallel == "towers" and self.num_workers != 1:
+            raise ValueError(
+                f"num_workers: got {self.num_workers}; allowed with parallel 'towers': 1 "
+                "(use 'hybrid' for towers in each of several workers)"
+            )
+        if self.parallel == "hybrid" and self.num_workers < 2:
+            raise ValueError("num_workers: allowed with parallel 'hybrid': >= 2 (or use 'towers')")
+
+    @property
+    def devices_per_worker(self) -> int:
+        return 1 if self.parallel == "data" else 2
 
     @property
     def batch_size_per_worker(self) -> int:
@@ -111,7 +126,7 @@ class _Loop:
     """The worker's training state and how it computes (one object, passed to the verbs)."""
 
     model: torch.nn.Module  # as trained (DDP-wrapped, maybe compiled)
-    module: torch.nn.Module  # the plain AlexNet inside, for checkpoints
+    module: torch.nn.Module  # the AlexNet or TwoTowerAlexNet inside, for checkpoints
     optimizer: torch.optim.Optimizer
     schedule: LearningRateSchedule
     transform: BatchTransform
@@ -186,7 +201,7 @@ def _save_checkpoint(loop: _Loop, epoch: int, rank: int, folder: Path) -> None:
     if rank == 0:
         state = {
             "epoch": epoch,
-            "model": loop.module.state_dict(),
+            "model": _single_device_weights(loop.module),  # loads into any placement
             "optimizer": loop.optimizer.state_dict(),
             "schedule": loop.schedule.state_dict(),
             "config": loop.settings.config_yaml,
@@ -202,7 +217,7 @@ def _restore(loop: _Loop, checkpoint: ray.train.Checkpoint, rank: int) -> int:
     """Load the latest checkpoint into `loop`; returns the epoch it ended."""
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True, map_location="cpu")
-        loop.module.load_state_dict(state["model"])
+        _load_single_device_weights(loop.module, state["model"])
         loop.optimizer.load_state_dict(state["optimizer"])
         loop.schedule.load_state_dict(state["schedule"])
         rng_file = Path(folder) / f"rng-rank{rank}.pt"
@@ -212,6 +227,37 @@ def _restore(loop: _Loop, checkpoint: ray.train.Checkpoint, rank: int) -> int:
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state(rng["cuda"])
     return int(state["epoch"])
+
+
+def _place(model: AlexNet, parallel: str, channels_last: bool):
+    """(the model to train, the module whose weights are checkpointed), per `train.parallel`.
+
+    data: DDP over the workers, one device each. towers: the paper's split, tower k on this
+    worker's device k (its two GPUs, or the CPU twice). hybrid: towers in each worker, DDP across
+    workers (device_ids=None: DDP over a module that spans devices).
+    """
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if parallel == "data":
+        module = model.to(memory_format=memory_format)
+        return ray.train.torch.prepare_model(module), module
+    devices = ray.train.torch.get_devices()
+    module = TwoTowerAlexNet(model, (devices[0], devices[-1])).to(memory_format=memory_format)
+    if parallel == "towers":
+        return module, module
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=None), module
+
+
+def _single_device_weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    if isinstance(module, TwoTowerAlexNet):
+        return module.single_device_state_dict()
+    return module.state_dict()
+
+
+def _load_single_device_weights(module: torch.nn.Module, state: dict) -> None:
+    if isinstance(module, TwoTowerAlexNet):
+        module.load_single_device_state_dict(state)
+    else:
+        module.load_state_dict(state)
 
 
 def _compute_options(config: TrainConfig, device: torch.device):
@@ -237,10 +283,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
 
     device = ray.train.torch.get_device()
     autocast_dtype, channels_last = _compute_options(config, device)
-    module = build_model(model_config)
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(module)
+    model, module = _place(build_model(model_config), config.parallel, channels_last)
     optimizer = build_optimizer(module, optim_config, config.global_batch_size)
     base_lr = optim_config.scaled_lr(config.global_batch_size)
     loop = _Loop(
@@ -262,6 +305,9 @@ def train_fn_per_worker(loop_config: dict) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     precision = "bf16 autocast" if autocast_dtype else "fp32"
+    if config.parallel != "data":
+        log(f"{config.parallel} split: tower 0 on {module.devices[0]}, tower 1 on "
+            f"{module.devices[1]}")  # fmt: skip
     log(f"{world_size} workers on {device} ({precision}"
         f"{', channels_last' if channels_last else ''}{', compiled' if config.compile else ''}), "
         f"batch {config.batch_size_per_worker} per worker ({config.global_batch_size} global), "
@@ -302,14 +348,15 @@ def train_fn_per_worker(loop_config: dict) -> None:
 
 
 def resolve_use_gpu(config: TrainConfig) -> bool:
-    """`train.use_gpu`, or when unset: GPUs if the cluster has one for every worker."""
+    """`train.use_gpu`, or when unset: GPUs if the cluster has enough for every worker."""
     if config.use_gpu is not None:
         return config.use_gpu
     gpus = ray.cluster_resources().get("GPU", 0)
-    if 0 < gpus < config.num_workers:
-        print(f"the cluster has {gpus:g} GPU(s) for {config.num_workers} workers: training on "
-              f"CPU; set train.num_workers={int(gpus)} to train on the GPUs")  # fmt: skip
-    return gpus >= config.num_workers
+    needed = config.num_workers * config.devices_per_worker
+    if 0 < gpus < needed:
+        print(f"the cluster has {gpus:g} GPU(s); {config.num_workers} workers with "
+              f"{config.devices_per_worker} each need {needed}: training on CPU")  # fmt: skip
+    return gpus >= needed
 
 
 def check_capacity(config: TrainConfig, use_gpu: bool, data_cpus: float) -> None:
@@ -328,9 +375,11 @@ def check_capacity(config: TrainConfig, use_gpu: bool, data_cpus: float) -> None
             "Data tasks that feed them: lower train.cpus_per_worker (e.g. 0.75) or "
             "data.decode_cpus"
         )
-    if use_gpu and ray.cluster_resources().get("GPU", 0) < config.num_workers:
+    needed_gpus = config.num_workers * config.devices_per_worker
+    if use_gpu and ray.cluster_resources().get("GPU", 0) < needed_gpus:
         raise ConfigError(
-            f"train.use_gpu is true but the cluster has fewer than {config.num_workers} GPUs"
+            f"train.use_gpu is true but the cluster has fewer than {needed_gpus} GPUs "
+            f"({config.num_workers} workers x {config.devices_per_worker})"
         )
 
 
@@ -345,7 +394,7 @@ def fit(
     """Run the worker group to completion; raises when training fails."""
     resources = {"CPU": train_config.cpus_per_worker}
     if use_gpu:
-        resources["GPU"] = 1
+        resources["GPU"] = train_config.devices_per_worker  # two for the towers
     trainer = ray.train.torch.TorchTrainer(
         train_fn_per_worker,
         train_loop_config=loop_config,

@@ -51,12 +51,20 @@ def test_overrides_are_parsed_as_yaml():
         ),
         ("model=3", "model: got 3; allowed: a mapping of ModelConfig fields"),
         ("model.width.x=1", "'model.width' is a value, not a section"),
+        ("train.parallel=towers", "num_workers: got 2; allowed with parallel 'towers': 1"),
+        ("train.parallel=pipeline", "train.parallel: got 'pipeline'; allowed: 'data', 'towers'"),
     ],
 )
 def test_bad_values_name_the_field_and_the_allowed_values(override, message):
     with pytest.raises(ConfigError) as error:
         load_config(DEMO_CONFIG, [override])
     assert message in str(error.value)
+
+
+def test_the_tower_split_needs_a_two_tower_net():
+    with pytest.raises(ConfigError, match="model.towers is 1: allowed with it: 'data'"):
+        load_config(DEMO_CONFIG, ["train.parallel=hybrid", "model.towers=1"])
+    assert load_config(DEMO_CONFIG, ["train.parallel=towers", "train.num_workers=1"])
 
 
 def test_flatten_gives_one_param_per_leaf():

@@ -47,8 +47,8 @@ def test_paper_grouped_structure(paper):
 def test_paper_layer_order_lrn_pool_dropout(paper):
     kinds = [type(m).__name__ for m in paper.features]
     assert kinds == [
-        "Conv2d", "ReLU", "LocalResponseNorm", "MaxPool2d",
-        "Conv2d", "ReLU", "LocalResponseNorm", "MaxPool2d",
+        "Conv2d", "ReLU", "TowerLocalResponseNorm", "MaxPool2d",
+        "Conv2d", "ReLU", "TowerLocalResponseNorm", "MaxPool2d",
         "Conv2d", "ReLU", "Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d",
     ]  # fmt: skip
     for pool in (m for m in paper.features if isinstance(m, nn.MaxPool2d)):
@@ -69,7 +69,18 @@ def test_lrn_constants_and_formula(paper):
     squares = torch.nn.functional.pad(a.pow(2), (0, 0, 0, 0, 2, 2))  # pad channels
     window = sum(squares[:, j : j + 8] for j in range(5))
     expected = a / (2.0 + 1e-4 / 5 * window).pow(0.75)
-    torch.testing.assert_close(lrns[0](a), expected)
+    torch.testing.assert_close(nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)(a), expected)
+    # In the two-tower net each tower normalises over its own maps: conv1's 96 maps are two
+    # towers of 48, and a change in map 48 (tower 1) leaves tower 0's map 47 as it was.
+    assert all(lrn.towers == 2 for lrn in lrns)
+    x = torch.rand(1, 96, 4, 4) * 50
+    bumped = x.clone()
+    bumped[:, 48] += 100
+    torch.testing.assert_close(lrns[0](bumped)[:, :48], lrns[0](x)[:, :48])
+    assert not torch.allclose(lrns[0](bumped)[:, 49], lrns[0](x)[:, 49])
+    torch.testing.assert_close(
+        lrns[0](x)[:, :48], nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x[:, :48])
+    )
 
 
 def test_paper_init(paper):

@@ -117,6 +117,28 @@ def feature_map_sizes(config: ModelConfig) -> dict[str, int]:
     return sizes
 
 
+class TowerLocalResponseNorm(nn.LocalResponseNorm):
+    """The paper's LRN (n=5, alpha=1e-4, beta=0.75, k=2), within each tower.
+
+    Each GPU of the 2012 net normalised over its own kernel maps, so the window of 5 adjacent
+    maps never crosses from one tower into the other. With `towers=1` this is
+    `nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)`, which matches the 2012 code's formula exactly.
+    """
+
+    def __init__(self, towers: int = 1):
+        super().__init__(size=5, alpha=1e-4, beta=0.75, k=2.0)
+        self.towers = towers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.towers == 1:
+            return super().forward(x)
+        return torch.cat([super(TowerLocalResponseNorm, self).forward(part)
+                          for part in x.chunk(self.towers, dim=1)], dim=1)  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, towers={self.towers}"
+
+
 class AlexNet(nn.Module):
     """`features` -> `avgpool` -> `classifier`, with torchvision's stage names.
 
@@ -154,7 +176,7 @@ class AlexNet(nn.Module):
             ]
             if i in (0, 1):
                 if config.lrn:
-                    layers.append(nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0))
+                    layers.append(TowerLocalResponseNorm(towers=groups))
                 layers.append(nn.MaxPool2d(pool_k, pool_s))
             in_channels = out_channels
         layers.append(nn.MaxPool2d(pool_k, pool_s))

@@ -42,7 +42,9 @@ def _describe(module: nn.Module) -> str:
     if isinstance(module, nn.Linear):
         return f"{module.in_features} -> {module.out_features}"
     if isinstance(module, nn.LocalResponseNorm):
-        return f"n={module.size} alpha={module.alpha} beta={module.beta} k={module.k}"
+        towers = getattr(module, "towers", 1)
+        within = f", within each of {towers} towers" if towers > 1 else ""
+        return f"n={module.size} alpha={module.alpha} beta={module.beta} k={module.k}{within}"
     if isinstance(module, nn.MaxPool2d):
         return f"max {module.kernel_size}/{module.stride}"
     if isinstance(module, nn.AdaptiveAvgPool2d):
