@@ -10,15 +10,17 @@ from pathlib import Path
 
 import ray
 import ray.data
+import torch
 
 from orchestrator import data as data_pipeline
 from orchestrator import prepare as prepare_job
 from orchestrator import tracking
 from orchestrator import train as trainer
-from orchestrator.config import ExperimentConfig, flatten, to_yaml
+from orchestrator.config import ExperimentConfig, flatten, load_config, load_config_text, to_yaml
 from orchestrator.errors import ConfigError
 from orchestrator.prepare import PrepareConfig, PrepareResult
 from orchestrator.storage import Location
+from workloads.alexnet.engine import accumulate, eval_step, eval_step_multiview
 from workloads.alexnet.model import build_model
 from workloads.alexnet.summary import format_table, layer_table
 from workloads.alexnet.transforms import BatchTransform
@@ -121,21 +123,39 @@ def prepare(config: ExperimentConfig) -> PrepareResult:
     return result
 
 
+def _open_data(config: ExperimentConfig) -> data_pipeline.PreparedData:
+    """The config's prepared data, preparing a raw source first (once). Starts Ray.
+
+    Bad paths fail before Ray starts.
+    """
+    raw = data_pipeline.raw_source(config.data, config.prepare)
+    splits = prepare_job.list_source(raw) if raw is not None else None
+    _ensure_ray()
+    if raw is None:
+        return data_pipeline.open_prepared(config.data.root)
+    result = data_pipeline.prepare_source(raw, splits)
+    _report_prepare(result)
+    _check_rejects(result, raw)
+    return data_pipeline.open_prepared(result.out)
+
+
+def _batch_transform(config: ExperimentConfig, data: data_pipeline.PreparedData) -> BatchTransform:
+    return BatchTransform(
+        crop_size=config.model.input_size,
+        mean_image=data.stats.mean_image if config.data.mean_subtraction else None,
+        eigenvalues=data.stats.eigenvalues,
+        eigenvectors=data.stats.eigenvectors,
+        pca_noise_std=config.data.pca_noise_std,
+        flip=config.data.flip,
+        seed=config.seed,
+    )
+
+
 def train(config: ExperimentConfig) -> tracking.TrackedRun:
     """One training run: prepared shards -> Ray Data -> Ray Train workers -> one MLflow run."""
     run_name = config.name or f"{config.tracking.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
-    raw = data_pipeline.raw_source(config.data, config.prepare)
-    splits = prepare_job.list_source(raw) if raw is not None else None  # bad paths fail pre-Ray
-
-    _ensure_ray()
-    if raw is not None:
-        result = data_pipeline.prepare_source(raw, splits)
-        _report_prepare(result)
-        _check_rejects(result, raw)
-        uri = result.out
-    else:
-        uri = config.data.root
-    data = data_pipeline.open_prepared(uri)
+    data = _open_data(config)
+    uri = data.uri
     num_classes = len(data.classes)
     if config.model.num_classes not in (None, num_classes):
         raise ConfigError(
@@ -155,15 +175,7 @@ def train(config: ExperimentConfig) -> tracking.TrackedRun:
 
     use_gpu = trainer.resolve_use_gpu(config.train)
     trainer.check_capacity(config.train, use_gpu, config.data.decode_cpus)
-    transform = BatchTransform(
-        crop_size=config.model.input_size,
-        mean_image=data.stats.mean_image if config.data.mean_subtraction else None,
-        eigenvalues=data.stats.eigenvalues,
-        eigenvectors=data.stats.eigenvectors,
-        pca_noise_std=config.data.pca_noise_std,
-        flip=config.data.flip,
-        seed=config.seed,
-    )
+    transform = _batch_transform(config, data)
 
     run = tracking.TrackedRun(config.tracking, run_name, resume=config.name is not None)
     run.log_start(
@@ -231,3 +243,59 @@ def _print_summary(run: tracking.TrackedRun) -> None:
         print(f"{epoch:>5}  {row[0]:>10.4f}  {row[1]:>13.4f}  {row[2]:>13.4f}  {row[3]:>8.0f}")
     print(f"\nMLflow run {run.run_id} is in {run.tracking_uri}")
     print(f"Open the MLflow UI:  {tracking.ui_command(run.tracking_uri)}")
+
+
+def evaluate(model_uri: str, ten_crop: bool, overrides: list[str]) -> dict[str, float]:
+    """Top-1/top-5 error of a checkpoint on its prepared validation split, logged to MLflow.
+
+    `model_uri`: a checkpoint folder or file written by `train`, or `runs:/<MLflow run id>` (that
+    run's last checkpoint). The run's own config comes with the checkpoint; `--set` overrides it
+    (e.g. `data.root` for another prepared dataset).
+    """
+    if model_uri.startswith("runs:/"):
+        model_uri = tracking.checkpoint_of_run(load_config(None, overrides).tracking, model_uri)
+    state = trainer.read_checkpoint(model_uri)
+    config = load_config_text(state["config"], overrides, source=f"{model_uri} (its config)")
+    data = _open_data(config)
+    model = build_model(config.model)
+    model.load_state_dict(state["model"])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    transform = _batch_transform(config, data)
+    stream = data_pipeline.decoded_stream(data, "val", config.data, seed=None)
+    center = views = None
+    for batch in stream.iter_torch_batches(batch_size=64, device=device):
+        images, labels = batch["image"], batch["label"]
+        center = accumulate(center, eval_step(model, transform.center(images), labels, autocast))
+        if ten_crop:
+            step = eval_step_multiview(model, transform.ten_crop(images), labels, autocast)
+            views = accumulate(views, step)
+    metrics = {
+        "val_top1_error": 1 - (center["correct1"] / center["count"]).item(),
+        "val_top5_error": 1 - (center["correct5"] / center["count"]).item(),
+    }
+    if views is not None:
+        metrics["val_top1_error_10crop"] = 1 - (views["correct1"] / views["count"]).item()
+        metrics["val_top5_error_10crop"] = 1 - (views["correct5"] / views["count"]).item()
+    count = int(center["count"].item())
+    print(f"evaluated {model_uri} (epoch {state['epoch']}) on {count} validation images of "
+          f"{data.uri}:")  # fmt: skip
+    for key, value in metrics.items():
+        print(f"  {key:<24} {value:.4f}")
+
+    run = tracking.TrackedRun(config.tracking, f"evaluate-{config.name or 'checkpoint'}")
+    run.log_start(
+        params={
+            "model": model_uri,
+            "epoch": state["epoch"],
+            "data.prepared_uri": data.uri,
+            "images": count,
+            "ten_crop": ten_crop,
+        },  # fmt: skip
+        tags={**tracking.provenance_tags(), "kind": "evaluate"},
+        config_yaml=state["config"],
+    )
+    run.log_metrics(metrics)
+    run.finish("FINISHED")
+    return metrics

@@ -166,16 +166,23 @@ def _set_override(raw: dict, assignment: str) -> None:
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
     """Read a YAML config (or the built-in defaults when `path` is None) and apply overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(
-                f"{path}: expected a mapping at the top level, got {type(raw).__name__}"
-            )
+    if path is None:
+        return load_config_text("{}", overrides)
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    return load_config_text(path.read_text(), overrides, source=str(path))
+
+
+def load_config_text(
+    text: str, overrides: list[str] = (), source: str = "config"
+) -> ExperimentConfig:
+    """A YAML config given as text (e.g. the one stored in a checkpoint), plus overrides."""
+    raw: dict[str, Any] = yaml.safe_load(text) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
+        )
     for assignment in overrides:
         _set_override(raw, assignment)
     return from_dict(ExperimentConfig, raw)

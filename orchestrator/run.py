@@ -22,6 +22,7 @@ COMMANDS = {
     "demo": (commands.train, "train the CPU-sized demo config on a generated dataset (default)"),
     "train": (commands.train, "one training run: Ray Data -> Ray Train -> one MLflow run"),
     "prepare": (commands.prepare, "decode a raw image tree once into Parquet shards + statistics"),
+    "evaluate": (commands.evaluate, "top-1/top-5 error of a checkpoint, centre crop or ten-crop"),
     "describe": (commands.describe, "print the layer table: output shapes, params, multiply-adds"),
 }
 PREPARE_OPTIONS = {
@@ -40,14 +41,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     subparsers = parser.add_subparsers(dest="command", metavar="command")
     for name, (_, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        default = DEMO_CONFIG if name == "demo" else None
-        shown = default.relative_to(REPO_ROOT) if default else "the built-in paper recipe"
-        sub.add_argument(
-            "--config",
-            type=Path,
-            default=default,
-            help=f"YAML experiment config (default: {shown}); see configs/",
-        )
+        if name == "evaluate":
+            sub.add_argument(
+                "--model",
+                required=True,
+                help="a checkpoint folder or checkpoint.pt written by train, or runs:/<MLflow "
+                "run id> for that run's last checkpoint; its config comes with it",
+            )
+            sub.add_argument(
+                "--ten-crop", action="store_true", help="also the paper's ten-crop test"
+            )
+        else:
+            default = DEMO_CONFIG if name == "demo" else None
+            shown = default.relative_to(REPO_ROOT) if default else "the built-in paper recipe"
+            sub.add_argument(
+                "--config",
+                type=Path,
+                default=default,
+                help=f"YAML experiment config (default: {shown}); see configs/",
+            )
         sub.add_argument(
             "--set",
             dest="overrides",
@@ -74,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     command, _ = COMMANDS[args.command]
     try:
-        command(load_config(args.config, args.overrides))
+        if args.command == "evaluate":  # the config comes with the checkpoint
+            command(args.model, args.ten_crop, args.overrides)
+        else:
+            command(load_config(args.config, args.overrides))
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2

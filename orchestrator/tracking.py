@@ -49,6 +49,17 @@ def _artifact_location(tracking_uri: str) -> str | None:
     return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
 
 
+def checkpoint_of_run(config: TrackingConfig, uri: str) -> str:
+    """`runs:/<run id>` -> the last checkpoint that run recorded (its `last_checkpoint` tag)."""
+    from mlflow.tracking import MlflowClient
+
+    run_id = uri.removeprefix("runs:/").strip("/").split("/")[0]
+    tags = MlflowClient(resolve_tracking_uri(config)).get_run(run_id).data.tags
+    if "last_checkpoint" not in tags:
+        raise ValueError(f"--model: MLflow run {run_id} recorded no checkpoint")
+    return tags["last_checkpoint"].rsplit(" (epoch ", 1)[0]
+
+
 def _shown_path(path: Path) -> str:
     """`path` relative to the working directory when it lies under it."""
     return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)

@@ -260,6 +260,18 @@ def _load_single_device_weights(module: torch.nn.Module, state: dict) -> None:
         module.load_state_dict(state)
 
 
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's training state: "model" (single-device weights), "config" (YAML), "epoch".
+
+    `path`: a checkpoint folder (as written by `train`) or its checkpoint.pt.
+    """
+    path = Path(path).expanduser()
+    file = path / CHECKPOINT_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise ConfigError(f"--model: {path} is not a checkpoint (no {CHECKPOINT_FILE})")
+    return torch.load(file, weights_only=True, map_location="cpu")
+
+
 def _compute_options(config: TrainConfig, device: torch.device):
     """(autocast dtype or None, channels_last) for this device."""
     on_gpu = device.type == "cuda"

@@ -117,7 +117,7 @@ def test_cli_train_learns_and_logs_one_mlflow_run(ray_cluster, tiny_dataset, tmp
                 "images_per_second", "data_wait_fraction"):  # fmt: skip
         assert sorted(step for step, _ in history(key)) == [1, 2, 3], key
     ten_crop = dict(history("val_top1_error_10crop"))
-    assert list(ten_crop) == [3] and ten_crop[3] < 0.4  # the paper's test, after the last epoch
+    assert list(ten_crop) == [3] and ten_crop[3] < 0.4, ten_crop  # the paper's test, at the end
     val_error = dict(history("val_top1_error"))
     train_loss = dict(history("train_loss"))
     chance = 1 - 1 / synthetic.num_classes  # 0.8
@@ -125,6 +125,21 @@ def test_cli_train_learns_and_logs_one_mlflow_run(ray_cluster, tiny_dataset, tmp
     assert train_loss[3] < train_loss[1]
     assert dict(history("lr"))[1] == pytest.approx(0.04 * 32 / 128)  # linear scaling
     assert all(v > 0 for _, v in history("images_per_second"))
+
+    # `evaluate` on the run's last checkpoint gives the last epoch's numbers again.
+    evaluated = run_cli(
+        "evaluate", "--model", f"runs:/{run.info.run_id}", "--ten-crop",
+        "--set", f"tracking.uri=sqlite:///{db}",
+        env={"RAY_ADDRESS": ray_cluster},
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.kind = 'evaluate'")
+    assert len(runs) == 1 and runs[0].data.params["epoch"] == "3"
+    measured = runs[0].data.metrics
+    trained = (val_error, ten_crop)
+    one_image = 1 / 100 + 1e-9  # other batch sizes may round a borderline logit the other way
+    assert measured["val_top1_error"] == pytest.approx(val_error[3], abs=one_image), trained
+    assert measured["val_top1_error_10crop"] == pytest.approx(ten_crop[3], abs=one_image), trained
 
 
 @pytest.mark.parametrize("parallel, workers", [("towers", 1), ("hybrid", 2)])
