@@ -84,6 +84,67 @@ def measure(config, image_size, batch_size, setting, device, warmup, steps) -> d
     }
 
 
+def measure_feed(config, prepared, batch_size, setting, device, steps) -> dict:
+    """The same training step, fed by the real Ray Data stream from prepared shards.
+
+    Shows whether training is input-bound: images/s next to the synthetic figure, and the
+    fraction of the time spent waiting for the next batch.
+    """
+    import os
+
+    import ray
+
+    from orchestrator.data import DataConfig, decoded_stream, open_prepared
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    data = open_prepared(prepared)
+    stream = decoded_stream(data, "train", DataConfig(source="prepared", root=prepared), seed=0)
+    dtype, channels_last, compiled = SETTINGS[setting]
+    torch.manual_seed(0)
+    model = build_model(config).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, OptimizerConfig(), batch_size)
+    step_model = torch.compile(model) if compiled else model
+    stats = data.stats
+    transform = BatchTransform(
+        config.input_size, stats.mean_image, stats.eigenvalues, stats.eigenvectors
+    )
+    done, waited, epoch = 0, 0.0, 0
+    started = time.perf_counter()
+    while done < steps:
+        epoch += 1
+        batches = iter(
+            stream.iter_torch_batches(
+                batch_size=batch_size,
+                device=device,
+                pin_memory=device.type == "cuda",
+                drop_last=True,
+                prefetch_batches=4,
+            )
+        )
+        while done < steps:
+            before = time.perf_counter()
+            batch = next(batches, None)
+            _sync(device)
+            waited += time.perf_counter() - before
+            if batch is None:
+                break
+            inputs = transform.train(batch["image"], batch["id"], epoch)
+            if not channels_last:
+                inputs = inputs.contiguous()
+            train_step(step_model, optimizer, inputs, batch["label"], autocast_dtype=dtype)
+            done += 1
+    _sync(device)
+    seconds = time.perf_counter() - started
+    return {
+        "images_per_second": batch_size * done / seconds,
+        "data_wait_fraction": waited / seconds,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256, 512, 1024])
@@ -91,12 +152,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run: small net, 2 steps")
+    parser.add_argument(
+        "--prepared",
+        help="a `prepare` output: also train the best setting from the real Ray Data feed "
+        "(RAY_ADDRESS joins a running Ray, else a local one starts)",
+    )
+    parser.add_argument("--feed-steps", type=int, default=100)
     args = parser.parse_args()
 
     if args.tiny:
         device = torch.device("cpu")
         config = ModelConfig(input_size=56, width=0.25, stem_stride=2, num_classes=10)
         image_size, args.batch_sizes, args.steps, args.warmup = 64, [8], 2, 1
+        args.feed_steps = 4
         args.settings = [s for s in args.settings if "compile" not in s]
     else:
         if not torch.cuda.is_available():
@@ -128,7 +196,18 @@ def main() -> None:
                   f"images/s  {tflops:6.1f} TFLOP/s  augmentation {result['augment_share']:.0%} "
                   "of the step", flush=True)  # fmt: skip
     best = max(results, key=lambda r: r["images_per_second"])
-    print(json.dumps({"device": name, "best": best, "results": results}))
+    report = {"device": name, "best": best, "results": results}
+    if args.prepared:
+        feed = measure_feed(
+            config, args.prepared, best["batch_size"], best["setting"], device, args.feed_steps
+        )
+        setting, batch_size = best["setting"], best["batch_size"]
+        report["ray_data_feed"] = {"setting": setting, "batch_size": batch_size, **feed}
+        print(f"{setting:<28} batch {batch_size:>5}: {feed['images_per_second']:>9.0f} "
+              f"images/s from the Ray Data feed of {args.prepared} (synthetic: "
+              f"{best['images_per_second']:.0f}); waiting for data "
+              f"{feed['data_wait_fraction']:.0%} of the time")  # fmt: skip
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

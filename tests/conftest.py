@@ -37,6 +37,17 @@ def tiny_dataset(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("data") / "synthetic", config), config
 
 
+@pytest.fixture(scope="session")
+def tiny_prepared(ray_cluster, tiny_dataset, tmp_path_factory) -> str:
+    """`tiny_dataset` prepared into shards of 64 px images (JPEG); returns the folder."""
+    from orchestrator.prepare import PrepareConfig, run_prepare
+
+    root, _ = tiny_dataset
+    out = tmp_path_factory.mktemp("prepared") / "tiny"
+    run_prepare(PrepareConfig(root=str(root), out=str(out), image_size=64))
+    return str(out)
+
+
 @pytest.fixture
 def run_cli():
     """Runs `python orchestrator/run.py ARGS` as a plain script, as a user would."""

@@ -9,7 +9,6 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator import data as pipeline
-from orchestrator.prepare import PrepareConfig, run_prepare
 from workloads.alexnet import transforms as T
 from workloads.alexnet.model import ModelConfig, build_model
 
@@ -17,11 +16,8 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def prepared(ray_cluster, tiny_dataset, tmp_path_factory):
-    root, _ = tiny_dataset
-    out = tmp_path_factory.mktemp("prepared") / "tiny"
-    run_prepare(PrepareConfig(root=str(root), out=str(out), image_size=64))
-    return pipeline.open_prepared(str(out))
+def prepared(tiny_prepared):
+    return pipeline.open_prepared(tiny_prepared)
 
 
 def _epoch(stream, transform, epoch):
