@@ -42,14 +42,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(config, image_size, batch_size, setting, device, warmup, steps) -> dict:
+def _trainable(config, setting, batch_size, device):
+    """(model to step, optimizer, autocast dtype, channels_last) for one setting."""
     dtype, channels_last, compiled = SETTINGS[setting]
     torch.manual_seed(0)
     model = build_model(config).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, OptimizerConfig(), batch_size)
-    step_model = torch.compile(model) if compiled else model
+    return (torch.compile(model) if compiled else model), optimizer, dtype, channels_last
+
+
+def measure(config, image_size, batch_size, setting, device, warmup, steps) -> dict:
+    step_model, optimizer, dtype, channels_last = _trainable(config, setting, batch_size, device)
     rng = np.random.default_rng(0)
     transform = BatchTransform(
         config.input_size, rng.random((image_size, image_size, 3)).astype(np.float32)
@@ -101,13 +106,7 @@ def measure_feed(config, prepared, batch_size, setting, device, steps) -> dict:
     ray.data.DataContext.get_current().enable_progress_bars = False
     data = open_prepared(prepared)
     stream = decoded_stream(data, "train", DataConfig(source="prepared", root=prepared), seed=0)
-    dtype, channels_last, compiled = SETTINGS[setting]
-    torch.manual_seed(0)
-    model = build_model(config).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, OptimizerConfig(), batch_size)
-    step_model = torch.compile(model) if compiled else model
+    step_model, optimizer, dtype, channels_last = _trainable(config, setting, batch_size, device)
     stats = data.stats
     transform = BatchTransform(
         config.input_size, stats.mean_image, stats.eigenvalues, stats.eigenvectors

@@ -49,6 +49,32 @@ def tiny_prepared(ray_cluster, tiny_dataset, tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def tiny_train_args(tiny_dataset, tmp_path):
+    """`run.py train` arguments: the demo config on `tiny_dataset`, everything under tmp_path
+    (MLflow in tmp_path/mlflow.db), batch 32, plus the given `key=value` overrides."""
+    root, synthetic = tiny_dataset
+
+    def args(*overrides: str) -> list[str]:
+        settings = [
+            f"data.root={root}",
+            f"data.prepared_root={tmp_path / 'prepared'}",
+            f"data.synthetic.num_classes={synthetic.num_classes}",
+            f"data.synthetic.train_per_class={synthetic.train_per_class}",
+            f"data.synthetic.val_per_class={synthetic.val_per_class}",
+            f"data.synthetic.seed={synthetic.seed}",
+            f"train.storage_path={tmp_path / 'results'}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            "train.global_batch_size=32",
+            *overrides,
+        ]
+        return ["train", "--config", "configs/demo.yaml"] + [
+            part for setting in settings for part in ("--set", setting)
+        ]
+
+    return args
+
+
+@pytest.fixture
 def run_cli():
     """Runs `python orchestrator/run.py ARGS` as a plain script, as a user would."""
 

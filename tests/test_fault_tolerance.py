@@ -13,26 +13,6 @@ pytestmark = pytest.mark.ray
 EPOCHS = 4
 
 
-def _train_args(tiny_dataset, tmp_path, name):
-    root, synthetic = tiny_dataset
-    return (
-        "train", "--config", "configs/demo.yaml",
-        "--set", f"data.root={root}",
-        "--set", f"data.prepared_root={tmp_path / 'prepared'}",
-        "--set", f"data.synthetic.num_classes={synthetic.num_classes}",
-        "--set", f"data.synthetic.train_per_class={synthetic.train_per_class}",
-        "--set", f"data.synthetic.val_per_class={synthetic.val_per_class}",
-        "--set", f"data.synthetic.seed={synthetic.seed}",
-        "--set", f"train.epochs={EPOCHS}",
-        "--set", "train.global_batch_size=32",
-        "--set", "train.log_every_n_steps=0",
-        "--set", f"train.storage_path={tmp_path / 'results'}",
-        "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        "--set", "tracking.experiment=faults",
-        "--set", f"name={name}",
-    )  # fmt: skip
-
-
 def _runs(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("faults")
@@ -83,10 +63,19 @@ def _assert_one_complete_run(tmp_path):
     assert run.data.tags["last_checkpoint"].endswith(f"(epoch {EPOCHS})")
 
 
-def test_killed_worker_resumes_from_its_checkpoint(ray_cluster, tiny_dataset, tmp_path, start_cli):
+def _train_args(tiny_train_args, name):
+    return tiny_train_args(
+        f"train.epochs={EPOCHS}", "train.log_every_n_steps=0", "tracking.experiment=faults",
+        f"name={name}",
+    )  # fmt: skip
+
+
+def test_killed_worker_resumes_from_its_checkpoint(
+    ray_cluster, tiny_train_args, tmp_path, start_cli
+):
     log = tmp_path / "train.log"
     process = start_cli(
-        *_train_args(tiny_dataset, tmp_path, "worker-fault"),
+        *_train_args(tiny_train_args, "worker-fault"),
         env={"RAY_ADDRESS": ray_cluster},
         log=log,
     )
@@ -101,8 +90,8 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_cluster, tiny_dataset, tm
     _assert_one_complete_run(tmp_path)
 
 
-def test_restarted_driver_resumes_the_same_run(ray_cluster, tiny_dataset, tmp_path, start_cli):
-    args = _train_args(tiny_dataset, tmp_path, "driver-fault")
+def test_restarted_driver_resumes_the_same_run(ray_cluster, tiny_train_args, tmp_path, start_cli):
+    args = _train_args(tiny_train_args, "driver-fault")
     first = start_cli(*args, env={"RAY_ADDRESS": ray_cluster}, log=tmp_path / "first.log")
     _wait_for_epoch(first, tmp_path, 2)
     os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started

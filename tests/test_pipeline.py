@@ -61,27 +61,17 @@ def test_validation_stream_is_complete_and_in_order(prepared):
     assert np.bincount(batch["label"]).tolist() == [20] * 5
 
 
-def test_cli_train_learns_and_logs_one_mlflow_run(ray_cluster, tiny_dataset, tmp_path, run_cli):
+def test_cli_train_learns_and_logs_one_mlflow_run(
+    ray_cluster, tiny_dataset, tiny_train_args, tmp_path, run_cli
+):
     """`orchestrator/run.py train` as a plain script, on the session's Ray instance."""
-    root, synthetic = tiny_dataset
+    _, synthetic = tiny_dataset
     db = tmp_path / "mlflow.db"
     result = run_cli(
-        "train",
-        "--config", "configs/demo.yaml",
-        "--set", f"data.root={root}",
-        "--set", f"data.prepared_root={tmp_path / 'prepared'}",
-        "--set", f"train.storage_path={tmp_path / 'results'}",
-        "--set", f"data.synthetic.num_classes={synthetic.num_classes}",
-        "--set", f"data.synthetic.train_per_class={synthetic.train_per_class}",
-        "--set", f"data.synthetic.val_per_class={synthetic.val_per_class}",
-        "--set", f"data.synthetic.seed={synthetic.seed}",
-        "--set", "train.epochs=3",
-        "--set", "train.ten_crop=true",
-        "--set", "train.global_batch_size=32",
-        "--set", "optim.lr=0.04",
-        "--set", f"tracking.uri=sqlite:///{db}",
-        "--set", "tracking.experiment=pytest",
-        "--set", "name=tiny-e2e",
+        *tiny_train_args(
+            "train.epochs=3", "train.ten_crop=true", "optim.lr=0.04",
+            "tracking.experiment=pytest", "name=tiny-e2e",
+        ),
         env={"RAY_ADDRESS": ray_cluster},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -140,25 +130,14 @@ def test_cli_train_learns_and_logs_one_mlflow_run(ray_cluster, tiny_dataset, tmp
 
 @pytest.mark.parametrize("parallel, workers", [("towers", 1), ("hybrid", 2)])
 def test_tower_split_trains_through_torch_trainer(
-    parallel, workers, ray_cluster, tiny_dataset, tmp_path, run_cli
+    parallel, workers, ray_cluster, tiny_train_args, tmp_path, run_cli
 ):
     """The paper's model parallelism (both towers on the CPU here), alone and with DDP."""
-    root, synthetic = tiny_dataset
     result = run_cli(
-        "train", "--config", "configs/demo.yaml",
-        "--set", f"data.root={root}",
-        "--set", f"data.prepared_root={tmp_path / 'prepared'}",
-        "--set", f"data.synthetic.num_classes={synthetic.num_classes}",
-        "--set", f"data.synthetic.train_per_class={synthetic.train_per_class}",
-        "--set", f"data.synthetic.val_per_class={synthetic.val_per_class}",
-        "--set", f"data.synthetic.seed={synthetic.seed}",
-        "--set", f"train.parallel={parallel}",
-        "--set", f"train.num_workers={workers}",
-        "--set", "train.epochs=1",
-        "--set", "train.global_batch_size=32",
-        "--set", f"train.storage_path={tmp_path / 'results'}",
-        "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        "--set", f"name={parallel}",
+        *tiny_train_args(
+            f"train.parallel={parallel}", f"train.num_workers={workers}", "train.epochs=1",
+            f"name={parallel}",
+        ),
         env={"RAY_ADDRESS": ray_cluster},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
