@@ -97,11 +97,17 @@ def test_bad_config_fails_before_ray_starts(run_cli):
 def test_help_describes_every_command_and_option(run_cli):
     top = run_cli("--help")
     assert top.returncode == 0
-    for command in ("demo", "train", "prepare", "describe"):
+    for command in ("demo", "train", "prepare", "evaluate", "describe"):
         assert command in top.stdout
         sub = run_cli(command, "--help")
         assert sub.returncode == 0
-        assert "--config" in sub.stdout and "--set" in sub.stdout and "KEY=VALUE" in sub.stdout
+        assert "--set" in sub.stdout and "KEY=VALUE" in sub.stdout
+        expected = {
+            "evaluate": ("--model", "--ten-crop"),
+            "prepare": ("--source", "--root", "--out"),
+        }
+        for option in expected.get(command, ("--config",)):
+            assert option in sub.stdout, (command, option)
 
 
 def test_describe_prints_the_papers_totals(run_cli):
