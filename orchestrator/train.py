@@ -402,8 +402,12 @@ def fit(
     run_name: str,
     callbacks: list[ray.train.UserCallback],
     use_gpu: bool,
+    storage_path: str | None = None,
 ) -> ray.train.Result:
-    """Run the worker group to completion; raises when training fails."""
+    """Run the worker group to completion; raises when training fails.
+
+    `storage_path` (default `train.storage_path`) holds the run's folder `<run_name>/`.
+    """
     resources = {"CPU": train_config.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = train_config.devices_per_worker  # two for the towers
@@ -418,7 +422,7 @@ def fit(
         datasets=datasets,
         run_config=ray.train.RunConfig(
             name=run_name,  # the same name in the same storage_path resumes that run
-            storage_path=str(_absolute(train_config.storage_path)),
+            storage_path=str(_absolute(storage_path or train_config.storage_path)),
             callbacks=callbacks,
             failure_config=ray.train.FailureConfig(max_failures=train_config.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=train_config.keep_checkpoints),
