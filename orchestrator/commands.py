@@ -90,6 +90,20 @@ def train(config: ExperimentConfig) -> tracking.TrackedRun:
     return run
 
 
+def sweep(config: ExperimentConfig, resume: bool = False) -> None:
+    """A Ray Tune sweep over `sweep.space`: one TorchTrainer per trial, nested MLflow runs."""
+    from orchestrator import sweep as sweeps
+
+    sweeps.sweep(config, resume)
+
+
+def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
+    """A sweep's trials from MLflow, best first, and the paths of its plots."""
+    from orchestrator import sweep as sweeps
+
+    return sweeps.report(config, sweep_name)
+
+
 def _print_summary(run: tracking.TrackedRun) -> None:
     keys = ("train_loss", "val_top1_error", "val_top5_error", "images_per_second")
     history = {key: dict(run.metric_history(key)) for key in keys}

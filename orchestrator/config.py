@@ -19,6 +19,7 @@ import yaml
 from orchestrator.data import DataConfig
 from orchestrator.errors import ConfigError
 from orchestrator.prepare import PrepareConfig
+from orchestrator.search import SweepConfig
 from orchestrator.tracking import TrackingConfig
 from orchestrator.train import TrainConfig
 from workloads.alexnet.engine import OptimizerConfig
@@ -26,6 +27,7 @@ from workloads.alexnet.model import ModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+SWEEP_CONFIG = REPO_ROOT / "configs" / "sweep.yaml"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class ExperimentConfig:
     optim: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)  # used by the sweep command only
 
     def __post_init__(self):
         if self.data.source != "prepared" and self.prepare.image_size < self.model.input_size:
@@ -70,6 +73,8 @@ def _describe_type(tp) -> str:
         return "null"
     if tp is bool:
         return "true/false (on/off)"
+    if origin is dict:
+        return f"a mapping of names to {_describe_type(typing.get_args(tp)[1])}"
     if origin is tuple:
         plural = {int: "integers", float: "numbers", str: "strings"}
         return "a list of " + plural.get(typing.get_args(tp)[0], "values")
@@ -109,6 +114,10 @@ def _coerce(tp, value, path: str):
     elif tp is str:
         if isinstance(value, str):
             return value
+    elif origin is dict:  # dict[str, X]: a YAML mapping with free keys
+        key_type, value_type = typing.get_args(tp)
+        if isinstance(value, dict) and all(isinstance(k, key_type) for k in value):
+            return {k: _coerce(value_type, v, f"{path}.{k}") for k, v in value.items()}
     elif origin is tuple:  # tuple[X, ...]: a YAML list
         (item_type, _) = typing.get_args(tp)
         if isinstance(value, (list, tuple)):

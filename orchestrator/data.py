@@ -43,6 +43,7 @@ class DataConfig:
     pca_noise_std: float = 0.1  # std of the paper's PCA colour noise alphas; 0 turns it off
     decode_rows_per_batch: int = 64  # images read and decoded at a time
     decode_cpus: float = 1.0  # CPUs reserved per Ray Data read/decode task (one per shard file)
+    max_cpus: float | None = None  # CPUs Ray Data may hold while training; None: what is free
     prefetch_batches: int = 2  # batches each training worker prefetches
 
     def __post_init__(self):
@@ -50,6 +51,10 @@ class DataConfig:
             raise ValueError(f"pca_noise_std: got {self.pca_noise_std}; allowed: a number >= 0")
         if not self.decode_cpus > 0:
             raise ValueError(f"decode_cpus: got {self.decode_cpus}; allowed: a number > 0")
+        if self.max_cpus is not None and self.max_cpus < self.decode_cpus:
+            raise ValueError(
+                f"max_cpus: got {self.max_cpus}; allowed: >= decode_cpus ({self.decode_cpus})"
+            )
         if self.decode_rows_per_batch < 1 or self.prefetch_batches < 0:
             raise ValueError("decode_rows_per_batch: allowed >= 1; prefetch_batches: allowed >= 0")
 

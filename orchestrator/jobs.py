@@ -119,8 +119,9 @@ class TrainingJob:
     def params(self) -> dict:
         """The MLflow params: every config field, and the data's facts."""
         config, data = self.config, self.data
+        fields = flatten(dataclasses.replace(config, model=config.model.resolved()))
         return {
-            **flatten(dataclasses.replace(config, model=config.model.resolved())),
+            **{k: v for k, v in fields.items() if not k.startswith("sweep.")},
             "data.prepared_uri": data.uri,
             "data.num_train_images": data.count("train"),
             "data.num_val_images": data.count("val"),
@@ -181,8 +182,13 @@ def run_training(
     run: tracking.TrackedRun,
     storage_path: str | None = None,
     callbacks: tuple[ray.train.UserCallback, ...] = (),
+    close_on_error: bool = True,
 ) -> None:
-    """Fit the job's TorchTrainer; the MLflow run ends FINISHED, FAILED or KILLED."""
+    """Fit the job's TorchTrainer; the MLflow run ends FINISHED, FAILED or KILLED.
+
+    `close_on_error=False` leaves a run that did not finish open for its owner to close (a sweep
+    knows whether its scheduler stopped a trial, which the trial itself cannot tell).
+    """
     try:
         trainer.fit(
             job.loop_config,
@@ -192,11 +198,10 @@ def run_training(
             callbacks=[run.epoch_logger(), *callbacks],
             use_gpu=job.use_gpu,
             storage_path=storage_path,
+            data_cpus=job.config.data.max_cpus,
         )
-    except KeyboardInterrupt:
-        run.finish("KILLED")
-        raise
-    except BaseException:
-        run.finish("FAILED")
+    except BaseException as error:
+        if close_on_error:
+            run.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     run.finish("FINISHED")

@@ -15,13 +15,15 @@ if __package__ in (None, ""):  # run as a script (also as a `ray job submit` ent
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator import commands  # noqa: E402
-from orchestrator.config import DEMO_CONFIG, REPO_ROOT, load_config  # noqa: E402
+from orchestrator.config import DEMO_CONFIG, REPO_ROOT, SWEEP_CONFIG, load_config  # noqa: E402
 from orchestrator.errors import ConfigError  # noqa: E402
 
 COMMANDS = {
     "demo": (commands.train, "train the CPU-sized demo config on a generated dataset (default)"),
     "train": (commands.train, "one training run: Ray Data -> Ray Train -> one MLflow run"),
     "prepare": (commands.prepare, "decode a raw image tree once into Parquet shards + statistics"),
+    "sweep": (commands.sweep, "a Ray Tune sweep: one TorchTrainer per trial, nested MLflow runs"),
+    "report": (commands.report, "a sweep's trials from MLflow, best first, and its plots"),
     "evaluate": (commands.evaluate, "top-1/top-5 error of a checkpoint, centre crop or ten-crop"),
     "describe": (commands.describe, "print the layer table: output shapes, params, multiply-adds"),
 }
@@ -52,7 +54,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                 "--ten-crop", action="store_true", help="also the paper's ten-crop test"
             )
         else:
-            default = DEMO_CONFIG if name == "demo" else None
+            default = {"demo": DEMO_CONFIG, "sweep": SWEEP_CONFIG}.get(name)
             shown = default.relative_to(REPO_ROOT) if default else "the built-in paper recipe"
             sub.add_argument(
                 "--config",
@@ -72,6 +74,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if name == "prepare":
             for option, option_help in PREPARE_OPTIONS.items():
                 sub.add_argument(option, help=f"{option_help} (prepare.{option[2:]})")
+        if name == "sweep":
+            sub.add_argument(
+                "--resume",
+                action="store_true",
+                help="continue the interrupted sweep of this sweep.name: unfinished trials go on, "
+                "finished ones are not run again, each keeps its one MLflow run",
+            )
+        if name == "report":
+            sub.add_argument("--sweep", required=True, help="the sweep.name to report")
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["demo", *argv]  # bare `run.py [--set ...]` is the demo
     args = parser.parse_args(argv)
@@ -88,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "evaluate":  # the config comes with the checkpoint
             command(args.model, args.ten_crop, args.overrides)
+        elif args.command == "sweep":
+            command(load_config(args.config, args.overrides), resume=args.resume)
+        elif args.command == "report":
+            command(load_config(args.config, args.overrides), args.sweep)
         else:
             command(load_config(args.config, args.overrides))
     except ConfigError as error:

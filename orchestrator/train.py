@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import ray
+import ray.data
 import ray.train
 import ray.train.torch
 import torch
@@ -403,11 +404,19 @@ def fit(
     callbacks: list[ray.train.UserCallback],
     use_gpu: bool,
     storage_path: str | None = None,
+    data_cpus: float | None = None,
 ) -> ray.train.Result:
     """Run the worker group to completion; raises when training fails.
 
-    `storage_path` (default `train.storage_path`) holds the run's folder `<run_name>/`.
+    `storage_path` (default `train.storage_path`) holds the run's folder `<run_name>/`;
+    `data_cpus` caps the CPUs the run's Ray Data streams may hold (None: whatever is free).
     """
+    dataset_config = None
+    if data_cpus is not None:
+        limits = ray.data.ExecutionResources(cpu=data_cpus)
+        dataset_config = ray.train.DataConfig(
+            execution_options=ray.data.ExecutionOptions(resource_limits=limits)
+        )
     resources = {"CPU": train_config.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = train_config.devices_per_worker  # two for the towers
@@ -420,6 +429,7 @@ def fit(
             resources_per_worker=resources,
         ),
         datasets=datasets,
+        dataset_config=dataset_config,
         run_config=ray.train.RunConfig(
             name=run_name,  # the same name in the same storage_path resumes that run
             storage_path=str(_absolute(storage_path or train_config.storage_path)),

@@ -21,7 +21,9 @@ def ray_cluster():
     """
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # The dashboard serves the State API, which Ray Train needs to free the CPUs of a trial
+    # that Tune stopped (its PlacementGroupCleaner asks whether the controller is still alive).
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -64,6 +66,7 @@ def tiny_train_args(tiny_dataset, tmp_path):
             f"data.synthetic.seed={synthetic.seed}",
             f"train.storage_path={tmp_path / 'results'}",
             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"tracking.buffer_dir={tmp_path / 'mlflow-buffer'}",
             "train.global_batch_size=32",
             *overrides,
         ]
@@ -113,3 +116,65 @@ def start_cli():
     for process in started:
         if process.poll() is None:
             process.kill()
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, proxied artifacts) that a test can
+    stop and start again on the same port."""
+
+    def __init__(self, folder: Path):
+        import socket
+
+        self.folder = folder
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        import time
+        import urllib.request
+
+        log = open(self.folder / "server.log", "a")  # noqa: SIM115 - lives with the process
+        command = [str(Path(sys.executable).parent / "mlflow"), "server", "--workers", "1"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}"]
+        command += ["--artifacts-destination", str(self.folder / "artifacts")]
+        self.process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (self.folder / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"mlflow server did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    server = MlflowServer(tmp_path / "mlflow-server")
+    server.folder.mkdir()
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,99 @@
+"""A sweep's search: the space (YAML distributions), the search algorithm and the scheduler."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+import ray.tune as tune
+
+DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform")
+Value = float | str | bool
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str = "sweep"  # the Tune experiment, the MLflow parent run, the --resume handle
+    search: Literal["random", "grid", "tpe"] = "random"  # tpe: Optuna
+    scheduler: Literal["fifo", "asha"] = "asha"  # asha stops poor trials early
+    metric: str = "val_top1_error"  # minimised
+    num_samples: int = 8  # trials (random, tpe); repeats of the whole grid (grid)
+    max_concurrent_trials: int = 2
+    grace_period: int = 1  # asha: epochs every trial runs before it may be stopped
+    reduction_factor: int = 2  # asha: keep the best 1/reduction_factor at each rung
+    # config field -> one distribution: {grid: [...]}, {choice: [...]}, {uniform: [lo, hi]},
+    # {loguniform: [lo, hi]}
+    space: dict[str, dict[str, tuple[Value, ...]]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("num_samples", "max_concurrent_trials", "grace_period"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: got {getattr(self, name)}; allowed: an integer >= 1")
+        if self.reduction_factor < 2:
+            raise ValueError(f"reduction_factor: got {self.reduction_factor}; allowed: >= 2")
+        for key, spec in self.space.items():
+            if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+                raise ValueError(
+                    f"space.{key}: got {spec}; allowed: one of {', '.join(DISTRIBUTIONS)} "
+                    "with its values, e.g. {loguniform: [0.001, 0.1]}"
+                )
+            (kind, values), = spec.items()  # fmt: skip
+            if kind in ("uniform", "loguniform"):
+                if len(values) != 2 or not all(isinstance(v, float) for v in values):
+                    raise ValueError(f"space.{key}.{kind}: allowed: [low, high] numbers")
+                if not values[0] < values[1] or (kind == "loguniform" and values[0] <= 0):
+                    allowed = "0 < low < high" if kind == "loguniform" else "low < high"
+                    raise ValueError(f"space.{key}.{kind}: got {list(values)}; allowed: {allowed}")
+            elif not values:
+                raise ValueError(f"space.{key}.{kind}: allowed: a non-empty list")
+            if self.search == "grid" and kind in ("uniform", "loguniform"):
+                raise ValueError(
+                    f"space.{key}: a {kind} range cannot be searched on a grid; use grid or "
+                    "choice values, or sweep.search: random or tpe"
+                )
+
+
+def sample_overrides(space: dict) -> list[str]:
+    """One `key=value` override per swept field (the first value of each), to validate keys."""
+    overrides = []
+    for key, spec in space.items():
+        (kind, values), = spec.items()  # fmt: skip
+        overrides.append(f"{key}={json.dumps(values[0])}")
+    return overrides
+
+
+def param_space(space: dict, search: str) -> dict:
+    tune_space = {}
+    for key, spec in space.items():
+        (kind, values), = spec.items()  # fmt: skip
+        if kind == "grid" or (kind == "choice" and search == "grid"):
+            tune_space[key] = tune.grid_search(list(values))
+        elif kind == "choice":
+            tune_space[key] = tune.choice(list(values))
+        elif kind == "uniform":
+            tune_space[key] = tune.uniform(*values)
+        else:
+            tune_space[key] = tune.loguniform(*values)
+    return tune_space
+
+
+def search_algorithm(config: SweepConfig):
+    if config.search == "tpe":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(metric=config.metric, mode="min")
+    return None  # random sampling and grids: Tune's own variant generator
+
+
+def scheduler(config: SweepConfig, epochs: int):
+    if config.scheduler == "fifo":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="training_iteration",  # = epochs reported by the trial's rank 0
+        max_t=epochs,
+        grace_period=min(config.grace_period, epochs),
+        reduction_factor=config.reduction_factor,
+    )

@@ -1,0 +1,378 @@
+"""Ray Tune sweeps over any config fields, every trial tracked in MLflow exactly once.
+
+A trial is a Tune function that builds and fits its own `TorchTrainer` (the Ray Train V2 way of
+composing Tune and Train); `TuneReportCallback` forwards rank 0's epoch reports to Tune, which
+the ASHA scheduler reads. MLflow holds one parent run per sweep and one child run per trial,
+nested under it (`mlflow.parentRunId`). A child run is identified by its trial id (its run-key
+tag `<sweep>-<trial id>`), so a resumed sweep finds the run each unfinished trial already had
+instead of making a second one; finished trials are not run again (`Tuner.restore`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from pathlib import Path
+
+import ray
+import ray.tune as tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from orchestrator import data as data_pipeline
+from orchestrator import jobs, tracking
+from orchestrator.config import ExperimentConfig, load_config_text, to_yaml
+from orchestrator.errors import ConfigError
+from orchestrator.search import (
+    SweepConfig,
+    param_space,
+    sample_overrides,
+    scheduler,
+    search_algorithm,
+)
+
+# A trial's own process only waits on its TorchTrainer, whose workers hold the real CPUs.
+TRIAL_DRIVER_CPUS = 0.01
+
+
+def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, storage: str):
+    """One trial: the base config with `params`, trained by its own TorchTrainer."""
+    trial_id = tune.get_context().get_trial_id()
+    overrides = [f"{key}={json.dumps(value)}" for key, value in params.items()]
+    config = load_config_text(base_yaml, overrides)
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, source="prepared", root=data_uri)
+    )
+    jobs.quiet_progress_bars()
+    run_name = f"{config.sweep.name}-{trial_id}"
+    job = jobs.plan_training(config, data_pipeline.open_prepared(data_uri), run_name)
+    run = tracking.TrackedRun(config.tracking, run_name, resume=True, parent_run_id=parent_run_id)
+    if len(run.metric_history(config.sweep.metric)) >= config.train.epochs:
+        # Finished before the sweep's driver stopped, after Tune last saved its state: report
+        # the run's final metrics instead of training it again.
+        print(f"trial {trial_id} already finished (MLflow run {run.run_id})", flush=True)
+        final = run.client.get_run(run.run_id).data.metrics
+        tune.report({**final, "epoch": config.train.epochs})
+        return
+    run.log_start(
+        params=job.params,
+        tags={
+            **tracking.provenance_tags(),
+            **jobs.cluster_shape(),
+            "kind": "trial",
+            "trial_id": trial_id,
+            "sweep": config.sweep.name,
+        },
+        config_yaml=to_yaml(job.config),
+    )
+    jobs.run_training(
+        job, run, storage_path=storage, callbacks=(TuneReportCallback(),), close_on_error=False
+    )
+
+
+def sweep(config: ExperimentConfig, resume: bool) -> None:
+    spec = config.sweep
+    if not spec.space:
+        raise ConfigError("sweep.space: empty; name at least one config field to sweep")
+    load_config_text(to_yaml(config), sample_overrides(spec.space))  # bad keys fail before Ray
+    # Trials run in other processes and directories: give them absolute locations.
+    config = dataclasses.replace(
+        config,
+        tracking=dataclasses.replace(
+            config.tracking, uri=tracking.resolve_tracking_uri(config.tracking)
+        ),
+    )
+    storage = str(Path(config.train.storage_path).expanduser().resolve() / "sweeps")
+    path = f"{storage}/{spec.name}"
+    if not resume and tune.Tuner.can_restore(path):
+        raise ConfigError(
+            f"sweep.name: '{spec.name}' already ran in {path}; pass --resume to continue it, or "
+            "choose another sweep.name"
+        )
+
+    parent = tracking.TrackedRun(
+        config.tracking, f"sweep-{spec.name}", resume=resume, refuse_existing=not resume
+    )
+    if not parent.tracked:
+        raise ConfigError(
+            "tracking.optional: a sweep cannot run untracked (its trials are found again on "
+            "--resume through their MLflow runs); start the tracking server first"
+        )
+    if spec.scheduler != "fifo":
+        _require_state_api()
+    data = jobs.open_data(config)
+    config = _share_cpus(config)
+    parent.log_start(
+        params={"sweep." + k: v for k, v in dataclasses.asdict(spec).items() if k != "space"},
+        tags={
+            **tracking.provenance_tags(),
+            **jobs.cluster_shape(),
+            "kind": "sweep",
+            "sweep": spec.name,
+            "search_space": json.dumps(spec.space),
+            "search_algorithm": spec.search,
+            "scheduler": spec.scheduler,
+        },
+        config_yaml=to_yaml(config),
+    )
+    print(f"sweep '{spec.name}': MLflow parent run {parent.run_id} in {parent.tracking_uri}",
+          flush=True)  # fmt: skip
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            base_yaml=to_yaml(config),
+            data_uri=data.uri,
+            parent_run_id=parent.run_id,
+            storage=f"{path}/trials",
+        ),
+        {"cpu": TRIAL_DRIVER_CPUS},
+    )
+    if resume and tune.Tuner.can_restore(path):
+        print(f"resuming sweep '{spec.name}' from {path}", flush=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(spec.space, spec.search),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric,
+                mode="min",
+                search_alg=search_algorithm(spec),
+                scheduler=scheduler(spec, config.train.epochs),
+                num_samples=spec.num_samples,
+                max_concurrent_trials=spec.max_concurrent_trials,
+            ),
+            run_config=tune.RunConfig(name=spec.name, storage_path=storage),
+        )
+    try:
+        results = tuner.fit()
+    except BaseException:
+        parent.finish("FAILED")
+        raise
+    summarize(parent, config, results)
+
+
+def _share_cpus(config: ExperimentConfig) -> ExperimentConfig:
+    """Give each of the concurrent trials its share of the cluster's CPUs for Ray Data.
+
+    Left alone, the first trial's data streams take every CPU its trainer leaves free, and the
+    next trial's workers wait for CPUs that never come (their start times out).
+    """
+    spec, train, data = config.sweep, config.train, config.data
+    cpus = ray.cluster_resources().get("CPU", 0)
+    per_trial = train.num_workers * train.cpus_per_worker + TRIAL_DRIVER_CPUS
+    share = (cpus - spec.max_concurrent_trials * per_trial) / spec.max_concurrent_trials
+    if data.max_cpus is not None:
+        share = data.max_cpus
+    if share < data.decode_cpus:
+        raise ConfigError(
+            f"sweep.max_concurrent_trials: {spec.max_concurrent_trials} trials x "
+            f"{train.num_workers} workers x {train.cpus_per_worker:g} CPUs leave "
+            f"{max(share, 0):g} CPUs per trial for Ray Data on this {cpus:g}-CPU cluster, less "
+            f"than data.decode_cpus ({data.decode_cpus:g}); run fewer trials at once"
+        )
+    return dataclasses.replace(config, data=dataclasses.replace(data, max_cpus=share))
+
+
+def _require_state_api() -> None:
+    """Trials that the scheduler stops must give their CPUs back, which needs Ray's State API.
+
+    Tune stops a trial by killing its process; Ray Train then frees the trial's worker CPUs
+    once its placement-group cleaner sees (through the State API, served by Ray's dashboard)
+    that the trial's controller is gone. Without it the next trials wait for CPUs forever.
+    """
+    from ray.util.state import list_actors
+    from ray.util.state.exception import RayStateApiException
+
+    try:
+        list_actors(limit=1, timeout=10)
+    except (RayStateApiException, ConnectionError) as error:
+        raise ConfigError(
+            "sweep.scheduler: an early-stopping scheduler needs Ray's State API, which this "
+            f"cluster does not serve ({type(error).__name__}); start Ray with its dashboard "
+            "(`ray start --head` includes it unless --include-dashboard=false), or use "
+            "sweep.scheduler: fifo"
+        ) from error
+
+
+def summarize(parent: tracking.TrackedRun, config: ExperimentConfig, results) -> None:
+    """Honest statuses on the children; on the parent: the best trial, a CSV, the plots."""
+    spec, epochs = config.sweep, config.train.epochs
+    client = parent.client
+    children = {
+        run.data.tags.get("trial_id"): run
+        for run in client.search_runs(
+            [parent.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'"
+        )
+    }
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or _trial_id_from_path(result.path)
+        child = children.get(trial_id)
+        done = int(metrics.get("epoch", 0))
+        if result.error is not None:
+            status, early = "FAILED", False
+        else:
+            status, early = "FINISHED", done < epochs
+        if child is not None:
+            if early:
+                client.set_tag(child.info.run_id, "early_stopped", "true")
+                client.set_tag(child.info.run_id, "stopped_after_epoch", str(done))
+            client.set_terminated(child.info.run_id, status=status)
+        rows.append(
+            {
+                "trial": trial_id,
+                **{key: result.config.get(key) for key in spec.space},
+                spec.metric: metrics.get(spec.metric, math.nan),
+                "val_top5_error": metrics.get("val_top5_error", math.nan),
+                "epochs": done,
+                "status": "early-stopped" if early else status.lower(),
+                "mlflow_run_id": child.info.run_id if child is not None else "",
+            }
+        )
+    rows.sort(key=lambda row: (math.isnan(row[spec.metric]), row[spec.metric]))
+    if rows and not math.isnan(rows[0][spec.metric]):
+        best = rows[0]
+        parent.log_metrics({f"best_{spec.metric}": best[spec.metric],
+                            "best_val_top5_error": best["val_top5_error"]})  # fmt: skip
+        client.log_batch(
+            parent.run_id,
+            tags=[tracking.tag("best_trial", best["trial"]),
+                  tracking.tag("best_run_id", best["mlflow_run_id"]),
+                  tracking.tag("best_config", json.dumps({k: best[k] for k in spec.space}))],
+        )  # fmt: skip
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["trial"])
+    writer.writeheader()
+    writer.writerows(rows)
+    parent.log_text(buffer.getvalue(), "trials.csv")
+    _log_plots(parent, spec, rows)
+    parent.finish("FINISHED")
+    print(format_table(rows, spec))
+
+
+def _trial_id_from_path(path: str | None) -> str | None:
+    # Tune's trial folders are named <trainable>_<trial id>_<index>_<params>...
+    name = Path(path or "").name
+    parts = name.split("_")
+    return parts[2] if len(parts) > 2 else None
+
+
+def format_table(rows: list[dict], spec: SweepConfig) -> str:
+    keys = list(spec.space)
+    header = ["trial", *keys, "val top-1 err", "val top-5 err", "epochs", "status"]
+    lines = [header]
+    for row in rows:
+        lines.append(
+            [str(row["trial"])]
+            + [_short(row[key]) for key in keys]
+            + [
+                f"{row[spec.metric]:.4f}",
+                f"{row['val_top5_error']:.4f}",
+                str(row["epochs"]),
+                str(row["status"]),
+            ]  # fmt: skip
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines)
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _log_plots(parent: tracking.TrackedRun, spec: SweepConfig, rows: list[dict]) -> None:
+    """PNGs on the parent run: the metric against each swept field; every trial's curve."""
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with tempfile.TemporaryDirectory() as folder:
+        for key, distribution in spec.space.items():
+            figure, axes = plt.subplots(figsize=(5, 3.5))
+            points = [(row[key], row[spec.metric]) for row in rows if row[key] is not None]
+            numeric = all(isinstance(x, (int, float)) for x, _ in points)
+            xs = [x if numeric else str(x) for x, _ in points]
+            axes.scatter(xs, [y for _, y in points])
+            if "loguniform" in distribution:
+                axes.set_xscale("log")
+            axes.set_xlabel(key)
+            axes.set_ylabel(spec.metric)
+            axes.set_title(f"{spec.name}: {spec.metric} against {key}")
+            figure.tight_layout()
+            figure.savefig(Path(folder) / f"{spec.metric}_vs_{key}.png", dpi=100)
+            plt.close(figure)
+        figure, axes = plt.subplots(figsize=(6, 4))
+        for row in rows:
+            if row["mlflow_run_id"]:
+                curve = sorted(tracking.metric_history(parent.client, row["mlflow_run_id"],
+                                                       spec.metric))  # fmt: skip
+                axes.plot([e for e, _ in curve], [v for _, v in curve], marker="o",
+                          label=str(row["trial"]))  # fmt: skip
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(spec.metric)
+        axes.set_title(f"{spec.name}: learning curves")
+        axes.legend(fontsize="small")
+        figure.tight_layout()
+        figure.savefig(Path(folder) / "learning_curves.png", dpi=100)
+        plt.close(figure)
+        parent.client.log_artifacts(parent.run_id, folder, "plots")
+
+
+def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
+    """The sweep's trials from MLflow, best first, and where its plots are."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking.resolve_tracking_uri(config.tracking)
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    parents = client.search_runs(
+        experiments, filter_string=f"tags.kind = 'sweep' and tags.sweep = '{sweep_name}'"
+    )
+    if not parents:
+        raise ConfigError(f"--sweep: no sweep '{sweep_name}' in the MLflow store at {uri}")
+    parent = parents[0]
+    space = json.loads(parent.data.tags["search_space"])
+    spec = SweepConfig(name=sweep_name, space=space)
+    rows = []
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    for child in children:
+        params, metrics, tags = child.data.params, child.data.metrics, child.data.tags
+        history = tracking.metric_history(client, child.info.run_id, spec.metric)
+        rows.append(
+            {
+                "trial": tags.get("trial_id", child.info.run_name),
+                **{key: _parse(params.get(key)) for key in space},
+                spec.metric: metrics.get(spec.metric, math.nan),
+                "val_top5_error": metrics.get("val_top5_error", math.nan),
+                "epochs": max((step for step, _ in history), default=0),
+                "status": "early-stopped" if tags.get("early_stopped") == "true"
+                else child.info.status.lower(),
+                "mlflow_run_id": child.info.run_id,
+            }
+        )  # fmt: skip
+    rows.sort(key=lambda row: (math.isnan(row[spec.metric]), row[spec.metric]))
+    print(f"sweep '{sweep_name}' (MLflow run {parent.info.run_id}, "
+          f"{parent.data.tags.get('search_algorithm')} search, "
+          f"{parent.data.tags.get('scheduler')} scheduler): {len(rows)} trials")  # fmt: skip
+    print(format_table(rows, spec))
+    artifacts = client.list_artifacts(parent.info.run_id, "plots")
+    for artifact in artifacts:
+        print(f"plot: {parent.info.artifact_uri}/{artifact.path}")
+    return rows
+
+
+def _parse(text: str | None):
+    try:
+        return json.loads(text) if text is not None else None
+    except json.JSONDecodeError:
+        return text
