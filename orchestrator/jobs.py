@@ -191,7 +191,7 @@ def run_training(
     """
     try:
         trainer.fit(
-            job.loop_config,
+            {**job.loop_config, "system_metrics": run.system_metrics_target()},
             job.config.train,
             datasets=job.datasets,
             run_name=job.config.name,

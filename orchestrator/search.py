@@ -22,6 +22,8 @@ class SweepConfig:
     max_concurrent_trials: int = 2
     grace_period: int = 1  # asha: epochs every trial runs before it may be stopped
     reduction_factor: int = 2  # asha: keep the best 1/reduction_factor at each rung
+    register_model: str | None = "alexnet"  # the best model's name in the registry; None: off
+    register_alias: str = "best"  # the alias moved to the best model's new version
     # config field -> one distribution: {grid: [...]}, {choice: [...]}, {uniform: [lo, hi]},
     # {loguniform: [lo, hi]}
     space: dict[str, dict[str, tuple[Value, ...]]] = field(default_factory=dict)

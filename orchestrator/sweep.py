@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import math
+import time
 from pathlib import Path
 
 import ray
@@ -23,6 +24,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator import data as data_pipeline
 from orchestrator import jobs, tracking
+from orchestrator import train as trainer
 from orchestrator.config import ExperimentConfig, load_config_text, to_yaml
 from orchestrator.errors import ConfigError
 from orchestrator.search import (
@@ -100,6 +102,7 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
             "tracking.optional: a sweep cannot run untracked (its trials are found again on "
             "--resume through their MLflow runs); start the tracking server first"
         )
+    jobs.ensure_ray()
     if spec.scheduler != "fifo":
         _require_state_api()
     data = jobs.open_data(config)
@@ -186,15 +189,23 @@ def _require_state_api() -> None:
     from ray.util.state import list_actors
     from ray.util.state.exception import RayStateApiException
 
-    try:
-        list_actors(limit=1, timeout=10)
-    except (RayStateApiException, ConnectionError) as error:
-        raise ConfigError(
-            "sweep.scheduler: an early-stopping scheduler needs Ray's State API, which this "
-            f"cluster does not serve ({type(error).__name__}); start Ray with its dashboard "
-            "(`ray start --head` includes it unless --include-dashboard=false), or use "
-            "sweep.scheduler: fifo"
-        ) from error
+    deadline = time.monotonic() + 30  # a local Ray's dashboard takes seconds to come up
+    while True:
+        try:
+            list_actors(limit=1, timeout=10)
+            return
+        except (RayStateApiException, ConnectionError) as error:
+            if time.monotonic() < deadline:
+                time.sleep(1)
+                continue
+            failure = error
+            break
+    raise ConfigError(
+        "sweep.scheduler: an early-stopping scheduler needs Ray's State API, which this "
+        f"cluster does not serve ({type(failure).__name__}); start Ray with its dashboard "
+        "(`ray start --head` includes it unless --include-dashboard=false), or use "
+        "sweep.scheduler: fifo"
+    ) from failure
 
 
 def summarize(parent: tracking.TrackedRun, config: ExperimentConfig, results) -> None:
@@ -244,6 +255,7 @@ def summarize(parent: tracking.TrackedRun, config: ExperimentConfig, results) ->
                   tracking.tag("best_run_id", best["mlflow_run_id"]),
                   tracking.tag("best_config", json.dumps({k: best[k] for k in spec.space}))],
         )  # fmt: skip
+        _log_best_model(parent, config, best)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["trial"])
     writer.writeheader()
@@ -252,6 +264,68 @@ def summarize(parent: tracking.TrackedRun, config: ExperimentConfig, results) ->
     _log_plots(parent, spec, rows)
     parent.finish("FINISHED")
     print(format_table(rows, spec))
+    print(f"MLflow: sweep run {parent.run_id} (trials nested under it) in {parent.tracking_uri}")
+    print(f"Open the MLflow UI:  {tracking.ui_command(parent.tracking_uri)}")
+
+
+def _log_best_model(parent: tracking.TrackedRun, config: ExperimentConfig, best: dict) -> None:
+    """The best trial's last checkpoint as an MLflow model on the parent run, registered.
+
+    Logged in the "pt2" format (`torch.export`, no pickled code to run at load time) as a
+    `Classifier`: uint8 images at the prepared size in, logits out.
+    """
+    from importlib.metadata import version
+
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    from workloads.alexnet.export import Classifier
+    from workloads.alexnet.model import build_model
+
+    spec = config.sweep
+    checkpoint = tracking.checkpoint_of_run(config.tracking, f"runs:/{best['mlflow_run_id']}")
+    state = trainer.read_checkpoint(checkpoint)
+    trial_config = load_config_text(state["config"], source=f"{checkpoint} (its config)")
+    data = data_pipeline.open_prepared(trial_config.data.root)
+    model = build_model(trial_config.model)
+    model.load_state_dict(state["model"])
+    mean = data.stats.mean_image if trial_config.data.mean_subtraction else None
+    classifier = Classifier(model, trial_config.model.input_size, mean).eval()
+    example = np.repeat(np.round(data.stats.mean_image * 255).astype(np.uint8)[None], 2, axis=0)
+    with torch.no_grad():
+        signature = infer_signature(example, classifier(torch.from_numpy(example)).numpy())
+    mlflow.set_tracking_uri(parent.tracking_uri)
+    with mlflow.start_run(run_id=parent.run_id):
+        info = mlflow.pytorch.log_model(
+            classifier,
+            name="model",
+            signature=signature,
+            input_example=example,
+            serialization_format="pt2",
+            pip_requirements=[f"{name}=={version(name)}" for name in ("torch", "mlflow")],
+            registered_model_name=spec.register_model,
+            metadata={
+                "prepared_size": data.image_size,
+                "classes": data.classes,
+                "sweep": spec.name,
+                "trial": best["trial"],
+            },  # fmt: skip
+        )
+    message = f"best model (trial {best['trial']}, epoch {state['epoch']}): {info.model_uri}"
+    if spec.register_model is not None:
+        version = info.registered_model_version
+        client = parent.client
+        client.set_registered_model_alias(spec.register_model, spec.register_alias, version)
+        for key, value in {"sweep": spec.name, "trial": best["trial"],
+                           spec.metric: best[spec.metric]}.items():  # fmt: skip
+            client.set_model_version_tag(spec.register_model, version, key, str(value))
+        message += f", registered as models:/{spec.register_model}@{spec.register_alias} "
+        message += f"(version {version})"
+        parent.client.set_tag(parent.run_id, "best_model", message)
+    print(message, flush=True)
 
 
 def _trial_id_from_path(path: str | None) -> str | None:
@@ -292,6 +366,7 @@ def _log_plots(parent: tracking.TrackedRun, spec: SweepConfig, rows: list[dict])
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     with tempfile.TemporaryDirectory() as folder:
         for key, distribution in spec.space.items():
@@ -316,6 +391,7 @@ def _log_plots(parent: tracking.TrackedRun, spec: SweepConfig, rows: list[dict])
                 axes.plot([e for e, _ in curve], [v for _, v in curve], marker="o",
                           label=str(row["trial"]))  # fmt: skip
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(spec.metric)
         axes.set_title(f"{spec.name}: learning curves")
         axes.legend(fontsize="small")

@@ -38,10 +38,14 @@ class TrackingConfig:
     buffer_dir: str = "~/.cache/alexnet-ray/mlflow-buffer"
     buffer_max_values: int = 1_000_000  # beyond this the oldest buffered values are dropped
     wait_at_end_s: float = 600  # how long a finished run waits for an unreachable server
+    # CPU, memory, disk, network (and GPU) of rank 0's node as system/* metrics; 0: off
+    system_metrics_interval_s: float = 10
 
     def __post_init__(self):
         if self.buffer_max_values < 1 or self.wait_at_end_s < 0:
             raise ValueError("buffer_max_values: allowed >= 1; wait_at_end_s: allowed >= 0")
+        if self.system_metrics_interval_s < 0:
+            raise ValueError("system_metrics_interval_s: allowed: 0 (off) or seconds > 0")
 
 
 def resolve_tracking_uri(config: TrackingConfig) -> str:
@@ -281,6 +285,13 @@ class TrackedRun:
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         return metric_history(self.client, self.run_id, key) if self.tracked else []
 
+    def system_metrics_target(self) -> dict | None:
+        """What `system_metrics` in a training worker needs to sample into this run."""
+        if not self.tracked or not self.config.system_metrics_interval_s:
+            return None
+        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id,
+                "interval_s": self.config.system_metrics_interval_s}  # fmt: skip
+
     def finish(self, status: str = "FINISHED") -> None:
         """Replay what an outage buffered, then close the run, waiting for the server if away.
 
@@ -318,6 +329,37 @@ class TrackedRun:
                           flush=True)  # fmt: skip
                     waiting = True
                 time.sleep(2)
+
+
+@contextlib.contextmanager
+def system_metrics(target: dict | None):
+    """Samples this node's CPU, memory, disk, network and GPU into `target`'s run meanwhile.
+
+    MLflow's `SystemMetricsMonitor`, in a thread; it goes on with the run's step count when a
+    run is resumed. Closing never waits long on an unreachable server.
+    """
+    if target is None:
+        yield
+        return
+    import logging
+    import threading
+
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    monitor = SystemMetricsMonitor(
+        target["run_id"],
+        sampling_interval=target["interval_s"],
+        resume_logging=True,
+        tracking_uri=target["tracking_uri"],
+    )
+    monitor.start()
+    try:
+        yield
+    finally:
+        closing = threading.Thread(target=monitor.finish, daemon=True)
+        closing.start()
+        closing.join(timeout=15)
 
 
 def metric_history(client, run_id: str, key: str) -> list[tuple[int, float]]:

@@ -24,6 +24,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from orchestrator import tracking
 from orchestrator.errors import ConfigError
 from workloads.alexnet.engine import (
     OptimizerConfig,
@@ -284,6 +285,12 @@ def _compute_options(config: TrainConfig, device: torch.device):
 
 
 def train_fn_per_worker(loop_config: dict) -> None:
+    rank_zero = ray.train.get_context().get_world_rank() == 0
+    with tracking.system_metrics(loop_config.get("system_metrics") if rank_zero else None):
+        _train(loop_config)
+
+
+def _train(loop_config: dict) -> None:
     model_config: ModelConfig = loop_config["model"]
     optim_config: OptimizerConfig = loop_config["optim"]
     settings: WorkerSettings = loop_config["settings"]

@@ -4,6 +4,8 @@ import os
 import signal
 import time
 
+import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -22,20 +24,38 @@ def test_sweep_space_is_validated_before_ray():
         load_config(SWEEP_CONFIG, ["sweep.space={model.dropout: {normal: [0.5, 0.1]}}"])
 
 
+def _sweep_runs(tmp_path, experiment_name):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        experiment = client.get_experiment_by_name(experiment_name)
+    except Exception:  # noqa: BLE001 - the database may not exist yet
+        return client, [], []
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(parents) + len(children) == len(runs)  # nothing else in the experiment
+    return client, parents, children
+
+
+def _epochs(client, run) -> list[tuple[int, int]]:
+    """(epoch, timestamp) of each val_top1_error value logged to the run."""
+    return [(m.step, m.timestamp) for m in client.get_metric_history(run.info.run_id,
+                                                                     "val_top1_error")]  # fmt: skip
+
+
 def test_asha_sweep_makes_one_parent_and_one_child_run_per_trial(
     ray_cluster, tiny_train_args, tmp_path, run_cli
 ):
-    sets = tiny_train_args("train.epochs=2", "sweep.num_samples=4", "sweep.name=pytest-sweep")[3:]
+    sets = tiny_train_args(
+        "train.epochs=2", "sweep.num_samples=4", "sweep.name=pytest-sweep",
+        "sweep.register_model=pytest-alexnet", "tracking.system_metrics_interval_s=1",
+    )[3:]  # fmt: skip
     result = run_cli("sweep", "--config", "configs/sweep.yaml", *sets,
                      env={"RAY_ADDRESS": ray_cluster})  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("alexnet-sweeps")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
-    assert len(parents) == 1 and len(children) == 4 and len(runs) == 5
+    client, parents, children = _sweep_runs(tmp_path, "alexnet-sweeps")
+    assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert (
@@ -59,6 +79,16 @@ def test_asha_sweep_makes_one_parent_and_one_child_run_per_trial(
         early = child.data.tags.get("early_stopped") == "true"
         assert early == (len(steps) < 2)  # ASHA's stops are tagged, and only they
     assert len(lrs) == 4  # every trial drew its own learning rate
+    assert any("system/cpu_utilization_percentage" in c.data.metrics for c in children)
+
+    # The best trial's model, registered under an alias, serves uint8 images at the prepared size
+    version = client.get_model_version_by_alias("pytest-alexnet", "best")
+    assert version.run_id == parent.info.run_id and version.tags["trial"] == parent.data.tags[
+        "best_trial"]  # fmt: skip
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/pytest-alexnet@best")
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    assert model.predict(images).shape == (3, 5)  # 5 classes in tiny_dataset
 
     report = run_cli("report", "--sweep", "pytest-sweep",
                      "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}")  # fmt: skip
@@ -68,24 +98,6 @@ def test_asha_sweep_makes_one_parent_and_one_child_run_per_trial(
     errors = [float(line.split()[4]) for line in table[1:5]]
     assert errors == sorted(errors)  # best first
     assert sum("plot: " in line for line in lines) == 4
-
-
-def _sweep_runs(tmp_path, experiment_name):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
-        experiment = client.get_experiment_by_name(experiment_name)
-    except Exception:  # noqa: BLE001 - the database may not exist yet
-        return client, [], []
-    runs = client.search_runs([experiment.experiment_id]) if experiment else []
-    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
-    return client, parents, children
-
-
-def _epochs(client, run) -> list[tuple[int, int]]:
-    """(epoch, timestamp) of each val_top1_error value logged to the run."""
-    return [(m.step, m.timestamp) for m in client.get_metric_history(run.info.run_id,
-                                                                     "val_top1_error")]  # fmt: skip
 
 
 def test_killed_sweep_resumes_without_running_anything_twice(

@@ -138,3 +138,23 @@ def test_rgb_statistics_from_partial_sums():
     cov = np.cov(pixels.T, bias=True)
     for k in range(3):
         np.testing.assert_allclose(cov @ vectors[:, k], values[k] * vectors[:, k], atol=1e-5)
+
+
+def test_exported_classifier_equals_the_centre_view_through_the_model():
+    from workloads.alexnet.export import Classifier
+    from workloads.alexnet.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(input_size=56, width=0.25, stem_stride=2, num_classes=7))
+    model.eval()
+    rng = np.random.default_rng(0)
+    mean = rng.random((64, 64, 3), dtype=np.float32)
+    images = torch.from_numpy(rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
+    transform = T.BatchTransform(crop_size=56, mean_image=mean)
+    with torch.no_grad():
+        expected = model(transform.center(images))
+        served = Classifier(model, 56, mean)(images)
+        exported = torch.export.export(Classifier(model, 56, mean), (images,)).module()(images)
+    assert served.shape == (3, 7)
+    assert torch.equal(served, expected)
+    torch.testing.assert_close(exported, expected)
