@@ -24,6 +24,48 @@ def test_sweep_space_is_validated_before_ray():
         load_config(SWEEP_CONFIG, ["sweep.space={model.dropout: {normal: [0.5, 0.1]}}"])
 
 
+@pytest.mark.parametrize("search", ["tpe", "grid"])
+def test_searches_sample_the_yaml_space(ray_cluster, tmp_path, search):
+    import ray.tune as tune
+
+    from orchestrator.search import SweepConfig, param_space, search_algorithm
+
+    if search == "tpe":
+        space = {"optim.lr": {"loguniform": (0.001, 0.1)}, "model.dropout": {"uniform": (0.2, 0.7)},
+                 "optim.weight_decay": {"choice": (0.0, 0.0005)}}  # fmt: skip
+    else:
+        space = {
+            "optim.lr": {"grid": (0.01, 0.02, 0.04)},
+            "optim.weight_decay": {"choice": (0.0, 5e-4)},
+        }
+    spec = SweepConfig(search=search, space=space, num_samples=4 if search == "tpe" else 1)
+
+    def trial(config):
+        tune.report({"val_top1_error": abs(config["optim.lr"] - 0.01)})
+
+    results = tune.Tuner(
+        trial,
+        param_space=param_space(space, search),
+        tune_config=tune.TuneConfig(
+            metric="val_top1_error",
+            mode="min",
+            num_samples=spec.num_samples,
+            search_alg=search_algorithm(spec),
+        ),  # fmt: skip
+        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
+    ).fit()
+    configs = [r.config for r in results]
+    if search == "tpe":
+        assert type(search_algorithm(spec)).__name__ == "OptunaSearch" and len(configs) == 4
+        assert all(
+            0.001 <= c["optim.lr"] <= 0.1 and 0.2 <= c["model.dropout"] <= 0.7 for c in configs
+        )
+        assert all(c["optim.weight_decay"] in (0.0, 0.0005) for c in configs)
+    else:  # every combination once
+        pairs = sorted((c["optim.lr"], c["optim.weight_decay"]) for c in configs)
+        assert pairs == sorted((lr, wd) for lr in (0.01, 0.02, 0.04) for wd in (0.0, 5e-4))
+
+
 def _sweep_runs(tmp_path, experiment_name):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
