@@ -12,6 +12,7 @@ from orchestrator import data as data_pipeline
 from orchestrator import jobs, tracking
 from orchestrator import prepare as prepare_job
 from orchestrator import train as trainer
+from orchestrator.capacity import CapacityPlan, plan_capacity
 from orchestrator.config import ExperimentConfig, flatten, load_config, load_config_text, to_yaml
 from orchestrator.errors import ConfigError
 from orchestrator.prepare import PrepareResult
@@ -84,7 +85,7 @@ def train(config: ExperimentConfig) -> tracking.TrackedRun:
         config_yaml=to_yaml(job.config),
     )
     print(f"MLflow run {run.run_id} ('{run_name}'{', resumed' if run.resumed else ''}) in "
-          f"{run.tracking_uri}", flush=True)  # fmt: skip
+          f"{tracking.redacted(run.tracking_uri)}", flush=True)  # fmt: skip
     jobs.run_training(job, run)
     _print_summary(run)
     return run
@@ -104,6 +105,23 @@ def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
     return sweeps.report(config, sweep_name)
 
 
+def capacity(
+    config: ExperimentConfig,
+    images_per_second_per_gpu: float,
+    gpus_per_node: int,
+    feed_per_core: float,
+    headroom: float,
+) -> CapacityPlan:
+    """The CPU cores a GPU node needs to feed its GPUs, and the config fields that set them."""
+    try:
+        plan = plan_capacity(images_per_second_per_gpu, gpus_per_node, feed_per_core,
+                             config.train.cpus_per_worker, headroom=headroom)  # fmt: skip
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    print(plan.describe())
+    return plan
+
+
 def _print_summary(run: tracking.TrackedRun) -> None:
     keys = ("train_loss", "val_top1_error", "val_top5_error", "images_per_second")
     history = {key: dict(run.metric_history(key)) for key in keys}
@@ -111,7 +129,7 @@ def _print_summary(run: tracking.TrackedRun) -> None:
     for epoch in sorted(history["train_loss"]):
         row = [history[key].get(epoch, float("nan")) for key in keys]
         print(f"{epoch:>5}  {row[0]:>10.4f}  {row[1]:>13.4f}  {row[2]:>13.4f}  {row[3]:>8.0f}")
-    print(f"\nMLflow run {run.run_id} is in {run.tracking_uri}")
+    print(f"\nMLflow run {run.run_id} is in {tracking.redacted(run.tracking_uri)}")
     print(f"Open the MLflow UI:  {tracking.ui_command(run.tracking_uri)}")
 
 

@@ -19,6 +19,7 @@ import yaml
 from orchestrator.data import DataConfig
 from orchestrator.errors import ConfigError
 from orchestrator.prepare import PrepareConfig
+from orchestrator.redact import redact
 from orchestrator.search import SweepConfig
 from orchestrator.tracking import TrackingConfig
 from orchestrator.train import TrainConfig
@@ -222,5 +223,8 @@ def flatten(config, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def to_yaml(config) -> str:
-    return yaml.safe_dump(to_dict(config), sort_keys=False)
+def to_yaml(config, redact_secrets: bool = True) -> str:
+    """The config as YAML; secrets masked (orchestrator/redact.py) unless it travels to a
+    process that needs them (a sweep's trials)."""
+    tree = to_dict(config)
+    return yaml.safe_dump(redact(tree) if redact_secrets else tree, sort_keys=False)

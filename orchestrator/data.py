@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray.data
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, check_custom_resources
 from orchestrator.prepare import PrepareConfig, PrepareResult, run_prepare
 from orchestrator.storage import Location, open_input_file
 from workloads.datasets import codec
@@ -44,6 +44,9 @@ class DataConfig:
     decode_rows_per_batch: int = 64  # images read and decoded at a time
     decode_cpus: float = 1.0  # CPUs reserved per Ray Data read/decode task (one per shard file)
     max_cpus: float | None = None  # CPUs Ray Data may hold while training; None: what is free
+    # custom Ray resources each read/decode task also needs, e.g. {preprocess: 0.01}: only nodes
+    # that offer them decode (see cluster/README.md)
+    resources: dict[str, float] = field(default_factory=dict)
     prefetch_batches: int = 2  # batches each training worker prefetches
 
     def __post_init__(self):
@@ -55,6 +58,7 @@ class DataConfig:
             raise ValueError(
                 f"max_cpus: got {self.max_cpus}; allowed: >= decode_cpus ({self.decode_cpus})"
             )
+        check_custom_resources("resources", self.resources)
         if self.decode_rows_per_batch < 1 or self.prefetch_batches < 0:
             raise ValueError("decode_rows_per_batch: allowed >= 1; prefetch_batches: allowed >= 0")
 
@@ -186,6 +190,7 @@ def decoded_stream(
         _read_shards,
         batch_size=1,
         num_cpus=config.decode_cpus,
+        resources=config.resources or None,
         fn_kwargs={
             "encoding": data.encoding,
             "image_size": data.image_size,

@@ -15,6 +15,7 @@ if __package__ in (None, ""):  # run as a script (also as a `ray job submit` ent
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator import commands  # noqa: E402
+from orchestrator.capacity import MEASURED_FEED_PER_CORE  # noqa: E402
 from orchestrator.config import DEMO_CONFIG, REPO_ROOT, SWEEP_CONFIG, load_config  # noqa: E402
 from orchestrator.errors import ConfigError  # noqa: E402
 
@@ -26,6 +27,7 @@ COMMANDS = {
     "report": (commands.report, "a sweep's trials from MLflow, best first, and its plots"),
     "evaluate": (commands.evaluate, "top-1/top-5 error of a checkpoint, centre crop or ten-crop"),
     "describe": (commands.describe, "print the layer table: output shapes, params, multiply-adds"),
+    "capacity": (commands.capacity, "CPU cores a GPU node needs so the data feed keeps up"),
 }
 PREPARE_OPTIONS = {
     "--source": "imagefolder (train/<class>/*, val/<class>/*) or imagenet (ILSVRC-2012 layouts)",
@@ -83,6 +85,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             )
         if name == "report":
             sub.add_argument("--sweep", required=True, help="the sweep.name to report")
+        if name == "capacity":
+            sub.add_argument(
+                "--gpu-images-per-second",
+                type=float,
+                required=True,
+                help="the training throughput of one GPU (benchmarks/gpu_throughput.py)",
+            )
+            sub.add_argument("--gpus-per-node", type=int, default=1)
+            sub.add_argument(
+                "--feed-per-core",
+                type=float,
+                default=MEASURED_FEED_PER_CORE,
+                help="images/s one core decodes and delivers (benchmarks/"
+                f"data_pipeline.py (b); default: {MEASURED_FEED_PER_CORE:g}, measured here)",
+            )
+            sub.add_argument("--headroom", type=float, default=1.2,
+                             help="feed capacity over the GPUs' demand (default 1.2)")  # fmt: skip
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["demo", *argv]  # bare `run.py [--set ...]` is the demo
     args = parser.parse_args(argv)
@@ -103,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             command(load_config(args.config, args.overrides), resume=args.resume)
         elif args.command == "report":
             command(load_config(args.config, args.overrides), args.sweep)
+        elif args.command == "capacity":
+            command(load_config(args.config, args.overrides), args.gpu_images_per_second,
+                    args.gpus_per_node, args.feed_per_core, args.headroom)  # fmt: skip
         else:
             command(load_config(args.config, args.overrides))
     except ConfigError as error:

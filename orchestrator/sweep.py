@@ -78,7 +78,8 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
     spec = config.sweep
     if not spec.space:
         raise ConfigError("sweep.space: empty; name at least one config field to sweep")
-    load_config_text(to_yaml(config), sample_overrides(spec.space))  # bad keys fail before Ray
+    # bad keys fail before Ray
+    load_config_text(to_yaml(config, redact_secrets=False), sample_overrides(spec.space))
     # Trials run in other processes and directories: give them absolute locations.
     config = dataclasses.replace(
         config,
@@ -120,12 +121,12 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
         },
         config_yaml=to_yaml(config),
     )
-    print(f"sweep '{spec.name}': MLflow parent run {parent.run_id} in {parent.tracking_uri}",
-          flush=True)  # fmt: skip
+    where = tracking.redacted(parent.tracking_uri)
+    print(f"sweep '{spec.name}': MLflow parent run {parent.run_id} in {where}", flush=True)
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial,
-            base_yaml=to_yaml(config),
+            base_yaml=to_yaml(config, redact_secrets=False),
             data_uri=data.uri,
             parent_run_id=parent.run_id,
             storage=f"{path}/trials",
@@ -264,7 +265,8 @@ def summarize(parent: tracking.TrackedRun, config: ExperimentConfig, results) ->
     _log_plots(parent, spec, rows)
     parent.finish("FINISHED")
     print(format_table(rows, spec))
-    print(f"MLflow: sweep run {parent.run_id} (trials nested under it) in {parent.tracking_uri}")
+    where = tracking.redacted(parent.tracking_uri)
+    print(f"MLflow: sweep run {parent.run_id} (trials nested under it) in {where}")
     print(f"Open the MLflow UI:  {tracking.ui_command(parent.tracking_uri)}")
 
 

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import ray.train
 
 from orchestrator.errors import ConfigError
+from orchestrator.redact import redact, redact_text
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -62,12 +62,8 @@ def resolve_tracking_uri(config: TrackingConfig) -> str:
 
 
 def redacted(uri: str) -> str:
-    """`uri` without a password (http://user:secret@host -> http://user:***@host)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    """`uri` fit to print: without a password (http://user:***@host) or other secrets."""
+    return redact_text(uri)
 
 
 @contextlib.contextmanager
@@ -130,7 +126,7 @@ def _shown_path(path: Path) -> str:
 def ui_command(tracking_uri: str) -> str:
     """The command that opens the MLflow UI on this tracking store, runnable as printed."""
     if not tracking_uri.startswith("sqlite:"):
-        return f"open {tracking_uri} in a browser"
+        return f"open {redacted(tracking_uri)} in a browser"
     mlflow_cli = "mlflow"
     beside_python = Path(sys.executable).parent / "mlflow"
     if shutil.which("mlflow") is None and beside_python.exists():  # e.g. a venv not activated
@@ -198,6 +194,11 @@ class TrackedRun:
         if problem is not None:
             where = f"the MLflow tracking server at {redacted(self.tracking_uri)}"
             if not config.optional:
+                if "401" in problem or "UNAUTHENTICATED" in problem or "403" in problem:
+                    raise ConfigError(
+                        f"tracking.uri: {where} refused us ({problem}); give its credentials in "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+                    )
                 raise ConfigError(
                     f"tracking.uri: cannot reach {where} ({problem}); start it, point "
                     "tracking.uri (or MLFLOW_TRACKING_URI) at a running one, or set "
@@ -246,7 +247,8 @@ class TrackedRun:
 
         if not self.tracked:
             return
-        values = {k: "None" if v is None else str(v) for k, v in params.items()}
+        values = redact({k: "None" if v is None else str(v) for k, v in params.items()})
+        tags = redact({k: str(v) for k, v in tags.items()})
         if self.resumed:  # MLflow params are write-once: keep the first, note what changed
             logged = self.client.get_run(self.run_id).data.params
             changed = {k: v for k, v in values.items() if k in logged and logged[k] != v}
@@ -274,7 +276,7 @@ class TrackedRun:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.tracked:
-            self.client.log_text(self.run_id, text, artifact_file)
+            self.client.log_text(self.run_id, redact_text(text), artifact_file)
 
     def epoch_logger(self) -> "EpochLogger":
         logged = {step for step, _ in self.metric_history("val_top1_error")}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from orchestrator import tracking
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, check_custom_resources
 from workloads.alexnet.engine import (
     OptimizerConfig,
     accumulate,
@@ -53,6 +53,9 @@ class TrainConfig:
     parallel: Literal["data", "towers", "hybrid"] = "data"
     use_gpu: bool | None = None  # None: use GPUs when the cluster has one per worker
     cpus_per_worker: float = 1.0  # leave some CPUs free for Ray Data on small machines
+    # custom Ray resources each worker also needs, e.g. {trainer: 0.01}: only nodes that offer
+    # them host training workers (see cluster/README.md)
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
     storage_path: str = "results"  # Ray Train run folders (use shared storage on a cluster)
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always gets one)
     keep_checkpoints: int = 2  # the newest ones kept in storage_path/<run name>/
@@ -71,6 +74,7 @@ class TrainConfig:
             raise ValueError("keep_checkpoints: allowed >= 1; max_failures: allowed >= 0")
         if not self.cpus_per_worker > 0:
             raise ValueError(f"cpus_per_worker: got {self.cpus_per_worker}; allowed: a number > 0")
+        check_custom_resources("resources_per_worker", self.resources_per_worker)
         if self.log_every_n_steps < 0:
             raise ValueError(f"log_every_n_steps: got {self.log_every_n_steps}; allowed: >= 0")
         if self.parallel == "towers" and self.num_workers != 1:
@@ -424,7 +428,7 @@ def fit(
         dataset_config = ray.train.DataConfig(
             execution_options=ray.data.ExecutionOptions(resource_limits=limits)
         )
-    resources = {"CPU": train_config.cpus_per_worker}
+    resources = {**train_config.resources_per_worker, "CPU": train_config.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = train_config.devices_per_worker  # two for the towers
     trainer = ray.train.torch.TorchTrainer(

@@ -23,7 +23,7 @@ def ray_cluster():
 
     # The dashboard serves the State API, which Ray Train needs to free the CPUs of a trial
     # that Tune stopped (its PlacementGroupCleaner asks whether the controller is still alive).
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -122,10 +122,11 @@ class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 (sqlite backend, proxied artifacts) that a test can
     stop and start again on the same port."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, basic_auth_password: str | None = None):
         import socket
 
         self.folder = folder
+        self.basic_auth_password = basic_auth_password  # the admin's; None: no auth
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -141,8 +142,15 @@ class MlflowServer:
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         command += ["--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}"]
         command += ["--artifacts-destination", str(self.folder / "artifacts")]
+        env = dict(os.environ)
+        if self.basic_auth_password is not None:
+            command += ["--app-name", "basic-auth"]
+            env["MLFLOW_AUTH_ADMIN_PASSWORD"] = self.basic_auth_password
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = "test-secret-key-" + str(self.port)
         self.process = subprocess.Popen(
             command,
+            cwd=self.folder,  # where a basic-auth server keeps its basic_auth.db
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -4,8 +4,6 @@ import os
 import signal
 import time
 
-import mlflow
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -66,8 +64,9 @@ def test_searches_sample_the_yaml_space(ray_cluster, tmp_path, search):
         assert pairs == sorted((lr, wd) for lr in (0.01, 0.02, 0.04) for wd in (0.0, 5e-4))
 
 
-def _sweep_runs(tmp_path, experiment_name):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def sweep_runs(tracking_uri: str, experiment_name: str):
+    """(client, parent runs, trial runs) of a sweep's experiment."""
+    client = MlflowClient(tracking_uri)
     try:
         experiment = client.get_experiment_by_name(experiment_name)
     except Exception:  # noqa: BLE001 - the database may not exist yet
@@ -75,7 +74,6 @@ def _sweep_runs(tmp_path, experiment_name):
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
     parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
     children = [r for r in runs if r.data.tags.get("kind") == "trial"]
-    assert len(parents) + len(children) == len(runs)  # nothing else in the experiment
     return client, parents, children
 
 
@@ -85,68 +83,11 @@ def _epochs(client, run) -> list[tuple[int, int]]:
                                                                      "val_top1_error")]  # fmt: skip
 
 
-def test_asha_sweep_makes_one_parent_and_one_child_run_per_trial(
-    ray_cluster, tiny_train_args, tmp_path, run_cli
-):
-    sets = tiny_train_args(
-        "train.epochs=2", "sweep.num_samples=4", "sweep.name=pytest-sweep",
-        "sweep.register_model=pytest-alexnet", "tracking.system_metrics_interval_s=1",
-    )[3:]  # fmt: skip
-    result = run_cli("sweep", "--config", "configs/sweep.yaml", *sets,
-                     env={"RAY_ADDRESS": ray_cluster})  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    client, parents, children = _sweep_runs(tmp_path, "alexnet-sweeps")
-    assert len(parents) == 1 and len(children) == 4
-    parent = parents[0]
-    assert parent.info.status == "FINISHED"
-    assert (
-        parent.data.tags["scheduler"] == "asha" and parent.data.tags["search_algorithm"] == "random"
-    )
-    assert "optim.lr" in parent.data.tags["search_space"]
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"trials.csv", "plots"}
-    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
-    assert "plots/learning_curves.png" in plots and "plots/val_top1_error_vs_optim.lr.png" in plots
-
-    best = min(children, key=lambda r: r.data.metrics["val_top1_error"])
-    assert parent.data.metrics["best_val_top1_error"] == best.data.metrics["val_top1_error"]
-    assert parent.data.tags["best_run_id"] == best.info.run_id
-    lrs = set()
-    for child in children:
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id  # nested
-        assert child.info.status == "FINISHED"
-        lrs.add(child.data.params["optim.lr"])
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_top1_error")]
-        assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) <= 2
-        early = child.data.tags.get("early_stopped") == "true"
-        assert early == (len(steps) < 2)  # ASHA's stops are tagged, and only they
-    assert len(lrs) == 4  # every trial drew its own learning rate
-    assert any("system/cpu_utilization_percentage" in c.data.metrics for c in children)
-
-    # The best trial's model, registered under an alias, serves uint8 images at the prepared size
-    version = client.get_model_version_by_alias("pytest-alexnet", "best")
-    assert version.run_id == parent.info.run_id and version.tags["trial"] == parent.data.tags[
-        "best_trial"]  # fmt: skip
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    model = mlflow.pyfunc.load_model("models:/pytest-alexnet@best")
-    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    assert model.predict(images).shape == (3, 5)  # 5 classes in tiny_dataset
-
-    report = run_cli("report", "--sweep", "pytest-sweep",
-                     "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}")  # fmt: skip
-    assert report.returncode == 0, report.stderr[-3000:]
-    lines = report.stdout.splitlines()
-    table = lines[lines.index(next(line for line in lines if line.startswith("trial "))) :]
-    errors = [float(line.split()[4]) for line in table[1:5]]
-    assert errors == sorted(errors)  # best first
-    assert sum("plot: " in line for line in lines) == 4
-
-
 def test_killed_sweep_resumes_without_running_anything_twice(
     ray_cluster, tiny_train_args, tmp_path, start_cli
 ):
     sets = tiny_train_args(
-        "train.epochs=2", "sweep.num_samples=3", "sweep.scheduler=fifo",
+        "train.epochs=1", "sweep.num_samples=3", "sweep.scheduler=fifo",
         "sweep.name=pytest-resume", "tracking.experiment=resume",
     )[3:]  # fmt: skip
     args = ["sweep", "--config", "configs/sweep.yaml", *sets]
@@ -156,15 +97,15 @@ def test_killed_sweep_resumes_without_running_anything_twice(
     while True:
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "no trial finished within 300 s"
-        client, parents, children = _sweep_runs(tmp_path, "resume")
+        client, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "resume")
         finished = {c.info.run_id: _epochs(client, c) for c in children}
-        finished = {run_id: epochs for run_id, epochs in finished.items() if len(epochs) == 2}
+        finished = {run_id: epochs for run_id, epochs in finished.items() if len(epochs) == 1}
         if finished:
             break
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)  # the sweep's driver and everything it started
     first.wait()
-    _, parents, children = _sweep_runs(tmp_path, "resume")
+    _, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "resume")
     trials_before = {c.data.tags["trial_id"]: c.info.run_id for c in children}
     assert len(finished) < 3 and len(parents) == 1
 
@@ -173,7 +114,7 @@ def test_killed_sweep_resumes_without_running_anything_twice(
     assert second.wait(timeout=500) == 0, log.read_text()[-3000:]
     assert "resuming sweep 'pytest-resume'" in log.read_text()
 
-    client, parents_after, children = _sweep_runs(tmp_path, "resume")
+    client, parents_after, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "resume")
     assert [p.info.run_id for p in parents_after] == [parents[0].info.run_id]
     assert parents_after[0].info.status == "FINISHED"
     trials_after = {c.data.tags["trial_id"]: c.info.run_id for c in children}
@@ -182,6 +123,6 @@ def test_killed_sweep_resumes_without_running_anything_twice(
     for child in children:
         assert child.info.status == "FINISHED"
         epochs = _epochs(client, child)
-        assert [step for step, _ in epochs] == [1, 2]  # each epoch once
+        assert [step for step, _ in epochs] == [1]  # each epoch once
         if child.info.run_id in finished:
             assert epochs == finished[child.info.run_id]  # not trained again

@@ -3,6 +3,7 @@ buffer on disk (bounded) and replay."""
 
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 from mlflow.entities import Metric
@@ -80,7 +81,7 @@ def test_epoch_logger_buffers_while_the_server_is_away(tmp_path, mlflow_server):
 def test_training_survives_a_tracking_server_outage(
     ray_cluster, tiny_train_args, tmp_path, start_cli, mlflow_server
 ):
-    epochs = 8
+    epochs = 5
     args = tiny_train_args(
         f"train.epochs={epochs}", "train.log_every_n_steps=0", "tracking.experiment=outage",
         f"tracking.uri={mlflow_server.uri}", "name=outage",
@@ -113,3 +114,67 @@ def test_training_survives_a_tracking_server_outage(
         steps = [m.step for m in client.get_metric_history(run_id, key)]
         assert sorted(steps) == list(range(1, epochs + 1)), (key, steps)  # every epoch, once
     assert run.data.tags["last_checkpoint"].endswith(f"(epoch {epochs})")
+
+
+def test_secrets_are_masked_in_params_tags_and_config_dumps(tmp_path, monkeypatch):
+    from orchestrator.config import load_config, to_yaml
+    from orchestrator.redact import redact
+
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-9f8e7d6c")
+    tree = {
+        "tracking": {"uri": "https://alice:hunter2-pass@mlflow.example.com"},
+        "storage": {"api_key": "abc123", "password": "", "bucket": "s3://data?X-Amz-Signature=f00d"},
+        "notes": "pulled with tok-9f8e7d6c",
+        "keep_checkpoints": 2,
+    }  # fmt: skip
+    assert redact(tree) == {
+        "tracking": {"uri": "https://alice:***@mlflow.example.com"},
+        "storage": {"api_key": "***", "password": "", "bucket": "s3://data?X-Amz-Signature=***"},
+        "notes": "pulled with ***",
+        "keep_checkpoints": 2,
+    }  # fmt: skip
+    config = load_config(None, ["tracking.uri=https://alice:hunter2-pass@mlflow.example.com"])
+    dump = to_yaml(config)
+    assert "hunter2" not in dump and "alice:***@mlflow.example.com" in dump
+    assert "hunter2" in to_yaml(config, redact_secrets=False)  # for a sweep's own trials only
+
+
+def test_basic_auth_server_with_credentials_from_the_environment(tmp_path, monkeypatch, capsys):
+    from conftest import MlflowServer
+
+    password = "admin-password-0123"
+    server = MlflowServer(tmp_path / "auth-server", basic_auth_password=password)
+    server.folder.mkdir()
+    server.start()
+    try:
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        config = TrackingConfig(uri=server.uri, experiment="auth",
+                                buffer_dir=str(tmp_path / "buffer"))  # fmt: skip
+        with pytest.raises(ConfigError, match="MLFLOW_TRACKING_USERNAME"):
+            TrackedRun(config, "no-credentials")
+
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        run = TrackedRun(config, "with-credentials")
+        run.log_start(
+            params={"tracking.uri": f"http://admin:{password}@127.0.0.1:{server.port}",
+                    "storage.secret_key": "s3cr3t-value", "optim.lr": 0.01},
+            tags={"note": f"password {password}"},
+            config_yaml=f"tracking:\n  uri: http://admin:{password}@127.0.0.1\n",
+        )  # fmt: skip
+        run.log_metrics({"val_top1_error": 0.5}, step=1)
+        run.finish()
+
+        client = MlflowClient(server.uri)
+        logged = client.get_run(run.run_id)
+        assert logged.info.status == "FINISHED" and logged.data.metrics["val_top1_error"] == 0.5
+        assert logged.data.params["storage.secret_key"] == "***"
+        assert logged.data.params["optim.lr"] == "0.01"
+        text = str(logged.data.params) + str(logged.data.tags)
+        local = tmp_path / "downloaded"
+        text += (Path(client.download_artifacts(run.run_id, "config.yaml", str(local)))).read_text()
+        assert password not in text and "s3cr3t" not in text
+        assert password not in capsys.readouterr().out
+    finally:
+        server.stop()

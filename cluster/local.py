@@ -1,0 +1,265 @@
+"""A local Ray head with token auth and an MLflow server, both on 127.0.0.1; and their stop.
+
+    python cluster/local.py start [--mlflow-backend postgresql://...] [--num-cpus N]
+    python cluster/local.py stop
+    python cluster/local.py env      # the exports again
+
+`start` runs `ray start --head --block` and `mlflow server` as background processes it owns
+(their pids in the state folder), so `stop` ends exactly those two, never another Ray on the
+machine (`ray stop` would end every one). Jobs submitted to the head inherit
+`MLFLOW_TRACKING_URI`, so `ray job submit ... -- python orchestrator/run.py ...` tracks into the
+head's server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+DEFAULT_STATE = "~/.cache/alexnet-ray/local-head"
+
+
+def _tool(name: str) -> str:
+    """A console script beside this Python (a venv not activated), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered (e.g. 401 without a token)
+    except OSError:
+        return False
+
+
+def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"it exited with {process.returncode}; its log {log}:\n"
+                             + log.read_text()[-3000:])  # fmt: skip
+        if _answers(url):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer within {timeout:g} s; see {log}")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _state_file(state: Path) -> Path:
+    return state / "head.json"
+
+
+def exports(head: dict) -> str:
+    return "\n".join(
+        [
+            f"export RAY_ADDRESS=http://127.0.0.1:{head['dashboard_port']}   # for ray job submit; "
+            f"a driver started directly joins with RAY_ADDRESS=127.0.0.1:{head['ray_port']}",
+            "export RAY_AUTH_MODE=token   # the client side of token auth",
+            f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{head['mlflow_port']}",
+        ]
+    )
+
+
+def start(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir).expanduser().resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    if _state_file(state).exists():
+        head = json.loads(_state_file(state).read_text())
+        if any(_alive(pid) for pid in head["pids"].values()):
+            stop = f"python cluster/local.py stop --state-dir {state}"
+            print(f"a local head is already running; stop it first: {stop}", file=sys.stderr)
+            return 1
+    backend = args.mlflow_backend or f"sqlite:///{state / 'mlflow.db'}"
+    mlflow_uri = f"http://127.0.0.1:{args.mlflow_port}"
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",  # the head and every client need the token
+        "MLFLOW_TRACKING_URI": mlflow_uri,  # inherited by the drivers of submitted jobs
+        # jobs' `python` is this environment's, with the project and its dependencies
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("RAY_ADDRESS", None)
+
+    mlflow_log = state / "mlflow.log"
+    mlflow_command = [
+        _tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(args.mlflow_port),
+        "--backend-store-uri", backend,
+        "--artifacts-destination", str(state / "mlartifacts"),
+        "--workers", str(args.mlflow_workers),
+    ]  # fmt: skip
+    mlflow = subprocess.Popen(
+        mlflow_command,
+        cwd=state,
+        stdout=open(mlflow_log, "a"),  # noqa: SIM115 - the server keeps it
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    print(f"MLflow server starting on {mlflow_uri} (backend {_shown(backend)}) ...", flush=True)
+    _wait_for(f"{mlflow_uri}/health", mlflow, mlflow_log, timeout=120)
+
+    if not (env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH")):
+        # A head started with token auth needs a token; make ~/.ray/auth_token once (kept out
+        # of the output: it is the key to the cluster).
+        subprocess.run([_tool("ray"), "get-auth-token", "--generate"], env=env,
+                       capture_output=True, check=True)  # fmt: skip
+    ray_log = state / "ray.log"
+    ray_command = [
+        _tool("ray"), "start", "--head", "--block", "--disable-usage-stats",
+        "--node-ip-address", "127.0.0.1", "--port", str(args.ray_port),
+        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(args.dashboard_port),
+    ]  # fmt: skip
+    # Ray's fixed defaults for these (52365, 10001, ...) clash with any other Ray on the machine
+    # (a laptop's ray.init(), a test cluster): the job agent then never comes up.
+    for option in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                   "--runtime-env-agent-port", "--ray-client-server-port",
+                   "--metrics-export-port"):  # fmt: skip
+        ray_command += [option, str(_free_port())]
+    if args.num_cpus is not None:
+        ray_command += ["--num-cpus", str(args.num_cpus)]
+    if args.resources:
+        ray_command += ["--resources", args.resources]
+    ray_head = subprocess.Popen(
+        ray_command,
+        stdout=open(ray_log, "a"),  # noqa: SIM115 - the head keeps it
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    print(f"Ray head starting on 127.0.0.1:{args.ray_port} (token auth) ...", flush=True)
+    try:
+        _wait_for(f"http://127.0.0.1:{args.dashboard_port}/api/version", ray_head, ray_log, 120)
+    except SystemExit:
+        _terminate(mlflow.pid, group=True)
+        raise
+    head = {
+        "pids": {"ray": ray_head.pid, "mlflow": mlflow.pid},
+        "ray_port": args.ray_port,
+        "dashboard_port": args.dashboard_port,
+        "mlflow_port": args.mlflow_port,
+        "mlflow_backend": _shown(backend),
+    }
+    _state_file(state).write_text(json.dumps(head, indent=2))
+    print(f"\nRay dashboard and job server: http://127.0.0.1:{args.dashboard_port} "
+          f"(local only; token in ~/.ray/auth_token)")  # fmt: skip
+    print(f"MLflow UI: {mlflow_uri}\nLogs: {ray_log}, {mlflow_log}\n")
+    print(exports(head))
+    print("\nthen, from the repository root:\n"
+          "  ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- \\\n"
+          "      python orchestrator/run.py train --config configs/demo.yaml\n"
+          f"stop with: python cluster/local.py stop"
+          f"{'' if args.state_dir == DEFAULT_STATE else ' --state-dir ' + str(state)}")  # fmt: skip
+    return 0
+
+
+def _shown(uri: str) -> str:
+    """A backend URI without its password."""
+    if "://" in uri and "@" in uri.split("://", 1)[1]:
+        scheme, rest = uri.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    return uri
+
+
+def _terminate(pid: int, group: bool, timeout: float = 10) -> None:
+    """SIGTERM the process (`group`: its whole process group), then SIGKILL whatever of the
+    group is left. `ray start --block` alone stops every process it started, in seconds; a
+    SIGTERM to all of Ray's processes at once takes it half a minute."""
+    try:
+        os.killpg(pid, signal.SIGTERM) if group else os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir).expanduser().resolve()
+    if not _state_file(state).exists():
+        print(f"no local head recorded in {state}", file=sys.stderr)
+        return 1
+    head = json.loads(_state_file(state).read_text())
+    for name, pid in head["pids"].items():
+        _terminate(pid, group=name == "mlflow")
+        print(f"stopped {name} (pid {pid})")
+    # What `ray stop` also does: forget this head as the machine's current cluster, which a
+    # later `ray.init()` would otherwise try to join.
+    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    if current.exists() and current.read_text().strip().endswith(f":{head['ray_port']}"):
+        current.unlink()
+    _state_file(state).unlink()
+    return 0
+
+
+def show_env(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir).expanduser().resolve()
+    if not _state_file(state).exists():
+        print(f"no local head recorded in {state}", file=sys.stderr)
+        return 1
+    print(exports(json.loads(_state_file(state).read_text())))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cluster/local.py", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("start", "start the Ray head and the MLflow server"),
+        ("stop", "stop the head and server that `start` started"),
+        ("env", "print the exports for clients"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--state-dir", default=DEFAULT_STATE,
+                         help=f"pids, logs, sqlite store (default {DEFAULT_STATE})")  # fmt: skip
+        if name == "start":
+            sub.add_argument("--ray-port", type=int, default=6379, help="the head's GCS port")
+            sub.add_argument("--dashboard-port", type=int, default=8265,
+                             help="dashboard and job server")  # fmt: skip
+            sub.add_argument("--mlflow-port", type=int, default=5000)
+            sub.add_argument("--mlflow-backend", default=None,
+                             help="MLflow's store: sqlite:///<state>/mlflow.db by default, or a "
+                             "postgresql://user:password@host/db URI")  # fmt: skip
+            sub.add_argument("--mlflow-workers", type=int, default=1)
+            sub.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use")
+            sub.add_argument("--resources", default=None,
+                             help='custom resources, JSON: \'{"preprocess": 1}\'')  # fmt: skip
+    args = parser.parse_args(argv)
+    return {"start": start, "stop": stop, "env": show_env}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Several nodes (ray.cluster_utils.Cluster, on this machine): decoding only on preprocessing
+nodes, training workers only on trainer nodes, as the config says; a trainer node lost
+mid-training, and the run resumes from its checkpoint on the other one."""
+
+import os
+import socket
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.ray
+EPOCHS = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    dashboard = _free_port()
+    cluster = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": True,
+            "dashboard_port": dashboard,
+            "dashboard_agent_listen_port": _free_port(),
+        },  # fmt: skip
+    )
+    nodes = {
+        "preprocess": [cluster.add_node(num_cpus=1, resources={"preprocess": 1},
+                                        dashboard_agent_listen_port=_free_port())],
+        "trainer": [cluster.add_node(num_cpus=1, resources={"trainer": 1},
+                                     dashboard_agent_listen_port=_free_port()) for _ in range(2)],
+    }  # fmt: skip
+    cluster.wait_for_nodes()
+    cluster.dashboard_url = f"http://127.0.0.1:{dashboard}"
+    cluster.roles = nodes
+    yield cluster
+    cluster.shutdown()
+
+
+def _alive_worker_node(cluster) -> str | None:
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=cluster.dashboard_url, filters=[
+        ("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])  # fmt: skip
+    return actors[0].node_id if actors else None
+
+
+def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
+    cluster, tiny_prepared, tmp_path, start_cli
+):
+    from ray.util.state import list_actors, list_tasks
+
+    settings = [
+        "data.source=prepared", f"data.root={tiny_prepared}", "data.resources={preprocess: 0.01}",
+        "train.num_workers=1", "train.cpus_per_worker=1",
+        "train.resources_per_worker={trainer: 0.01}",
+        f"train.epochs={EPOCHS}", "train.global_batch_size=32", "train.log_every_n_steps=0",
+        f"train.storage_path={tmp_path / 'results'}", "name=multinode",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "tracking.experiment=multinode",
+    ]  # fmt: skip
+    args = ["train", "--config", "configs/demo.yaml"]
+    args += [part for setting in settings for part in ("--set", setting)]
+    log = tmp_path / "train.log"
+    process = start_cli(*args, env={"RAY_ADDRESS": cluster.address}, log=log)
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    deadline = time.monotonic() + 300
+    while True:  # until epoch 1 is logged, then take away the node its worker runs on
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "epoch 1 was not logged within 300 s"
+        try:
+            runs = client.search_runs([client.get_experiment_by_name("multinode").experiment_id])
+        except Exception:  # noqa: BLE001 - the store or experiment may not exist yet
+            runs = []
+        if runs and client.get_metric_history(runs[0].info.run_id, "val_top1_error"):
+            break
+        time.sleep(0.5)
+    victim_id = _alive_worker_node(cluster)
+    trainers = {node.node_id: node for node in cluster.roles["trainer"]}
+    assert victim_id in trainers  # the worker runs on a trainer node
+    cluster.remove_node(trainers[victim_id], allow_graceful=False)
+
+    assert process.wait(timeout=400) == 0, log.read_text()[-3000:]
+    output = log.read_text()
+    assert "resumed from the checkpoint of epoch" in output
+    (run,) = client.search_runs([client.get_experiment_by_name("multinode").experiment_id])
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_top1_error")]
+    assert sorted(steps) == list(range(1, EPOCHS + 1))  # every epoch, once
+
+    workers = list_actors(address=cluster.dashboard_url, detail=True,
+                          filters=[("class_name", "=", "RayTrainWorker")])  # fmt: skip
+    assert {w.node_id for w in workers} == set(trainers)  # first the victim, then the other one
+    decodes = [t for t in list_tasks(address=cluster.dashboard_url, detail=True, limit=10_000)
+               if "_read_shards" in (t.name or "")]  # fmt: skip
+    assert decodes, "no decode tasks were recorded"
+    preprocess = {node.node_id for node in cluster.roles["preprocess"]}
+    assert {t.node_id for t in decodes} == preprocess
+    assert os.path.exists(tmp_path / "results" / "multinode")
