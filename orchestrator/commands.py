@@ -136,11 +136,12 @@ def _print_summary(run: tracking.TrackedRun) -> None:
 def evaluate(model_uri: str, ten_crop: bool, overrides: list[str]) -> dict[str, float]:
     """Top-1/top-5 error of a checkpoint on its prepared validation split, logged to MLflow.
 
-    `model_uri`: a checkpoint folder or file written by `train`, or `runs:/<MLflow run id>` (that
-    run's last checkpoint). The run's own config comes with the checkpoint; `--set` overrides it
-    (e.g. `data.root` for another prepared dataset).
+    `model_uri`: a checkpoint folder or file written by `train`, `runs:/<MLflow run id>` (that
+    run's last checkpoint), or a model a sweep registered (`models:/<name>@<alias>` or
+    `models:/<name>/<version>`: the checkpoint it was made from). The run's own config comes
+    with the checkpoint; `--set` overrides it (e.g. `data.root` for another prepared dataset).
     """
-    if model_uri.startswith("runs:/"):
+    if model_uri.startswith(("runs:/", "models:/")):
         model_uri = tracking.checkpoint_of_run(load_config(None, overrides).tracking, model_uri)
     state = trainer.read_checkpoint(model_uri)
     config = load_config_text(state["config"], overrides, source=f"{model_uri} (its config)")

@@ -49,8 +49,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             sub.add_argument(
                 "--model",
                 required=True,
-                help="a checkpoint folder or checkpoint.pt written by train, or runs:/<MLflow "
-                "run id> for that run's last checkpoint; its config comes with it",
+                help="a checkpoint folder or checkpoint.pt written by train, runs:/<MLflow "
+                "run id> for that run's last checkpoint, or models:/<name>@<alias> for a model a "
+                "sweep registered; its config comes with it",
             )
             sub.add_argument(
                 "--ten-crop", action="store_true", help="also the paper's ten-crop test"

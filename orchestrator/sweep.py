@@ -321,7 +321,7 @@ def _log_best_model(parent: tracking.TrackedRun, config: ExperimentConfig, best:
         version = info.registered_model_version
         client = parent.client
         client.set_registered_model_alias(spec.register_model, spec.register_alias, version)
-        for key, value in {"sweep": spec.name, "trial": best["trial"],
+        for key, value in {"sweep": spec.name, "trial": best["trial"], "checkpoint": checkpoint,
                            spec.metric: best[spec.metric]}.items():  # fmt: skip
             client.set_model_version_tag(spec.register_model, version, key, str(value))
         message += f", registered as models:/{spec.register_model}@{spec.register_alias} "

@@ -108,13 +108,25 @@ def _artifact_location(tracking_uri: str) -> str | None:
 
 
 def checkpoint_of_run(config: TrackingConfig, uri: str) -> str:
-    """`runs:/<run id>` -> the last checkpoint that run recorded (its `last_checkpoint` tag)."""
+    """The checkpoint behind an MLflow URI: `runs:/<run id>` -> the last checkpoint that run
+    recorded (its `last_checkpoint` tag); `models:/<name>@<alias>` or `models:/<name>/<version>`
+    -> the checkpoint a sweep registered that version from (its `checkpoint` tag)."""
     from mlflow.tracking import MlflowClient
 
+    client = MlflowClient(resolve_tracking_uri(config))
+    if uri.startswith("models:/"):
+        name, _, which = uri.removeprefix("models:/").strip("/").replace("@", "/@").partition("/")
+        if which.startswith("@"):
+            version = client.get_model_version_by_alias(name, which[1:])
+        else:
+            version = client.get_model_version(name, which)
+        if "checkpoint" not in version.tags:
+            raise ConfigError(f"--model: {uri} (version {version.version}) names no checkpoint")
+        return version.tags["checkpoint"]
     run_id = uri.removeprefix("runs:/").strip("/").split("/")[0]
-    tags = MlflowClient(resolve_tracking_uri(config)).get_run(run_id).data.tags
+    tags = client.get_run(run_id).data.tags
     if "last_checkpoint" not in tags:
-        raise ValueError(f"--model: MLflow run {run_id} recorded no checkpoint")
+        raise ConfigError(f"--model: MLflow run {run_id} recorded no checkpoint")
     return tags["last_checkpoint"].rsplit(" (epoch ", 1)[0]
 
 

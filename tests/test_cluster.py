@@ -84,7 +84,9 @@ def test_train_job_tracks_into_the_heads_mlflow_server(local_head, tiny_prepared
     assert run.data.tags["cluster_cpus"] == "2"  # the head's, not this machine's test cluster
 
 
-def test_sweep_job_asha_four_trials_nested_in_mlflow(local_head, tiny_prepared, tmp_path, run_cli):
+def test_sweep_job_asha_four_trials_nested_in_mlflow(
+    local_head, ray_cluster, tiny_prepared, tmp_path, run_cli
+):
     """The issue's sweep: 4 trials, 2 at a time, ASHA; 1 parent and 4 child runs in MLflow."""
     result = submit(local_head, "sweep", "--config", "configs/sweep.yaml",
                     *_sets(tiny_prepared, tmp_path, "train.epochs=2", "sweep.num_samples=4",
@@ -136,3 +138,11 @@ def test_sweep_job_asha_four_trials_nested_in_mlflow(local_head, tiny_prepared, 
     errors = [float(line.split()[4]) for line in table[1:5]]
     assert errors == sorted(errors)  # best first
     assert sum("plot: " in line for line in lines) == 4
+
+    # `evaluate` takes the registered model: the checkpoint it came from scores as that trial did
+    evaluated = run_cli("evaluate", "--model", "models:/pytest-alexnet@best",
+                        "--set", f"tracking.uri={local_head['mlflow']}",
+                        env={"RAY_ADDRESS": ray_cluster})  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
+    (line,) = [x for x in evaluated.stdout.splitlines() if x.split()[:1] == ["val_top1_error"]]
+    assert float(line.split()[1]) == pytest.approx(best.data.metrics["val_top1_error"], abs=0.011)
