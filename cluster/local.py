@@ -27,6 +27,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from orchestrator.redact import redact_text  # noqa: E402
+
 DEFAULT_STATE = "~/.cache/alexnet-ray/local-head"
 
 
@@ -124,7 +127,9 @@ def start(args: argparse.Namespace) -> int:
         env=env,
         start_new_session=True,
     )
-    print(f"MLflow server starting on {mlflow_uri} (backend {_shown(backend)}) ...", flush=True)
+    print(
+        f"MLflow server starting on {mlflow_uri} (backend {redact_text(backend)}) ...", flush=True
+    )
     _wait_for(f"{mlflow_uri}/health", mlflow, mlflow_log, timeout=120)
 
     if not (env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH")):
@@ -166,7 +171,7 @@ def start(args: argparse.Namespace) -> int:
         "ray_port": args.ray_port,
         "dashboard_port": args.dashboard_port,
         "mlflow_port": args.mlflow_port,
-        "mlflow_backend": _shown(backend),
+        "mlflow_backend": redact_text(backend),
     }
     _state_file(state).write_text(json.dumps(head, indent=2))
     print(f"\nRay dashboard and job server: http://127.0.0.1:{args.dashboard_port} "
@@ -179,15 +184,6 @@ def start(args: argparse.Namespace) -> int:
           f"stop with: python cluster/local.py stop"
           f"{'' if args.state_dir == DEFAULT_STATE else ' --state-dir ' + str(state)}")  # fmt: skip
     return 0
-
-
-def _shown(uri: str) -> str:
-    """A backend URI without its password."""
-    if "://" in uri and "@" in uri.split("://", 1)[1]:
-        scheme, rest = uri.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
-    return uri
 
 
 def _terminate(pid: int, group: bool, timeout: float = 10) -> None:

@@ -47,9 +47,7 @@ def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, s
     config = dataclasses.replace(
         config, data=dataclasses.replace(config.data, source="prepared", root=data_uri)
     )
-    jobs.quiet_progress_bars()
     run_name = f"{config.sweep.name}-{trial_id}"
-    job = jobs.plan_training(config, data_pipeline.open_prepared(data_uri), run_name)
     run = tracking.TrackedRun(config.tracking, run_name, resume=True, parent_run_id=parent_run_id)
     if len(run.metric_history(config.sweep.metric)) >= config.train.epochs:
         # Finished before the sweep's driver stopped, after Tune last saved its state: report
@@ -58,6 +56,8 @@ def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, s
         final = run.client.get_run(run.run_id).data.metrics
         tune.report({**final, "epoch": config.train.epochs})
         return
+    jobs.quiet_progress_bars()
+    job = jobs.plan_training(config, data_pipeline.open_prepared(data_uri), run_name)
     run.log_start(
         params=job.params,
         tags={
@@ -167,9 +167,9 @@ def _share_cpus(config: ExperimentConfig) -> ExperimentConfig:
     spec, train, data = config.sweep, config.train, config.data
     cpus = ray.cluster_resources().get("CPU", 0)
     per_trial = train.num_workers * train.cpus_per_worker + TRIAL_DRIVER_CPUS
-    share = (cpus - spec.max_concurrent_trials * per_trial) / spec.max_concurrent_trials
-    if data.max_cpus is not None:
-        share = data.max_cpus
+    share = data.max_cpus
+    if share is None:
+        share = (cpus - spec.max_concurrent_trials * per_trial) / spec.max_concurrent_trials
     if share < data.decode_cpus:
         raise ConfigError(
             f"sweep.max_concurrent_trials: {spec.max_concurrent_trials} trials x "
@@ -326,7 +326,7 @@ def _log_best_model(parent: tracking.TrackedRun, config: ExperimentConfig, best:
             client.set_model_version_tag(spec.register_model, version, key, str(value))
         message += f", registered as models:/{spec.register_model}@{spec.register_alias} "
         message += f"(version {version})"
-        parent.client.set_tag(parent.run_id, "best_model", message)
+    parent.client.set_tag(parent.run_id, "best_model", message)
     print(message, flush=True)
 
 
@@ -414,7 +414,8 @@ def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
         experiments, filter_string=f"tags.kind = 'sweep' and tags.sweep = '{sweep_name}'"
     )
     if not parents:
-        raise ConfigError(f"--sweep: no sweep '{sweep_name}' in the MLflow store at {uri}")
+        where = tracking.redacted(uri)
+        raise ConfigError(f"--sweep: no sweep '{sweep_name}' in the MLflow store at {where}")
     parent = parents[0]
     space = json.loads(parent.data.tags["search_space"])
     spec = SweepConfig(name=sweep_name, space=space)

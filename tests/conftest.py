@@ -118,18 +118,23 @@ def start_cli():
             process.kill()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 (sqlite backend, proxied artifacts) that a test can
     stop and start again on the same port."""
 
     def __init__(self, folder: Path, basic_auth_password: str | None = None):
-        import socket
-
         self.folder = folder
         self.basic_auth_password = basic_auth_password  # the admin's; None: no auth
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 

@@ -4,7 +4,6 @@ into the head's server."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from conftest import free_port
 from mlflow.tracking import MlflowClient
 from test_sweep import sweep_runs
 
@@ -20,17 +20,11 @@ from orchestrator.config import REPO_ROOT
 pytestmark = pytest.mark.ray
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def local_head(tmp_path_factory):
     state = tmp_path_factory.mktemp("head")
-    ports = {"--ray-port": _free_port(), "--dashboard-port": _free_port(),
-             "--mlflow-port": _free_port()}  # fmt: skip
+    ports = {"--ray-port": free_port(), "--dashboard-port": free_port(),
+             "--mlflow-port": free_port()}  # fmt: skip
     command = [sys.executable, "cluster/local.py", "start", "--state-dir", str(state),
                "--num-cpus", "2", *(str(x) for item in ports.items() for x in item)]  # fmt: skip
     started = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -3,27 +3,21 @@ nodes, training workers only on trainer nodes, as the config says; a trainer nod
 mid-training, and the run resumes from its checkpoint on the other one."""
 
 import os
-import socket
 import time
 
 import pytest
+from conftest import free_port
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.ray
 EPOCHS = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def cluster():
     from ray.cluster_utils import Cluster
 
-    dashboard = _free_port()
+    dashboard = free_port()
     cluster = Cluster(
         initialize_head=True,
         connect=False,
@@ -31,14 +25,14 @@ def cluster():
             "num_cpus": 0,
             "include_dashboard": True,
             "dashboard_port": dashboard,
-            "dashboard_agent_listen_port": _free_port(),
+            "dashboard_agent_listen_port": free_port(),
         },  # fmt: skip
     )
     nodes = {
         "preprocess": [cluster.add_node(num_cpus=1, resources={"preprocess": 1},
-                                        dashboard_agent_listen_port=_free_port())],
+                                        dashboard_agent_listen_port=free_port())],
         "trainer": [cluster.add_node(num_cpus=1, resources={"trainer": 1},
-                                     dashboard_agent_listen_port=_free_port()) for _ in range(2)],
+                                     dashboard_agent_listen_port=free_port()) for _ in range(2)],
     }  # fmt: skip
     cluster.wait_for_nodes()
     cluster.dashboard_url = f"http://127.0.0.1:{dashboard}"

@@ -1,4 +1,6 @@
-"""A Ray Tune sweep through the real code path: trials are TorchTrainer runs, nested in MLflow."""
+"""Sweeps through the real code path: search spaces sampled by Ray Tune (TPE, grid), and a killed
+sweep resumed with every trial in MLflow exactly once. (The 4-trial ASHA sweep runs as a Ray job
+in test_cluster.py.)"""
 
 import os
 import signal
