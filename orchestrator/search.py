@@ -94,7 +94,7 @@ def scheduler(config: SweepConfig, epochs: int):
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
-        time_attr="training_iteration",  # = epochs reported by the trial's rank 0
+        time_attr="epoch",  # the trial's reported epoch (a resumed trial reports its last again)
         max_t=epochs,
         grace_period=min(config.grace_period, epochs),
         reduction_factor=config.reduction_factor,

@@ -202,11 +202,13 @@ def _evaluate(loop: _Loop, shard, ten_crop: bool):
     return sums
 
 
-def _save_checkpoint(loop: _Loop, epoch: int, rank: int, folder: Path) -> None:
-    """Rank 0 writes the training state; every rank its own RNG state (dropout draws)."""
+def _save_checkpoint(loop: _Loop, epoch: int, metrics: dict, rank: int, folder: Path) -> None:
+    """Rank 0 writes the training state and the epoch's report; every rank its own RNG state
+    (dropout draws)."""
     if rank == 0:
         state = {
             "epoch": epoch,
+            "metrics": {key: float(value) for key, value in metrics.items()},
             "model": _single_device_weights(loop.module),  # loads into any placement
             "optimizer": loop.optimizer.state_dict(),
             "schedule": loop.schedule.state_dict(),
@@ -219,8 +221,9 @@ def _save_checkpoint(loop: _Loop, epoch: int, rank: int, folder: Path) -> None:
     torch.save(rng, folder / f"rng-rank{rank}.pt")
 
 
-def _restore(loop: _Loop, checkpoint: ray.train.Checkpoint, rank: int) -> int:
-    """Load the latest checkpoint into `loop`; returns the epoch it ended."""
+def _restore(loop: _Loop, checkpoint: ray.train.Checkpoint, rank: int) -> tuple[int, dict]:
+    """Load the latest checkpoint into `loop`; returns the epoch it ended and that epoch's
+    report ({} for a checkpoint written before reports were stored)."""
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True, map_location="cpu")
         _load_single_device_weights(loop.module, state["model"])
@@ -232,7 +235,7 @@ def _restore(loop: _Loop, checkpoint: ray.train.Checkpoint, rank: int) -> int:
             torch.set_rng_state(rng["cpu"])
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state(rng["cuda"])
-    return int(state["epoch"])
+    return int(state["epoch"]), state.get("metrics", {})
 
 
 def _place(model: AlexNet, parallel: str, channels_last: bool):
@@ -324,8 +327,18 @@ def _train(loop_config: dict) -> None:
     done = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        done = _restore(loop, checkpoint, rank)
+        done, report = _restore(loop, checkpoint, rank)
         log(f"resumed from the checkpoint of epoch {done}")
+        if report:
+            # The run may have stopped after this checkpoint was saved but before its report
+            # reached the callbacks (MLflow, Tune): report it again, with the checkpoint; they
+            # keep what they already had of this epoch.
+            if rank == 0:
+                with checkpoint.as_directory() as folder:
+                    again = ray.train.Checkpoint.from_directory(folder)
+                    ray.train.report({**report, "epoch": done}, checkpoint=again)
+            else:
+                ray.train.report({**report, "epoch": done})
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     precision = "bf16 autocast" if autocast_dtype else "fp32"
@@ -367,7 +380,7 @@ def _train(loop_config: dict) -> None:
             ray.train.report(metrics)
             continue
         with tempfile.TemporaryDirectory() as folder:
-            _save_checkpoint(loop, epoch, rank, Path(folder))
+            _save_checkpoint(loop, epoch, metrics, rank, Path(folder))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
