@@ -5,10 +5,10 @@
     python cluster/local.py env      # the exports again
 
 `start` runs `ray start --head --block` and `mlflow server` as background processes it owns
-(their pids in the state folder), so `stop` ends exactly those two, never another Ray on the
-machine (`ray stop` would end every one). Jobs submitted to the head inherit
-`MLFLOW_TRACKING_URI`, so `ray job submit ... -- python orchestrator/run.py ...` tracks into the
-head's server.
+(their pids and start times in the state folder), so `stop` ends exactly those two: never another
+Ray on the machine (`ray stop` would end every one), nor a process that got one of their pids
+after they exited. Jobs submitted to the head inherit `MLFLOW_TRACKING_URI`, so
+`ray job submit ... -- python orchestrator/run.py ...` tracks into the head's server.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 from orchestrator.redact import redact_text  # noqa: E402
@@ -77,6 +79,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _start_time(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch); None if there is no such process."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def _is_ours(pid: int, started: float | None) -> bool:
+    """Whether `pid` is still the process that `start` recorded: the same pid started at the same
+    time. A pid is reused once its process has exited, so a live pid alone proves nothing."""
+    now = _start_time(pid)
+    return now is not None and started is not None and abs(now - started) < 0.01  # 1 clock tick
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
 def _state_file(state: Path) -> Path:
     return state / "head.json"
 
@@ -97,7 +118,8 @@ def start(args: argparse.Namespace) -> int:
     state.mkdir(parents=True, exist_ok=True)
     if _state_file(state).exists():
         head = json.loads(_state_file(state).read_text())
-        if any(_alive(pid) for pid in head["pids"].values()):
+        started = head.get("started", {})
+        if any(_is_ours(pid, started.get(name)) for name, pid in head["pids"].items()):
             stop = f"python cluster/local.py stop --state-dir {state}"
             print(f"a local head is already running; stop it first: {stop}", file=sys.stderr)
             return 1
@@ -168,6 +190,8 @@ def start(args: argparse.Namespace) -> int:
         raise
     head = {
         "pids": {"ray": ray_head.pid, "mlflow": mlflow.pid},
+        # what tells them from later processes given the same pids (`stop` checks it)
+        "started": {"ray": _start_time(ray_head.pid), "mlflow": _start_time(mlflow.pid)},
         "ray_port": args.ray_port,
         "dashboard_port": args.dashboard_port,
         "mlflow_port": args.mlflow_port,
@@ -209,9 +233,22 @@ def stop(args: argparse.Namespace) -> int:
         print(f"no local head recorded in {state}", file=sys.stderr)
         return 1
     head = json.loads(_state_file(state).read_text())
+    started = head.get("started", {})
     for name, pid in head["pids"].items():
-        _terminate(pid, group=name == "mlflow")
-        print(f"stopped {name} (pid {pid})")
+        if _is_ours(pid, started.get(name)):
+            _terminate(pid, group=name == "mlflow")
+            print(f"stopped {name} (pid {pid})")
+        elif (now := _start_time(pid)) is None:
+            print(f"{name} (pid {pid}) had already exited")
+        elif started.get(name) is None:
+            print(f"not signalling pid {pid}: {state / 'head.json'} records no start time for "
+                  f"{name} (written by an older local.py), so pid {pid} cannot be told apart from "
+                  f"another process that got its number; if it is {name}, end it with "
+                  f"`kill {pid}`", file=sys.stderr)  # fmt: skip
+        else:
+            print(f"not signalling pid {pid}: it is another process now (started "
+                  f"{_when(now)}, {name} started {_when(started[name])}); {name} had already "
+                  "exited and its pid was reused", file=sys.stderr)  # fmt: skip
     # What `ray stop` also does: forget this head as the machine's current cluster, which a
     # later `ray.init()` would otherwise try to join.
     current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
