@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +60,57 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """A PNG written chunk by chunk (PIL writes no 16-bit colour PNGs): uint16 pixels make a
+    16-bit file, uint8 ones an 8-bit file; (H, W) gray, (H, W, 2) gray + alpha, (H, W, 3) RGB or
+    (H, W, 4) RGBA."""
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    bit_depth = 16 if pixels.dtype == np.uint16 else 8
+    big_endian = np.ascontiguousarray(pixels, ">u2" if bit_depth == 16 else np.uint8)
+    rows = big_endian.reshape(height, -1).view(np.uint8)  # (H, W * channels * bytes)
+    scanlines = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)  # filter 0: none
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes()))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A well-formed 8-bit gray PNG header claiming width x height, with a single row of data:
+    PIL sizes up a decompression bomb from the header alone."""
+    one_row = png_bytes(np.zeros((1, 1), np.uint8))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return one_row[:8] + _png_chunk(b"IHDR", header) + one_row[8 + 25 :]  # IHDR chunk: 25 bytes
+
+
+def jpeg_declaring(width: int, height: int, exif: bool) -> bytes:
+    """A real 64 x 48 JPEG (with an EXIF block, orientation 1, when `exif`) whose frame header
+    (SOF0) claims width x height: a decompression bomb by its header."""
+    image = halves(64, 48)
+    if exif:
+        tags = image.getexif()
+        tags[0x0112] = 1
+        data = jpeg_bytes(image, exif=tags)
+    else:
+        data = jpeg_bytes(image)
+    frame = data.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
+    return data[: frame + 5] + struct.pack(">HH", height, width) + data[frame + 9 :]
+
+
+def gradient_16_bit(height: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(uint16 (height, 256), uint8 (height, 256)): column c holds 256 c + 255 - c, which is c
+    in 8 bits (value >> 8; value / 257 rounded would give c - 1 from c = 128 on)."""
+    column = np.arange(256)
+    values = np.broadcast_to(256 * column + 255 - column, (height, 256)).astype(np.uint16)
+    return values, np.broadcast_to(column, (height, 256)).astype(np.uint8)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))

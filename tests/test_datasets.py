@@ -1,12 +1,13 @@
 """The image-folder reader and the generated dataset."""
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from workloads.datasets.image_folder import find_classes, list_image_folder
+from workloads.datasets.image_folder import find_classes, is_utf8, list_image_folder, printable
 from workloads.datasets.synthetic import SyntheticConfig, class_names, generate
 
 
@@ -41,6 +42,25 @@ def test_validation_class_missing_from_training_is_an_error(tmp_path):
 def test_missing_split_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no 'train' folder"):
         list_image_folder(tmp_path, "train")
+
+
+def test_training_classes_without_images_are_an_error_when_required(tmp_path):
+    _write(tmp_path / "train" / "ant" / "a.jpg")
+    (tmp_path / "train" / "bee").mkdir()
+    (tmp_path / "train" / "cow").mkdir()
+    (tmp_path / "train" / "cow" / "notes.txt").write_text("not an image")
+    listed = list_image_folder(tmp_path, "train")
+    assert listed.classes == ["ant", "bee", "cow"]
+    assert listed.classes_without_images() == ["bee", "cow"]
+    with pytest.raises(ValueError, match=r"with no image files: bee, cow \(2 of 3\)"):
+        list_image_folder(tmp_path, "train", require_every_class=True)
+
+
+def test_names_that_are_not_utf8_print_as_escapes():
+    name = os.fsdecode(b"/data/bad\xff\xfe.jpg")  # as os.listdir returns it on Linux
+    assert not is_utf8(name) and is_utf8("caf\u00e9.jpg")
+    assert printable(name) == "/data/bad\\xff\\xfe.jpg"
+    assert printable("caf\u00e9.jpg") == "caf\u00e9.jpg"
 
 
 def _digest(root):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,33 @@ class ImageList:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def classes_without_images(self) -> list[str]:
+        """Class names that no file of this split is labelled with, in index order."""
+        present = set(self.labels)
+        return [name for index, name in enumerate(self.classes) if index not in present]
+
+
+def printable(path: str) -> str:
+    """`path` as valid UTF-8 text. On Linux a file name is bytes; those that are not UTF-8 reach
+    Python as surrogate escapes (b'bad\\xff.jpg' -> 'bad\\udcff.jpg'), which cannot be encoded
+    (into Parquet, CSV, JSON for humans): they are shown as the escape `\\xff` instead."""
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no file name produced
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def is_utf8(name: str) -> bool:
+    """Whether `name` (a str from the file system) was valid UTF-8 on disk."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 def find_classes(root: str | Path, split: str = "train") -> list[str]:
-    """Sorted class folder names of `<root>/<split>`."""
+    """Sorted class folder names of `<root>/<split>`; a name that is not UTF-8 is an error."""
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise FileNotFoundError(f"no '{split}' folder in {root} (expected {split_dir}/<class>/...)")
@@ -29,15 +54,29 @@ def find_classes(root: str | Path, split: str = "train") -> list[str]:
         p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
     )
     if not classes:
-        raise FileNotFoundError(f"{split_dir} has no class folders")
+        raise FileNotFoundError(f"{split_dir} has no class folders (expected {split_dir}/<class>/)")
+    bad = [printable(name) for name in classes if not is_utf8(name)]
+    if bad:
+        raise ValueError(
+            f"{printable(str(split_dir))}: class folder names must be valid UTF-8 (they name the "
+            f"classes in the output); rename {', '.join(bad[:5])}"
+        )
     return classes
 
 
-def list_image_folder(root: str | Path, split: str, classes: list[str] | None = None) -> ImageList:
+def list_image_folder(
+    root: str | Path,
+    split: str,
+    classes: list[str] | None = None,
+    require_every_class: bool = False,
+) -> ImageList:
     """Every image file under `<root>/<split>/<class>/`, sorted by (class, file name).
 
     `classes` fixes the class index (pass the training split's classes when listing validation);
-    a validation class folder that is not among them is an error, a missing one is allowed.
+    a validation class folder that is not among them is an error, a missing or empty one is
+    allowed. `require_every_class` (the training split): a class with no image files is an
+    error, since the model would get an output for a class it never sees. Files are chosen by
+    suffix (`IMAGE_SUFFIXES`).
     """
     split_dir = Path(root) / split
     classes = classes if classes is not None else find_classes(root, split)
@@ -49,13 +88,24 @@ def list_image_folder(root: str | Path, split: str, classes: list[str] | None = 
         if class_dir.name.startswith("."):
             continue
         if class_dir.name not in index:
+            known = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
             raise ValueError(
-                f"{class_dir}: class '{class_dir.name}' is not among the training classes"
+                f"{printable(str(class_dir))}: class '{printable(class_dir.name)}' is not among "
+                f"the training classes ({len(classes)}: {known}); each needs a train/ folder too"
             )
         for path in sorted(class_dir.iterdir()):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
                 paths.append(str(path.resolve()))
                 labels.append(index[class_dir.name])
     if not paths:
-        raise FileNotFoundError(f"no image files under {split_dir}/<class>/")
-    return ImageList(paths=paths, labels=labels, classes=list(classes))
+        suffixes = " ".join(sorted(IMAGE_SUFFIXES))
+        raise FileNotFoundError(f"no image files under {split_dir}/<class>/ (suffixes: {suffixes})")
+    images = ImageList(paths=paths, labels=labels, classes=list(classes))
+    empty = images.classes_without_images()
+    if require_every_class and empty:
+        raise ValueError(
+            f"{printable(str(split_dir))}: class folders with no image files: "
+            f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''} ({len(empty)} of "
+            f"{len(classes)}); every training class needs images: add some or remove the folder"
+        )
+    return images

@@ -49,19 +49,28 @@ def _find(root: Path, name: str) -> Path | None:
 
 
 def read_devkit_mapping(path: str | Path) -> dict[int, str]:
-    """ILSVRC2012_ID -> wnid, from the devkit's meta.mat or a `<id> <wnid>` text file."""
+    """ILSVRC2012_ID -> wnid, from the devkit's meta.mat or a `<id> <wnid>` text file.
+
+    Raises ValueError naming the file for anything unreadable in it.
+    """
     path = Path(path)
     if path.suffix == ".mat":
         from scipy.io import loadmat
 
-        synsets = loadmat(str(path), squeeze_me=True)["synsets"]
-        return {
-            int(s["ILSVRC2012_ID"]): str(s["WNID"])
-            for s in synsets
-            if int(s["ILSVRC2012_ID"]) <= 1000  # the rest are the hierarchy's inner nodes
-        }
+        try:
+            synsets = loadmat(str(path), squeeze_me=True)["synsets"]
+            return {
+                int(s["ILSVRC2012_ID"]): str(s["WNID"])
+                for s in synsets
+                if int(s["ILSVRC2012_ID"]) <= 1000  # the rest are the hierarchy's inner nodes
+            }
+        except Exception as error:  # scipy raises many types for a file that is not meta.mat
+            raise ValueError(
+                f"{path}: not the devkit's meta.mat (a 'synsets' table with ILSVRC2012_ID and "
+                f"WNID): {type(error).__name__}: {error}"
+            ) from None
     mapping = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(_read_lines(path), 1):
         if line.strip():
             try:
                 ident, wnid = line.split()
@@ -69,6 +78,13 @@ def read_devkit_mapping(path: str | Path) -> dict[int, str]:
             except ValueError:
                 raise ValueError(f"{path}:{number}: expected '<ILSVRC2012_ID> <wnid>'") from None
     return mapping
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (not UTF-8)") from None
 
 
 def _flat_files(val_dir: Path) -> list[Path]:
@@ -99,7 +115,10 @@ def list_validation(
     root = Path(root)
     val_dir = root / "val"
     if not val_dir.is_dir():
-        raise FileNotFoundError(f"no 'val' folder in {root}")
+        raise FileNotFoundError(
+            f"no 'val' folder in {root} (expected {val_dir}/ holding the validation images, "
+            "flat or in <wnid>/ folders)"
+        )
     if any(p.is_dir() for p in val_dir.iterdir()) and labels_file is None:
         return list_image_folder(root, "val", classes=classes)  # layout (c)
 
@@ -126,7 +145,15 @@ def list_validation(
             "was not found; pass it"
         )
     mapping = read_devkit_mapping(mapping_path)
-    ids = [int(line) for line in truth.read_text().split()]
+    ids = []
+    for number, line in enumerate(_read_lines(truth), 1):
+        if line.strip():
+            if not line.strip().isdigit() or int(line) not in mapping:
+                raise ValueError(
+                    f"{truth}:{number}: got {line.strip()!r}; allowed: an ILSVRC2012_ID of "
+                    f"{mapping_path} (1..1000)"
+                )
+            ids.append(int(line))
     if len(ids) != len(files):
         raise ValueError(f"{truth} has {len(ids)} labels for {len(files)} files in {val_dir}")
     return _labelled([(p, mapping[i]) for p, i in zip(files, ids)], classes, truth)  # layout (b)
@@ -135,19 +162,28 @@ def list_validation(
 def _from_solution_csv(solution: Path, files: list[Path], classes: list[str]) -> ImageList:
     by_stem = {p.stem: p for p in files}
     pairs = []
-    with open(solution, newline="") as handle:
-        for row in csv.DictReader(handle):
+    with open(solution, newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.DictReader(handle)
+        if not {"ImageId", "PredictionString"} <= set(reader.fieldnames or ()):
+            raise ValueError(
+                f"{solution}: got columns {reader.fieldnames}; expected ImageId,PredictionString"
+            )
+        for number, row in enumerate(reader, 2):
             path = by_stem.get(row["ImageId"])
             if path is None:
                 raise FileNotFoundError(f"{solution}: {row['ImageId']} has no file in val/")
-            pairs.append((path, row["PredictionString"].split()[0]))  # "n01751748 x y x y ..."
+            prediction = (row["PredictionString"] or "").split()  # "n01751748 x y x y ..."
+            if not prediction:
+                raise ValueError(f"{solution}:{number}: {row['ImageId']} has no class")
+            pairs.append((path, prediction[0]))
     return _labelled(sorted(pairs), classes, solution)
 
 
 def list_imagenet(
     root: str | Path, labels_file: str | None = None, mapping_file: str | None = None
 ) -> tuple[ImageList, ImageList]:
-    """(train, val) of an ILSVRC-style tree; the class count comes from `train/`."""
+    """(train, val) of an ILSVRC-style tree; the class count comes from `train/`, every class of
+    which must hold images."""
     classes = find_classes(root, "train")
-    train = list_image_folder(root, "train", classes=classes)
+    train = list_image_folder(root, "train", classes=classes, require_every_class=True)
     return train, list_validation(root, classes, labels_file, mapping_file)
