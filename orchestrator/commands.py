@@ -11,10 +11,10 @@ import torch
 from orchestrator import data as data_pipeline
 from orchestrator import jobs, tracking
 from orchestrator import prepare as prepare_job
-from orchestrator import train as trainer
 from orchestrator.capacity import CapacityPlan, plan_capacity
+from orchestrator.checkpoints import read_checkpoint
 from orchestrator.config import ExperimentConfig, flatten, load_config, load_config_text, to_yaml
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, InputError
 from orchestrator.prepare import PrepareResult
 from orchestrator.storage import Location
 from workloads.alexnet.engine import accumulate, eval_step, eval_step_multiview
@@ -79,9 +79,15 @@ def train(config: ExperimentConfig) -> tracking.TrackedRun:
     print(f"data: {data.uri} ({data.count('train')} training / {data.count('val')} validation "
           f"images of {data.image_size} px, {len(data.classes)} classes)", flush=True)  # fmt: skip
     run = tracking.TrackedRun(config.tracking, run_name, resume=config.name is not None)
+    jobs.check_resume(job, run)
     run.log_start(
         params=job.params,
-        tags={**tracking.provenance_tags(), **jobs.cluster_shape(), "kind": "train"},
+        tags={
+            **tracking.provenance_tags(),
+            **jobs.cluster_shape(),
+            **job.identity_tags,
+            "kind": "train",
+        },  # fmt: skip
         config_yaml=to_yaml(job.config),
     )
     print(f"MLflow run {run.run_id} ('{run_name}'{', resumed' if run.resumed else ''}) in "
@@ -133,6 +139,26 @@ def _print_summary(run: tracking.TrackedRun) -> None:
     print(f"Open the MLflow UI:  {tracking.ui_command(run.tracking_uri)}")
 
 
+def _check_classes(state: dict, config: ExperimentConfig, data, model_uri: str) -> None:
+    """The validation data's labels must mean what the checkpoint's outputs mean."""
+    trained = list(state.get("classes") or [])  # empty for checkpoints from before it was kept
+    if trained and trained != data.classes:
+        if sorted(trained) == sorted(data.classes):
+            problem = "the same classes in another order"
+        else:
+            missing = sorted(set(trained) ^ set(data.classes))
+            problem = f"other classes ({len(data.classes)}; differing: {', '.join(missing[:5])})"
+        raise InputError(
+            f"data.root: {data.uri} has {problem} than the checkpoint {model_uri} was trained "
+            f"on ({len(trained)} classes); evaluate it on data prepared from the same class list"
+        )
+    if config.model.num_classes not in (None, len(data.classes)):
+        raise InputError(
+            f"data.root: {data.uri} has {len(data.classes)} classes; the checkpoint {model_uri} "
+            f"predicts {config.model.num_classes}"
+        )
+
+
 def evaluate(model_uri: str, ten_crop: bool, overrides: list[str]) -> dict[str, float]:
     """Top-1/top-5 error of a checkpoint on its prepared validation split, logged to MLflow.
 
@@ -143,9 +169,9 @@ def evaluate(model_uri: str, ten_crop: bool, overrides: list[str]) -> dict[str, 
     """
     if model_uri.startswith(("runs:/", "models:/")):
         model_uri = tracking.checkpoint_of_run(load_config(None, overrides).tracking, model_uri)
-    state = trainer.read_checkpoint(model_uri)
+    state = read_checkpoint(model_uri)
     config = load_config_text(state["config"], overrides, source=f"{model_uri} (its config)")
-    data = jobs.open_data(config)
+    data = jobs.open_data(config, check=lambda data: _check_classes(state, config, data, model_uri))
     model = build_model(config.model)
     model.load_state_dict(state["model"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -8,6 +8,7 @@ not fit with a message that names the field, the value seen and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from orchestrator.data import DataConfig
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, shown
 from orchestrator.prepare import PrepareConfig
 from orchestrator.redact import redact
 from orchestrator.search import SweepConfig
@@ -62,6 +63,43 @@ class ExperimentConfig:
                 f"train.global_batch_size: got {self.train.global_batch_size}; allowed: a multiple "
                 f"of train.num_workers ({self.train.num_workers})"
             )
+
+
+MAX_CONFIG_NODES = 100_000  # values in one config, aliases counted each time they are used
+
+
+def _check_size(raw, source: str) -> None:
+    """Refuse a config with more than MAX_CONFIG_NODES values (YAML aliases that nest: a
+    kilobyte of text that stands for billions of values)."""
+    budget, stack = MAX_CONFIG_NODES, [raw]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(
+                f"{source}: more than {MAX_CONFIG_NODES:,} values (nested YAML aliases?); "
+                "a config is a few hundred"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+
+
+def _yaml_load(text: str, source: str):
+    """YAML text -> plain data, or ConfigError naming `source` and where the YAML is wrong."""
+    try:
+        raw = yaml.safe_load(text)
+    except (ValueError, RecursionError) as error:  # e.g. an integer of over 4,300 digits
+        raise ConfigError(f"{source}: not valid YAML ({type(error).__name__})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    _check_size(raw, source)
+    return raw
 
 
 def _describe_type(tp) -> str:
@@ -111,7 +149,13 @@ def _coerce(tp, value, path: str):
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"{path}: got {shown(value)}; allowed: a finite number")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -126,20 +170,20 @@ def _coerce(tp, value, path: str):
     else:
         raise TypeError(f"{path}: unsupported config type {tp!r}")
     if dataclasses.is_dataclass(tp):
-        raise ConfigError(f"{path}: got {value!r}; allowed: a mapping of {tp.__name__} fields")
-    raise ConfigError(f"{path}: got {value!r}; allowed: {_describe_type(tp)}")
+        raise ConfigError(f"{path}: got {shown(value)}; allowed: a mapping of {tp.__name__} fields")
+    raise ConfigError(f"{path}: got {shown(value)}; allowed: {_describe_type(tp)}")
 
 
 def from_dict(cls, raw: dict[str, Any], path: str = ""):
     """Build dataclass `cls` from a plain dict, rejecting unknown keys and ill-typed values."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted((str(key) for key in set(raw) - set(fields)))
     if unknown:
         where = f"{path}." if path else ""
         raise ConfigError(
-            f"unknown key '{where}{unknown[0]}'; allowed keys{' in ' + path if path else ''}: "
-            + ", ".join(fields)
+            f"unknown key '{where}{shown(unknown[0])[1:-1]}'; allowed keys"
+            f"{' in ' + path if path else ''}: " + ", ".join(fields)
         )
     kwargs = {
         name: _coerce(hints[name], value, f"{path}.{name}" if path else name)
@@ -160,8 +204,10 @@ def from_dict(cls, raw: dict[str, Any], path: str = ""):
 def _set_override(raw: dict, assignment: str) -> None:
     key, sep, text = assignment.partition("=")
     if not sep or not key:
-        raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. --set model.dropout=0.3")
-    value = yaml.safe_load(text) if text else ""
+        raise ConfigError(
+            f"--set {shown(assignment)}: expected key=value, e.g. --set model.dropout=0.3"
+        )
+    value = _yaml_load(text, f"--set {key}: value {shown(text)}") if text else ""
     parts = key.strip().split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
@@ -181,14 +227,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    return load_config_text(path.read_text(), overrides, source=str(path))
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path}: cannot be read ({type(error).__name__})") from None
+    return load_config_text(text, overrides, source=str(path))
 
 
 def load_config_text(
     text: str, overrides: list[str] = (), source: str = "config"
 ) -> ExperimentConfig:
     """A YAML config given as text (e.g. the one stored in a checkpoint), plus overrides."""
-    raw: dict[str, Any] = yaml.safe_load(text) or {}
+    raw: dict[str, Any] = _yaml_load(text, source) or {}
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{source}: expected a mapping at the top level, got {type(raw).__name__}"

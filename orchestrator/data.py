@@ -130,7 +130,10 @@ def raw_source(config: DataConfig, prepare: PrepareConfig) -> PrepareConfig | No
             raise ConfigError("data.root: required (the output of `prepare`, or set data.source)")
         return None
     if config.source == "synthetic":
-        root = generate(Path(config.root or DEFAULT_SYNTHETIC_ROOT).resolve(), config.synthetic)
+        try:
+            root = generate(Path(config.root or DEFAULT_SYNTHETIC_ROOT).resolve(), config.synthetic)
+        except ValueError as error:  # a folder of the user's: never overwritten
+            raise ConfigError(f"data.root (data.source: synthetic): {error}") from None
         source = "imagefolder"
     else:
         if config.root is None:

@@ -7,6 +7,7 @@ child run of the sweep's parent run. Both go through `plan_training` and `run_tr
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ import ray.data
 import ray.train
 
 from orchestrator import data as data_pipeline
+from orchestrator import identity, tracking
 from orchestrator import prepare as prepare_job
-from orchestrator import tracking
 from orchestrator import train as trainer
+from orchestrator.checkpoints import newest_checkpoint
 from orchestrator.config import ExperimentConfig, flatten, to_yaml
 from orchestrator.errors import ConfigError
 from orchestrator.prepare import PrepareConfig, PrepareResult
@@ -77,20 +79,28 @@ def check_rejects(result: PrepareResult, config: PrepareConfig) -> None:
         )
 
 
-def open_data(config: ExperimentConfig) -> data_pipeline.PreparedData:
+def open_data(config: ExperimentConfig, check=None) -> data_pipeline.PreparedData:
     """The config's prepared data, preparing a raw source first (once). Starts Ray.
 
-    Bad paths fail before Ray starts.
+    Bad paths fail before Ray starts, and so does `check(data)` on prepared data (a raw source
+    is checked once it is prepared).
     """
     raw = data_pipeline.raw_source(config.data, config.prepare)
-    splits = prepare_job.list_source(raw) if raw is not None else None
-    ensure_ray()
     if raw is None:
-        return data_pipeline.open_prepared(config.data.root)
+        data = data_pipeline.open_prepared(config.data.root)
+        if check is not None:
+            check(data)
+        ensure_ray()
+        return data
+    splits = prepare_job.list_source(raw)
+    ensure_ray()
     result = data_pipeline.prepare_source(raw, splits)
     report_prepare(result)
     check_rejects(result, raw)
-    return data_pipeline.open_prepared(result.out)
+    data = data_pipeline.open_prepared(result.out)
+    if check is not None:
+        check(data)
+    return data
 
 
 def batch_transform(config: ExperimentConfig, data: data_pipeline.PreparedData) -> BatchTransform:
@@ -114,6 +124,16 @@ class TrainingJob:
     use_gpu: bool
     loop_config: dict
     datasets: dict
+
+    @property
+    def settings(self) -> trainer.WorkerSettings:
+        return self.loop_config["settings"]
+
+    @property
+    def identity_tags(self) -> dict[str, str]:
+        """The training's identity on its MLflow run (compared when it is resumed)."""
+        return {"training_digest": self.settings.training_digest,
+                "training_fields": json.dumps(self.settings.training_fields)}  # fmt: skip
 
     @property
     def params(self) -> dict:
@@ -149,6 +169,7 @@ def plan_training(
     config = dataclasses.replace(
         config, name=run_name, model=dataclasses.replace(config.model, num_classes=num_classes)
     )
+    fields = identity.training_fields(config, data.manifest.get("key", data.uri))
     use_gpu = trainer.resolve_use_gpu(config.train)
     trainer.check_capacity(config.train, use_gpu, config.data.decode_cpus)
     images_per_worker = data.count("train") // config.train.num_workers  # an equal split
@@ -159,6 +180,10 @@ def plan_training(
         pin_memory=use_gpu,
         seed=config.seed,
         config_yaml=to_yaml(config),
+        classes=tuple(data.classes),
+        training_digest=identity.digest(fields),
+        training_fields=fields,
+        run_folder=trainer.run_folder(config.train, run_name),
     )
     return TrainingJob(
         config=config,
@@ -175,6 +200,60 @@ def plan_training(
             "val": data_pipeline.decoded_stream(data, "val", config.data, seed=None),
         },
     )
+
+
+def with_storage(job: TrainingJob, storage_path: str) -> TrainingJob:
+    """The job with its Ray Train run folder under `storage_path` (a sweep's trials folder)."""
+    folder = trainer.run_folder(job.config.train, job.config.name, storage_path)
+    settings = dataclasses.replace(job.settings, run_folder=folder)
+    return dataclasses.replace(job, loop_config={**job.loop_config, "settings": settings})
+
+
+def check_resume(job: TrainingJob, run: tracking.TrackedRun) -> None:
+    """Refuse to continue a run (same name) as another training, or into a history whose
+    checkpoints are gone: either would mix two trainings in one model or one MLflow run.
+
+    Compares the training's fields with its newest checkpoint in storage and with its MLflow
+    run's; `train.resume_changed: true` lets changed fields through, with a warning and a tag.
+    """
+    settings, name = job.settings, job.config.name
+    stored = newest_checkpoint(settings.run_folder)
+    recorded = run.recorded_tags() if run.resumed else {}
+    sources = []
+    if stored is not None and stored.training_fields:
+        sources.append((f"its checkpoint of epoch {stored.epoch}", stored.training_fields))
+    if "training_fields" in recorded:
+        sources.append((f"its MLflow run {run.run_id}", json.loads(recorded["training_fields"])))
+    try:
+        for where, fields in sources:
+            changed = identity.differences(fields, settings.training_fields)
+            if not changed:
+                continue
+            if not job.config.train.resume_changed:
+                raise identity.refuse_changed(name, where, changed)
+            print(f"resuming '{name}' with changed training fields (train.resume_changed): "
+                  f"{identity.describe(changed)}", flush=True)  # fmt: skip
+        _check_checkpoints_kept(run, recorded, stored, settings.run_folder)
+    except ConfigError:
+        run.abandon()
+        raise
+
+
+def _check_checkpoints_kept(run, recorded: dict, stored, run_folder: str) -> None:
+    """An MLflow run that recorded a checkpoint must find it (or a newer one) in storage."""
+    tag = recorded.get("last_checkpoint")
+    if tag is None:
+        return
+    epoch = int(tag.rsplit("(epoch ", 1)[-1].rstrip(")")) if "(epoch " in tag else 0
+    if stored is None or stored.epoch < epoch:
+        found = f"the newest there is of epoch {stored.epoch}" if stored else "none is there"
+        raise ConfigError(
+            f"train.storage_path: MLflow run {run.run_id} holds epochs up to {epoch} with a "
+            f"checkpoint, but {tracking.redacted(run_folder)} has no checkpoint of that epoch "
+            f"({found}: deleted, or storage_path changed). Resuming would restart the model "
+            "and mix two trainings in one MLflow run: point train.storage_path at its "
+            "checkpoints, or choose another name for a new run"
+        )
 
 
 def run_training(

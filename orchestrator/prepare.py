@@ -40,9 +40,9 @@ import pyarrow.parquet as pq
 import ray
 
 from orchestrator.errors import ConfigError
-from orchestrator.storage import Location
+from orchestrator.storage import Busy, Location
 from workloads.datasets import codec
-from workloads.datasets.image_folder import ImageList, list_image_folder
+from workloads.datasets.image_folder import ImageList, is_utf8, list_image_folder, printable
 from workloads.datasets.imagenet import list_imagenet
 from workloads.datasets.statistics import rgb_statistics
 
@@ -132,15 +132,32 @@ class PrepareResult:
 
 
 def list_source(config: PrepareConfig) -> tuple[ImageList, ImageList]:
+    """(train, val) of the raw tree; any problem with it is a one-line ConfigError naming the
+    folder or file, what was found and what is expected, raised before any Ray work.
+
+    The rules: `train/` holds class folders (names valid UTF-8), every one with at least one
+    image file (a class never seen in training would still get an index and an output: remove
+    its folder); `val/` exists and holds at least one image, its classes among `train/`'s, any of
+    them missing or empty (the class index is the sorted `train/` order either way). Files are
+    chosen by suffix; one that cannot be decoded is a reject of `prepare`, not an error here.
+    """
     if config.root is None:
         raise ConfigError("prepare.root: required (the raw dataset folder; --root)")
     root = Path(config.root).expanduser()
     if not root.is_dir():
         raise ConfigError(f"prepare.root: got {root}, which is not a folder")
-    if config.source == "imagenet":
-        return list_imagenet(root, config.val_labels, config.val_mapping)
-    train = list_image_folder(root, "train")
-    return train, list_image_folder(root, "val", classes=train.classes)
+    try:
+        if config.source == "imagenet":
+            train, val = list_imagenet(root, config.val_labels, config.val_mapping)
+        else:
+            train = list_image_folder(root, "train", require_every_class=True)
+            val = list_image_folder(root, "val", classes=train.classes)
+    except (OSError, ValueError) as error:  # the layout's own errors name the file and the rule
+        hint = ""
+        if config.source == "imagenet" and ("labels file" in str(error) or "mapping" in str(error)):
+            hint = " (with --set prepare.val_labels=FILE prepare.val_mapping=FILE)"
+        raise ConfigError(f"prepare.root: {error}{hint}") from None
+    return train, val
 
 
 def source_fingerprint(root: Path, splits: dict[str, ImageList]) -> str:
@@ -150,7 +167,10 @@ def source_fingerprint(root: Path, splits: dict[str, ImageList]) -> str:
         digest.update(f"{split}:{','.join(images.classes)}\n".encode())
         for path, label in zip(images.paths, images.labels):
             digest.update(
-                f"{os.path.relpath(path, root)}\t{os.path.getsize(path)}\t{label}\n".encode()
+                f"{os.path.relpath(path, root)}\t{os.path.getsize(path)}\t{label}\n".encode(
+                    "utf-8",
+                    "surrogateescape",  # names that are not UTF-8: rejected later
+                )
             )
     return digest.hexdigest()
 
@@ -205,7 +225,9 @@ def write_shard(
 ) -> dict:
     """Decode, resize, crop, encode and write one shard; save its statistics beside it.
 
-    Runs as a Ray Data task. Memory: one row group of encoded images at a time.
+    Runs as a Ray Data task. Memory: one row group of encoded images at a time. A file that
+    cannot become a row (unreadable, not an image, a decompression bomb, a name that is not
+    UTF-8) is a reject `(path, reason)`, both valid UTF-8 text, never an exception.
     """
     out = Location.of(out_uri)
     image_sum = np.zeros((image_size, image_size, 3), np.uint32)  # exact up to 16 M images
@@ -226,11 +248,18 @@ def write_shard(
         ) as writer,
     ):
         for image_id, path, label in zip(shard.ids, shard.paths, shard.labels):
+            if not is_utf8(path):  # Parquet, CSV and MLflow hold UTF-8 text only
+                rejects.append((printable(path), "file name is not valid UTF-8"))
+                continue
             try:
                 with open(path, "rb") as handle:
                     pixels = codec.decode_resize_center_crop(handle.read(), image_size)
             except (OSError, ValueError) as error:
-                rejects.append((path, str(error)[:300] or type(error).__name__))
+                rejects.append((path, printable(str(error)[:300]) or type(error).__name__))
+                continue
+            except Exception as error:  # no malformed file may fail the job: a reject, named
+                reason = f"unexpected {type(error).__name__} while decoding: {error}"
+                rejects.append((path, printable(reason[:300])))
                 continue
             image_sum += pixels
             rgb_outer_sum += _second_moments(pixels)
@@ -393,6 +422,10 @@ def run_prepare(
     Without `config.out`, the output goes to `<default_parent>/<root name>-<key>`, the key being
     a digest of the source files and the shard parameters. `splits`: `list_source(config)`, when
     the caller has listed the source already.
+
+    The output folder is only ever written when it is new, empty or a `prepare` output, by one
+    `prepare` at a time (a lock file); partial work of an interrupted run is reused only when
+    it was planned from the same key, else discarded.
     """
     if config.out is None and default_parent is None:
         raise ConfigError("prepare.out: required (a folder or URI for the shards; --out)")
@@ -400,25 +433,52 @@ def run_prepare(
     root = Path(config.root or "").expanduser().resolve()
     train, val = splits or list_source(config)
     splits = {"train": train, "val": val}
-    total = len(train) + len(val)
     fingerprint = source_fingerprint(root, splits)
     key = hashlib.sha256(
         f"{FORMAT_VERSION}:{fingerprint}:{sorted(config.shard_params().items())}".encode()
     ).hexdigest()
     out = Location.of(config.out or f"{default_parent}/{root.name}-{key[:12]}")
+    if out.exists("manifest.json") and out.read_json("manifest.json").get("key") == key:
+        return _already_complete(out, out.read_json("manifest.json"), splits)  # no lock needed
+    _refuse_foreign_output(out)
+    try:
+        with out.exclusive(LOCK_FILE, f"prepare of {root}"):
+            return _prepare_locked(config, out, key, root, splits, started)
+    except Busy as busy:
+        raise ConfigError(
+            f"prepare.out: another prepare is writing to {out.uri} ({busy}); wait for it to "
+            "finish (its output is then complete and reused), or choose another --out"
+        ) from None
 
+
+LOCK_FILE = ".prepare.lock"
+OWN_MARKERS = ("manifest.json", "_work")  # a complete output, or an interrupted one
+
+
+def _refuse_foreign_output(out: Location) -> None:
+    """Write only into a new or empty folder, or one that `prepare` wrote: never mix with (or
+    delete) anything else."""
+    names = set(out.names()) - {LOCK_FILE}
+    if names and not names & set(OWN_MARKERS):
+        shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+        raise ConfigError(
+            f"prepare.out: {out.uri} is not empty ({shown}) and is not a prepare output (no "
+            "manifest.json or _work/); choose a new or empty folder"
+        )
+
+
+def _prepare_locked(config, out: Location, key: str, root: Path, splits: dict, started: float):
+    train = splits["train"]
+    total = sum(len(images) for images in splits.values())
     if out.exists("manifest.json"):
         manifest = out.read_json("manifest.json")
-        if manifest.get("key") == key:
-            return PrepareResult(
-                out=out.uri, skipped=True, images=manifest["images"], rejects=manifest["rejects"],
-                total=total, processed=0, rejects_file=out.uri_of("rejects.csv"), seconds=0.0,
-                cpus=0.0, manifest=manifest,
-            )  # fmt: skip
+        if manifest.get("key") == key:  # completed by the run we waited for
+            return _already_complete(out, manifest, splits)
         raise ConfigError(
             f"prepare.out: {out.uri} already holds a prepared dataset of another source or "
             "other parameters; choose another --out or delete it"
         )
+    _discard_other_plans(out, key)
 
     for folder in ("_work", "train", "val"):
         out.make_dirs(folder)
@@ -471,3 +531,25 @@ def run_prepare(
     out.write_json(manifest, "manifest.json")  # the dataset is complete from here on
     out.delete_dir("_work")
     return PrepareResult(**result_args, manifest=manifest)
+
+
+def _already_complete(out: Location, manifest: dict, splits: dict) -> PrepareResult:
+    return PrepareResult(
+        out=out.uri, skipped=True, images=manifest["images"], rejects=manifest["rejects"],
+        total=sum(len(images) for images in splits.values()), processed=0,
+        rejects_file=out.uri_of("rejects.csv"), seconds=0.0, cpus=0.0, manifest=manifest,
+    )  # fmt: skip
+
+
+def _discard_other_plans(out: Location, key: str) -> None:
+    """Partial work is reused only under the key it was planned with: the source files, the
+    shard parameters and the seed decide every shard's content and name."""
+    if not out.exists("_work"):
+        return
+    plan = out.read_json("_work", "plan.json") if out.exists("_work", "plan.json") else {}
+    if plan.get("key") == key:
+        return
+    print(f"prepare: {out.uri} holds partial work of an interrupted prepare with another source "
+          "or other parameters: discarding it and starting over", flush=True)  # fmt: skip
+    for folder in ("_work", "train", "val"):
+        out.delete_dir(folder)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -17,7 +18,8 @@ if __package__ in (None, ""):  # run as a script (also as a `ray job submit` ent
 from orchestrator import commands  # noqa: E402
 from orchestrator.capacity import MEASURED_FEED_PER_CORE  # noqa: E402
 from orchestrator.config import DEMO_CONFIG, REPO_ROOT, SWEEP_CONFIG, load_config  # noqa: E402
-from orchestrator.errors import ConfigError  # noqa: E402
+from orchestrator.errors import MAX_MESSAGE_CHARS, ConfigError  # noqa: E402
+from orchestrator.redact import redact_text  # noqa: E402
 
 COMMANDS = {
     "demo": (commands.train, "train the CPU-sized demo config on a generated dataset (default)"),
@@ -115,6 +117,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # MLflow announces at INFO that it creates a new sqlite store's tables: not news to a user
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     command, _ = COMMANDS[args.command]
     try:
         if args.command == "evaluate":  # the config comes with the checkpoint
@@ -129,9 +134,21 @@ def main(argv: list[str] | None = None) -> int:
         else:
             command(load_config(args.config, args.overrides))
     except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
+        print(f"{error.prefix}: {one_line(str(error))}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as error:
+        # A path the user gave that is missing or closed to us, found only while working
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
         return 2
     return 0
+
+
+def one_line(message: str) -> str:
+    """A message fit for the console: secrets masked, one line, at most MAX_MESSAGE_CHARS."""
+    text = " ".join(redact_text(message).split())
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 20] + f" ... ({len(text)} chars)"
+    return text
 
 
 if __name__ == "__main__":

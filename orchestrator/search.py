@@ -8,6 +8,9 @@ from typing import Literal
 
 import ray.tune as tune
 
+from orchestrator.errors import shown
+from orchestrator.metrics import SWEEP_METRICS
+
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform")
 Value = float | str | bool
 
@@ -32,12 +35,18 @@ class SweepConfig:
         for name in ("num_samples", "max_concurrent_trials", "grace_period"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: got {getattr(self, name)}; allowed: an integer >= 1")
+        if self.metric not in SWEEP_METRICS:
+            raise ValueError(
+                f"metric: got {shown(self.metric)}; allowed: {', '.join(SWEEP_METRICS)} "
+                "(minimised; reported by every training epoch)"
+            )
         if self.reduction_factor < 2:
             raise ValueError(f"reduction_factor: got {self.reduction_factor}; allowed: >= 2")
         for key, spec in self.space.items():
             if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
                 raise ValueError(
-                    f"space.{key}: got {spec}; allowed: one of {', '.join(DISTRIBUTIONS)} "
+                    f"space.{key}: got {shown(spec)}; allowed: one of "
+                    f"{', '.join(DISTRIBUTIONS)} "
                     "with its values, e.g. {loguniform: [0.001, 0.1]}"
                 )
             (kind, values), = spec.items()  # fmt: skip

@@ -24,7 +24,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator import data as data_pipeline
 from orchestrator import jobs, tracking
-from orchestrator import train as trainer
+from orchestrator.checkpoints import read_checkpoint
 from orchestrator.config import ExperimentConfig, load_config_text, to_yaml
 from orchestrator.errors import ConfigError
 from orchestrator.search import (
@@ -58,11 +58,14 @@ def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, s
         return
     jobs.quiet_progress_bars()
     job = jobs.plan_training(config, data_pipeline.open_prepared(data_uri), run_name)
+    job = jobs.with_storage(job, storage)
+    jobs.check_resume(job, run)
     run.log_start(
         params=job.params,
         tags={
             **tracking.provenance_tags(),
             **jobs.cluster_shape(),
+            **job.identity_tags,
             "kind": "trial",
             "trial_id": trial_id,
             "sweep": config.sweep.name,
@@ -289,7 +292,7 @@ def _log_best_model(parent: tracking.TrackedRun, config: ExperimentConfig, best:
 
     spec = config.sweep
     checkpoint = tracking.checkpoint_of_run(config.tracking, f"runs:/{best['mlflow_run_id']}")
-    state = trainer.read_checkpoint(checkpoint)
+    state = read_checkpoint(checkpoint)
     trial_config = load_config_text(state["config"], source=f"{checkpoint} (its config)")
     data = data_pipeline.open_prepared(trial_config.data.root)
     model = build_model(trial_config.model)
@@ -300,6 +303,7 @@ def _log_best_model(parent: tracking.TrackedRun, config: ExperimentConfig, best:
     with torch.no_grad():
         signature = infer_signature(example, classifier(torch.from_numpy(example)).numpy())
     mlflow.set_tracking_uri(parent.tracking_uri)
+    tracking.quiet_client_output()  # no run URL (with a password) printed at end_run
     with mlflow.start_run(run_id=parent.run_id):
         info = mlflow.pytorch.log_model(
             classifier,
@@ -408,6 +412,12 @@ def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
     from mlflow.tracking import MlflowClient
 
     uri = tracking.resolve_tracking_uri(config.tracking)
+    problem = tracking.check_reachable(uri)
+    if problem is not None:
+        raise ConfigError(
+            f"tracking.uri: cannot reach the MLflow tracking server at {tracking.redacted(uri)} "
+            f"({tracking.redact_text(problem)})"
+        )
     client = MlflowClient(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     parents = client.search_runs(

@@ -9,6 +9,7 @@ ever opens a run of its own.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import ray.train
 
-from orchestrator.errors import ConfigError
-from orchestrator.redact import redact, redact_text
+from orchestrator.errors import ConfigError, InputError
+from orchestrator.redact import redact, redact_exception, redact_text
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -61,6 +62,12 @@ def resolve_tracking_uri(config: TrackingConfig) -> str:
     return uri
 
 
+def quiet_client_output() -> None:
+    """MLflow's client prints a run's URL when it ends one on a server, with the password a
+    tracking URI may hold: not in this process (our own lines name runs, redacted)."""
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+
 def redacted(uri: str) -> str:
     """`uri` fit to print: without a password (http://user:***@host) or other secrets."""
     return redact_text(uri)
@@ -97,7 +104,7 @@ def check_reachable(uri: str) -> str | None:
         with failing_fast():
             MlflowClient(uri).search_experiments(max_results=1)
     except Exception as error:  # noqa: BLE001 - any failure means: not usable now
-        return f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+        return redact_exception(error)  # MLflow's message quotes the URI, password and all
     return None
 
 
@@ -111,22 +118,39 @@ def checkpoint_of_run(config: TrackingConfig, uri: str) -> str:
     """The checkpoint behind an MLflow URI: `runs:/<run id>` -> the last checkpoint that run
     recorded (its `last_checkpoint` tag); `models:/<name>@<alias>` or `models:/<name>/<version>`
     -> the checkpoint a sweep registered that version from (its `checkpoint` tag)."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(resolve_tracking_uri(config))
-    if uri.startswith("models:/"):
-        name, _, which = uri.removeprefix("models:/").strip("/").replace("@", "/@").partition("/")
-        if which.startswith("@"):
-            version = client.get_model_version_by_alias(name, which[1:])
-        else:
-            version = client.get_model_version(name, which)
-        if "checkpoint" not in version.tags:
-            raise ConfigError(f"--model: {uri} (version {version.version}) names no checkpoint")
-        return version.tags["checkpoint"]
-    run_id = uri.removeprefix("runs:/").strip("/").split("/")[0]
-    tags = client.get_run(run_id).data.tags
+    tracking_uri = resolve_tracking_uri(config)
+    problem = check_reachable(tracking_uri)
+    if problem is not None:
+        raise InputError(
+            f"--model {uri}: cannot reach the MLflow tracking server at {redacted(tracking_uri)} "
+            f"({redact_text(problem)})"
+        )
+    client = MlflowClient(tracking_uri)
+    try:
+        if uri.startswith("models:/"):
+            name, _, which = (
+                uri.removeprefix("models:/").strip("/").replace("@", "/@").partition("/")
+            )
+            if which.startswith("@"):
+                version = client.get_model_version_by_alias(name, which[1:])
+            else:
+                version = client.get_model_version(name, which)
+            if "checkpoint" not in version.tags:
+                raise InputError(f"--model: {uri} (version {version.version}) names no checkpoint")
+            return version.tags["checkpoint"]
+        run_id = uri.removeprefix("runs:/").strip("/").split("/")[0]
+        tags = client.get_run(run_id).data.tags
+    except MlflowException as error:
+        raise InputError(
+            f"--model: {uri} is not in the MLflow store at {redacted(tracking_uri)} "
+            f"({error.error_code}); allowed: runs:/<run id> of a train run, "
+            "models:/<name>@<alias> or models:/<name>/<version>"
+        ) from None
     if "last_checkpoint" not in tags:
-        raise ConfigError(f"--model: MLflow run {run_id} recorded no checkpoint")
+        raise InputError(f"--model: MLflow run {run_id} recorded no checkpoint")
     return tags["last_checkpoint"].rsplit(" (epoch ", 1)[0]
 
 
@@ -197,11 +221,13 @@ class TrackedRun:
     ):
         from mlflow.tracking import MlflowClient
 
+        quiet_client_output()
         self.config = config
         self.tracking_uri = resolve_tracking_uri(config)
         self.client = MlflowClient(self.tracking_uri)
         self.run_id = None
         self.resumed = False
+        self.previous_status = None
         problem = check_reachable(self.tracking_uri)
         if problem is not None:
             where = f"the MLflow tracking server at {redacted(self.tracking_uri)}"
@@ -242,6 +268,7 @@ class TrackedRun:
                 )
             if found:
                 self.run_id, self.resumed = found[0].info.run_id, True
+                self.previous_status = found[0].info.status
                 self.client.update_run(self.run_id, status="RUNNING")
                 return
         tags = {"mlflow.source.name": "orchestrator/run.py", RUN_KEY_TAG: run_name}
@@ -292,9 +319,17 @@ class TrackedRun:
 
     def epoch_logger(self) -> "EpochLogger":
         logged = {step for step, _ in self.metric_history("val_top1_error")}
-        return EpochLogger(
-            self.tracking_uri, self.run_id, MetricBuffer.for_run(self.config, self.run_id), logged
-        )
+        buffer = MetricBuffer.for_run(self.config, self.run_id)
+        restarts = self.recorded_tags().get("restarts", "")
+        return EpochLogger(self.tracking_uri, self.run_id, buffer, logged, restarts)
+
+    def recorded_tags(self) -> dict[str, str]:
+        return dict(self.client.get_run(self.run_id).data.tags) if self.tracked else {}
+
+    def abandon(self) -> None:
+        """Leave a resumed run as it was found (its status), e.g. when the resume is refused."""
+        if self.tracked and self.resumed:
+            self.client.update_run(self.run_id, status=self.previous_status)
 
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         return metric_history(self.client, self.run_id, key) if self.tracked else []
@@ -330,7 +365,7 @@ class TrackedRun:
                 if time.monotonic() >= deadline:
                     warnings.warn(
                         f"MLflow at {redacted(self.tracking_uri)} is still unreachable "
-                        f"({type(error).__name__}); run {self.run_id} stays open and "
+                        f"({redact_exception(error, 200)}); run {self.run_id} stays open and "
                         f"{buffer.count()} values stay in {buffer.path}, replayed by the "
                         "next command that uses this tracking store",
                         stacklevel=2,
@@ -338,7 +373,7 @@ class TrackedRun:
                     return
                 if not waiting:
                     print(f"MLflow at {redacted(self.tracking_uri)} is unreachable "
-                          f"({type(error).__name__}); waiting up to "
+                          f"({redact_exception(error, 200)}); waiting up to "
                           f"{self.config.wait_at_end_s:g} s for it to close run {self.run_id}",
                           flush=True)  # fmt: skip
                     waiting = True
@@ -386,15 +421,29 @@ def tag(key: str, value) -> "RunTag":  # noqa: F821 - mlflow imported lazily
     return RunTag(key, str(value))
 
 
+_LINE_MIN_BYTES = len(json.dumps({"tag": "", "value": ""})) + 1  # the shortest line `add` writes
+_BATCH_MAX_METRICS = 1000  # the REST API's limit per log_batch call
+
+
 class MetricBuffer:
     """Metric values and tags that MLflow has not taken yet, one JSON line each, on disk.
 
     On disk, so that a restarted driver or Train controller still replays them. Bounded: beyond
     `tracking.buffer_max_values` the oldest values are dropped, with a warning.
+
+    Shared by the processes of a node without losing a line: `add` appends to `<run id>.jsonl`,
+    and `flush` first claims that file by renaming it to `<run id>.jsonl.<ns>-<pid>.replaying`,
+    both under a lock on the folder held for milliseconds; it then logs the claimed lines
+    without that lock and deletes them. A replay holds a lock on what it claimed, so a run has one
+    replay at a time (its tags keep their order) and the claim of a process that died is taken
+    over by the next replay. Lines MLflow did not take go back to `<run id>.jsonl`, ahead of
+    those added meanwhile; an unreadable line (a process killed mid-write) is moved aside to
+    `<run id>.corrupt`, with a warning. A replay that dies between logging and deleting leaves
+    lines that are logged again: MLflow's SQL stores keep an identical metric value once.
     """
 
     def __init__(self, path: Path, max_values: int):
-        self.path = path
+        self.path = path  # <run id>.jsonl, where new lines are appended
         self.max_values = max_values
 
     @classmethod
@@ -403,69 +452,241 @@ class MetricBuffer:
         return cls(folder / f"{run_id}.jsonl", config.buffer_max_values)
 
     def count(self) -> int:
-        return len(self._read())
+        """Values and tags held: waiting to be replayed, or being replayed now."""
+        return sum(_count_lines(path) for path in [self.path, *self._claimed_files()])
 
     def add(self, metrics: list, tags: dict[str, str] | None = None) -> None:
+        """Appends a line per metric value and tag, in one write; raises OSError if it cannot."""
         lines = [json.dumps({"key": m.key, "value": m.value, "timestamp": m.timestamp,
                              "step": m.step}) for m in metrics]  # fmt: skip
         lines += [json.dumps({"tag": k, "value": v}) for k, v in (tags or {}).items()]
-        held = self._read()
-        if len(held) + len(lines) > self.max_values:
-            dropped = len(held) + len(lines) - self.max_values
-            warnings.warn(
-                f"MLflow buffer {self.path} is full ({self.max_values} values): dropping the "
-                f"{dropped} oldest (tracking.buffer_max_values)",
-                stacklevel=2,
-            )
-            held = (held + lines)[dropped:]
-            self._write(held)
+        if not lines:
             return
+        data = "".join(line + "\n" for line in lines).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as file:
-            file.writelines(line + "\n" for line in lines)
+        with self._folder_locked():
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                size = os.fstat(fd).st_size
+                # Counted only when the file is big enough to hold max_values lines at all
+                if size + len(data) > self.max_values * _LINE_MIN_BYTES:
+                    if _count_lines(self.path) + len(lines) > self.max_values:
+                        self._drop_oldest(lines)
+                        return
+                if size and os.pread(fd, 1, size - 1) != b"\n":  # after a cut line: ours apart
+                    data = b"\n" + data
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
 
-    def flush(self, client, run_id: str) -> int:
-        """Log everything held to `run_id`, then empty the file; raises if MLflow fails."""
+    def flush(self, client, run_id: str, wait_s: float = 30) -> int:
+        """Logs what is held to `run_id` and deletes it; returns the number of metric values.
+
+        Raises if MLflow fails: what it did not take is held again. Waits up to `wait_s` for
+        another process's replay of this run to end, then raises TimeoutError.
+        """
         from mlflow.entities import Metric, RunTag
 
-        records = [json.loads(line) for line in self._read()]
-        if not records:
+        claims = self._claim(wait_s)
+        if not claims:
             return 0
-        metrics = [Metric(r["key"], r["value"], r["timestamp"], r["step"])
-                   for r in records if "key" in r]  # fmt: skip
-        tags = {r["tag"]: r["value"] for r in records if "tag" in r}  # the latest of each
-        for start in range(0, len(metrics), 1000):  # the REST API's limit per call
-            client.log_batch(run_id, metrics=metrics[start : start + 1000])
-        if tags:
-            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        self.path.unlink(missing_ok=True)
-        return len(metrics)
-
-    def _read(self) -> list[str]:
+        metrics, tag_lines = [], []
+        logged, tags_logged = None, False  # None: not read yet, so the claimed files stay
         try:
-            return [line for line in self.path.read_text().splitlines() if line.strip()]
-        except FileNotFoundError:
-            return []
+            records = self._parse([line for _, path in claims for line in _read_lines(path)])
+            metrics = [(line, Metric(r["key"], r["value"], r["timestamp"], r["step"]))
+                       for line, r in records if "key" in r]  # fmt: skip
+            tag_lines = [line for line, r in records if "tag" in r]
+            tags = {r["tag"]: r["value"] for _, r in records if "tag" in r}  # the latest of each
+            logged = 0
+            for start in range(0, len(metrics), _BATCH_MAX_METRICS):
+                batch = metrics[start : start + _BATCH_MAX_METRICS]
+                client.log_batch(run_id, metrics=[metric for _, metric in batch])
+                logged += len(batch)
+            if tags:
+                client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            tags_logged = True
+            return len(metrics)
+        finally:
+            pending = None
+            if logged is not None:  # what MLflow did not take is held again
+                pending = [line for line, _ in metrics[logged:]]
+                pending += [] if tags_logged else tag_lines
+            self._settle(claims, pending)
 
-    def _write(self, lines: list[str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = self.path.with_suffix(".tmp")
+    def _claim(self, wait_s: float) -> list[tuple[int, Path]]:
+        """This run's lines moved out of the appenders' way: [(locked descriptor, file)], oldest
+        first. Claims left by a dead process come first; [] when nothing is held."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            claims, busy = [], None
+            try:
+                with self._folder_locked():
+                    for path in self._claimed_files():
+                        fd = os.open(path, os.O_RDONLY)
+                        claims.append((fd, path))
+                        try:
+                            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        except BlockingIOError:  # a live replay of this run
+                            busy = path
+                            break
+                    else:
+                        if self.path.exists():
+                            fd = os.open(self.path, os.O_RDONLY)
+                            claims.append((fd, self.path))
+                            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no one else has
+                            claimed = self.path.with_name(
+                                f"{self.path.name}.{time.time_ns():020d}-{os.getpid()}.replaying"
+                            )
+                            os.rename(self.path, claimed)
+                            claims[-1] = (fd, claimed)
+                        return claims
+            except (FileNotFoundError, NotADirectoryError):
+                if claims or self.path.parent.is_dir():
+                    _close_all(claims)
+                    raise
+                return []  # no folder: nothing held
+            except BaseException:
+                _close_all(claims)
+                raise
+            _close_all(claims)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"another process is still replaying {busy}")
+            time.sleep(0.05)
+
+    def _parse(self, lines: list[str]) -> list[tuple[str, dict]]:
+        """(line, record) for each readable line; the others are moved aside, with a warning."""
+        records, unreadable = [], []
+        for line in lines:
+            try:
+                record = json.loads(line)
+                if "key" in record:
+                    record = {
+                        "key": str(record["key"]),
+                        "value": float(record["value"]),
+                        "timestamp": int(record["timestamp"]),
+                        "step": int(record["step"]),
+                    }
+                else:
+                    record = {"tag": str(record["tag"]), "value": str(record["value"])}
+            except (ValueError, TypeError, KeyError):
+                unreadable.append(line)
+                continue
+            records.append((line, record))
+        if unreadable:
+            aside = self.path.with_suffix(".corrupt")
+            try:
+                fd = os.open(aside, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    _write_all(fd, "".join(line + "\n" for line in unreadable).encode())
+                finally:
+                    os.close(fd)
+                where = f"moved aside to {aside}"
+            except OSError as error:
+                where = f"dropped, as {aside} cannot be written ({redact_exception(error)})"
+            warnings.warn(
+                f"MLflow buffer {self.path}: {len(unreadable)} unreadable line(s) (a process "
+                f"killed mid-write?) {where}; the other {len(records)} are replayed",
+                stacklevel=3,
+            )
+        return records
+
+    def _settle(self, claims: list[tuple[int, Path]], pending: list[str] | None) -> None:
+        """Ends a replay: `pending` goes back ahead of what was added meanwhile and the claimed
+        files are deleted; with None (a failure before logging) they stay for the next replay."""
+        try:
+            if pending is not None:
+                with self._folder_locked():
+                    if pending:
+                        self._replace(pending + _read_lines(self.path))
+                    for _, path in claims:
+                        path.unlink()
+        finally:
+            _close_all(claims)
+
+    def _drop_oldest(self, lines: list[str]) -> None:
+        held = _read_lines(self.path)
+        kept = (held + lines)[-self.max_values :]
+        warnings.warn(
+            f"MLflow buffer {self.path} is full ({self.max_values} values): dropping the "
+            f"{len(held) + len(lines) - len(kept)} oldest (tracking.buffer_max_values)",
+            stacklevel=3,
+        )
+        self._replace(kept)
+
+    def _replace(self, lines: list[str]) -> None:
+        """The buffer file becomes `lines` (called with the folder locked)."""
+        scratch = self.path.with_name(self.path.name + ".tmp")
         scratch.write_text("".join(line + "\n" for line in lines))
         scratch.replace(self.path)
 
+    def _claimed_files(self) -> list[Path]:
+        return sorted(self.path.parent.glob(f"{self.path.name}.*.replaying"))
+
+    @contextlib.contextmanager
+    def _folder_locked(self):
+        """Excludes the other processes' appends and claims in this folder meanwhile."""
+        fd = os.open(self.path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # and with it the lock
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(errors="replace")  # garbage bytes: an unreadable line, not a crash
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def _count_lines(path: Path) -> int:
+    """The lines in `path` without decoding it (0 when it is not there)."""
+    count, last = 0, b"\n"
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 20):
+                count, last = count + chunk.count(b"\n"), chunk[-1:]
+    except OSError:  # not there (or unreadable): this count is for messages and the bound
+        return 0
+    return count + (last != b"\n")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _close_all(claims: list[tuple[int, Path]]) -> None:
+    for fd, _ in claims:
+        os.close(fd)
+
 
 def replay_buffers(client, config: TrackingConfig) -> None:
-    """Log what earlier outages left in `tracking.buffer_dir` for runs in this store."""
+    """Log what earlier outages left in `tracking.buffer_dir` for runs in this store.
+
+    That includes the buffers of runs still live in other processes: their lines are claimed
+    under a lock (see `MetricBuffer`), so one appended meanwhile is never lost.
+    """
     folder = Path(config.buffer_dir).expanduser()
-    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
-        run_id = path.stem
+    run_ids = set()
+    if folder.is_dir():
+        run_ids |= {path.name.removesuffix(".jsonl") for path in folder.glob("*.jsonl")}
+        run_ids |= {path.name.split(".jsonl.")[0] for path in folder.glob("*.jsonl.*.replaying")}
+    for run_id in sorted(run_ids):
         try:
             with failing_fast():
                 client.get_run(run_id)  # another store's run: leave it for that store
-                replayed = MetricBuffer(path, config.buffer_max_values).flush(client, run_id)
+                buffer = MetricBuffer(folder / f"{run_id}.jsonl", config.buffer_max_values)
+                replayed = buffer.flush(client, run_id, wait_s=0)  # busy: another replays it
         except Exception:  # noqa: BLE001 - not this store's run, or not reachable now
             continue
-        print(f"MLflow: replayed {replayed} metric values buffered for run {run_id}", flush=True)
+        if replayed:
+            print(
+                f"MLflow: replayed {replayed} metric values buffered for run {run_id}", flush=True
+            )
 
 
 def format_epoch(metrics: dict) -> str:
@@ -478,14 +699,19 @@ def format_epoch(metrics: dict) -> str:
     )
 
 
+# What a resumed worker group adds to its first report (the checkpoint's epoch, again)
+RESTART_KEYS = ("epoch", "resumed_from_epoch", "resumed_from")
+
+
 class EpochLogger(ray.train.UserCallback):
     """Logs rank 0's per-epoch report to the MLflow run, with `step=epoch`.
 
     Runs in the Train controller. Every epoch's values go to the run's on-disk `MetricBuffer`
     first and leave it once MLflow took them, so a tracking-server outage costs a warning, not
     the training run or its metrics: they are replayed with the first epoch after it is back
-    (or by the driver's `finish`). An epoch reported again (after a restart from a checkpoint
-    older than it) keeps the values first logged for it.
+    (or by the driver's `finish`). A buffer that cannot be written (a full or read-only disk)
+    costs a warning too: the values then go to MLflow directly. An epoch reported again (after a
+    restart from a checkpoint older than it) keeps the values first logged for it.
     """
 
     def __init__(
@@ -494,21 +720,26 @@ class EpochLogger(ray.train.UserCallback):
         run_id: str | None,
         buffer: MetricBuffer,
         logged_epochs: set[int] = frozenset(),
+        restarts: str = "",
     ):
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.buffer = buffer
         self.logged_epochs = set(logged_epochs)
+        self.restarts = [entry for entry in restarts.split(" | ") if entry]
         self._client = None
         self._outage = False
+        self._buffer_failing = False
 
     def after_report(self, run_context, metrics, checkpoint):
         from mlflow.entities import Metric
-        from mlflow.tracking import MlflowClient
 
         report = metrics[0]  # rank 0's; every rank reports the same all-reduced numbers
         epoch = int(report["epoch"])
+        tags = self._restart_tags(report)
         if epoch in self.logged_epochs:
+            if tags and self.run_id is not None:
+                self._log([], tags, epoch)
             return
         self.logged_epochs.add(epoch)
         print(format_epoch(report), flush=True)
@@ -518,23 +749,54 @@ class EpochLogger(ray.train.UserCallback):
         values = [
             Metric(key, float(value), timestamp, epoch)
             for key, value in report.items()
-            if key != "epoch" and isinstance(value, (int, float))
+            if key not in RESTART_KEYS and isinstance(value, (int, float))
         ]
-        tags = {}
         if checkpoint is not None:
             tags["last_checkpoint"] = f"{checkpoint.path} (epoch {epoch})"
-        self.buffer.add(values, tags)
+        self._log(values, tags, epoch)
+
+    def _restart_tags(self, report: dict) -> dict[str, str]:
+        """Tags that record a restart, when `report` is the first of a resumed worker group:
+        which checkpoint it resumed from and which epochs it trains again (MLflow keeps the
+        values first logged for those)."""
+        if "resumed_from_epoch" not in report:
+            return {}
+        resumed = int(report["resumed_from_epoch"])
+        again = sorted(e for e in self.logged_epochs if e > resumed)
+        retrained = ", ".join(str(e) for e in again) or "none"
+        where = report.get("resumed_from", "?")
+        self.restarts.append(
+            f"from the checkpoint of epoch {resumed} ({where}); trained again: {retrained}"
+        )
+        if again:
+            print(f"resumed from the checkpoint of epoch {resumed}: epochs {retrained} are "
+                  "trained again (MLflow keeps the values first logged for them)",
+                  flush=True)  # fmt: skip
+        return {"resumed_from_epoch": str(resumed), "restarts": " | ".join(self.restarts)[-5000:]}
+
+    def _log(self, values: list, tags: dict[str, str], epoch: int) -> None:
+        from mlflow.entities import RunTag
+        from mlflow.tracking import MlflowClient
+
+        buffered = self._add_to_buffer(values, tags)
         try:
             if self._client is None:
                 self._client = MlflowClient(self.tracking_uri)
             with failing_fast():
-                replayed = self.buffer.flush(self._client, self.run_id)
+                if not buffered:  # straight to MLflow, the only copy outside Ray Train
+                    tag_list = [RunTag(k, v) for k, v in tags.items()]
+                    self._client.log_batch(self.run_id, metrics=values, tags=tag_list)
+                replayed = self.buffer.flush(self._client, self.run_id, wait_s=10)
         except Exception as error:  # noqa: BLE001 - tracking must never stop training
             if not self._outage:
+                waiting = (
+                    f"the metrics wait in {self.buffer.path}, to be replayed when it is back"
+                    if buffered
+                    else "the metrics it misses are kept only in Ray Train's results and printed"
+                )
                 warnings.warn(
                     f"MLflow at {redacted(self.tracking_uri)} is unreachable "
-                    f"({type(error).__name__}); training goes on and the metrics wait in "
-                    f"{self.buffer.path}, to be replayed when it is back",
+                    f"({redact_exception(error, 200)}); training goes on and {waiting}",
                     stacklevel=1,
                 )
                 self._outage = True
@@ -546,3 +808,22 @@ class EpochLogger(ray.train.UserCallback):
             print(f"MLflow is reachable again: replayed {replayed} buffered metric values",
                   flush=True)  # fmt: skip
             self._outage = False
+
+    def _add_to_buffer(self, values: list, tags: dict[str, str]) -> bool:
+        """Whether the values reached the on-disk buffer. A full or read-only disk warns (once
+        until it works again) and never raises: Ray Train would fail the run."""
+        try:
+            self.buffer.add(values, tags)
+        except Exception as error:  # noqa: BLE001 - tracking must never stop training
+            if not self._buffer_failing:
+                warnings.warn(
+                    f"cannot write the MLflow buffer {self.buffer.path} "
+                    f"({redact_exception(error, 200)}); training goes on and each epoch's "
+                    "metrics go to MLflow directly while it is reachable (they are also kept "
+                    "in Ray Train's results and printed)",
+                    stacklevel=2,
+                )
+                self._buffer_failing = True
+            return False
+        self._buffer_failing = False
+        return True

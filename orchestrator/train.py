@@ -25,7 +25,9 @@ import torch
 import torch.distributed as dist
 
 from orchestrator import tracking
+from orchestrator.checkpoints import CHECKPOINT_FILE, newest_checkpoint, write_meta
 from orchestrator.errors import ConfigError, check_custom_resources
+from orchestrator.redact import redact_text
 from workloads.alexnet.engine import (
     OptimizerConfig,
     accumulate,
@@ -39,8 +41,6 @@ from workloads.alexnet.model import AlexNet, ModelConfig, build_model
 from workloads.alexnet.schedule import LearningRateSchedule
 from workloads.alexnet.towers import TwoTowerAlexNet
 from workloads.alexnet.transforms import BatchTransform
-
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     log_every_n_steps: int = 50  # rank 0 prints progress every n steps; 0: per epoch only
     ten_crop: bool = False  # after the last epoch, also the paper's ten-crop validation
+    # true: resume a run by name although fields that define its training changed (model, data,
+    # optimizer, batch, seed: orchestrator/identity.py); false refuses such a resume
+    resume_changed: bool = False
 
     def __post_init__(self):
         for name in ("epochs", "global_batch_size", "num_workers", "checkpoint_every"):
@@ -104,6 +107,10 @@ class WorkerSettings:
     pin_memory: bool
     seed: int
     config_yaml: str  # the run's resolved config, stored in every checkpoint
+    classes: tuple[str, ...] = ()  # the data's class names in label order, checked by evaluate
+    training_digest: str = ""  # of the fields that define the training (orchestrator/identity.py)
+    training_fields: dict = field(default_factory=dict)
+    run_folder: str = ""  # <storage_path>/<run name>: where a restart looks for checkpoints
 
 
 class RankZeroPrinter:
@@ -213,8 +220,11 @@ def _save_checkpoint(loop: _Loop, epoch: int, metrics: dict, rank: int, folder: 
             "optimizer": loop.optimizer.state_dict(),
             "schedule": loop.schedule.state_dict(),
             "config": loop.settings.config_yaml,
+            "classes": list(loop.settings.classes),
+            "training_digest": loop.settings.training_digest,
         }
         torch.save(state, folder / CHECKPOINT_FILE)
+        write_meta(folder, epoch, loop.settings.training_digest, loop.settings.training_fields)
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
@@ -236,6 +246,19 @@ def _restore(loop: _Loop, checkpoint: ray.train.Checkpoint, rank: int) -> tuple[
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state(rng["cuda"])
     return int(state["epoch"]), state.get("metrics", {})
+
+
+def _checkpoint_to_resume(settings: WorkerSettings):
+    """(checkpoint, where it is) to resume from, or (None, ""): the newest complete one in the
+    run's storage folder, which can be newer than the one Ray Train's controller registered (a
+    worker that died right after uploading one: its report never reached the controller)."""
+    stored = newest_checkpoint(settings.run_folder) if settings.run_folder else None
+    if stored is not None:
+        location = stored.location
+        checkpoint = ray.train.Checkpoint(path=location.path, filesystem=location.fs)
+        return checkpoint, redact_text(stored.uri)
+    checkpoint = ray.train.get_checkpoint()  # one written before checkpoints had meta.json
+    return checkpoint, (redact_text(checkpoint.path) if checkpoint is not None else "")
 
 
 def _place(model: AlexNet, parallel: str, channels_last: bool):
@@ -267,18 +290,6 @@ def _load_single_device_weights(module: torch.nn.Module, state: dict) -> None:
         module.load_single_device_state_dict(state)
     else:
         module.load_state_dict(state)
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's training state: "model" (single-device weights), "config" (YAML), "epoch".
-
-    `path`: a checkpoint folder (as written by `train`) or its checkpoint.pt.
-    """
-    path = Path(path).expanduser()
-    file = path / CHECKPOINT_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise ConfigError(f"--model: {path} is not a checkpoint (no {CHECKPOINT_FILE})")
-    return torch.load(file, weights_only=True, map_location="cpu")
 
 
 def _compute_options(config: TrainConfig, device: torch.device):
@@ -325,20 +336,21 @@ def _train(loop_config: dict) -> None:
         log=log,
     )
     done = 0
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint, where = _checkpoint_to_resume(settings)
     if checkpoint is not None:
         done, report = _restore(loop, checkpoint, rank)
-        log(f"resumed from the checkpoint of epoch {done}")
+        log(f"resumed from the checkpoint of epoch {done} ({where})")
         if report:
             # The run may have stopped after this checkpoint was saved but before its report
             # reached the callbacks (MLflow, Tune): report it again, with the checkpoint; they
-            # keep what they already had of this epoch.
+            # keep what they already had of this epoch, and record the restart.
+            again = {**report, "epoch": done, "resumed_from_epoch": done, "resumed_from": where}
             if rank == 0:
                 with checkpoint.as_directory() as folder:
-                    again = ray.train.Checkpoint.from_directory(folder)
-                    ray.train.report({**report, "epoch": done}, checkpoint=again)
+                    copy = ray.train.Checkpoint.from_directory(folder)
+                    ray.train.report(again, checkpoint=copy)
             else:
-                ray.train.report({**report, "epoch": done})
+                ray.train.report(again)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     precision = "bf16 autocast" if autocast_dtype else "fp32"
@@ -464,6 +476,11 @@ def fit(
         ),
     )
     return trainer.fit()
+
+
+def run_folder(config: TrainConfig, run_name: str, storage_path: str | None = None) -> str:
+    """Where Ray Train keeps the run `run_name`: `<storage_path>/<run_name>` (a path or URI)."""
+    return f"{_absolute(storage_path or config.storage_path)}/{run_name}"
 
 
 def _absolute(path: str):

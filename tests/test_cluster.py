@@ -4,13 +4,16 @@ into the head's server."""
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+import yaml
 from conftest import free_port
 from mlflow.tracking import MlflowClient
 from test_sweep import sweep_runs
@@ -18,6 +21,10 @@ from test_sweep import sweep_runs
 from orchestrator.config import REPO_ROOT
 
 pytestmark = pytest.mark.ray
+# Credentials that must never be printed or stored: in the tracking URI the jobs get (the head's
+# server ignores them), in the environment of every process on the head, in a config value.
+URI_SECRET = "uri-pass-" + os.urandom(6).hex()
+ENV_SECRET = "env-key-" + os.urandom(6).hex()
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +34,19 @@ def local_head(tmp_path_factory):
              "--mlflow-port": free_port()}  # fmt: skip
     command = [sys.executable, "cluster/local.py", "start", "--state-dir", str(state),
                "--num-cpus", "2", *(str(x) for item in ports.items() for x in item)]  # fmt: skip
-    started = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTEST_SERVICE_SECRET_KEY": ENV_SECRET}  # inherited by every job
+    started = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                             env=env)  # fmt: skip
     assert started.returncode == 0, started.stdout + started.stderr
     assert f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{ports['--mlflow-port']}" in started.stdout
     head = json.loads((state / "head.json").read_text())
+    mlflow_port = ports["--mlflow-port"]
     yield {
         "jobs": f"http://127.0.0.1:{ports['--dashboard-port']}",
-        "mlflow": f"http://127.0.0.1:{ports['--mlflow-port']}",
+        "mlflow": f"http://127.0.0.1:{mlflow_port}",
+        "mlflow_with_password": f"http://pytest:{URI_SECRET}@127.0.0.1:{mlflow_port}",
         "pids": head["pids"],
+        "state": state,
     }
     stop = [sys.executable, "cluster/local.py", "stop", "--state-dir", str(state)]
     stopped = subprocess.run(stop, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
@@ -69,6 +81,7 @@ def test_train_job_tracks_into_the_heads_mlflow_server(local_head, tiny_prepared
     result = submit(local_head, "train", "--config", "configs/demo.yaml", *sets)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "succeeded" in output, output[-4000:]
+    assert ENV_SECRET not in output  # every process of the job has it in its environment
     assert "epoch   1  train loss" in output and "epoch   2  train loss" in output  # progress
     client = MlflowClient(local_head["mlflow"])  # no MLFLOW_TRACKING_URI was given to the job
     (run,) = client.search_runs([client.get_experiment_by_name("jobs").experiment_id])
@@ -82,11 +95,18 @@ def test_sweep_job_asha_four_trials_nested_in_mlflow(
     local_head, ray_cluster, tiny_prepared, tmp_path, run_cli
 ):
     """The issue's sweep: 4 trials, 2 at a time, ASHA; 1 parent and 4 child runs in MLflow."""
-    result = submit(local_head, "sweep", "--config", "configs/sweep.yaml",
+    # The password goes in a config file, not on the command line: Ray writes a job's command
+    # line at the top of its log, as typed
+    config = yaml.safe_load((REPO_ROOT / "configs" / "sweep.yaml").read_text())
+    config["tracking"]["uri"] = local_head["mlflow_with_password"]
+    secret_config = tmp_path / "sweep-with-password.yaml"
+    secret_config.write_text(yaml.safe_dump(config))
+    result = submit(local_head, "sweep", "--config", str(secret_config),
                     *_sets(tiny_prepared, tmp_path, "train.epochs=2", "sweep.num_samples=4",
                            "sweep.name=pytest-sweep", "sweep.register_model=pytest-alexnet",
                            "tracking.system_metrics_interval_s=1"))  # fmt: skip
     output = result.stdout + result.stderr
+    printed = [output]
     assert result.returncode == 0 and "succeeded" in output, output[-4000:]
 
     client, parents, children = sweep_runs(local_head["mlflow"], "alexnet-sweeps")
@@ -126,8 +146,10 @@ def test_sweep_job_asha_four_trials_nested_in_mlflow(
     assert model.predict(images).shape == (3, 5)  # 5 classes in tiny_dataset
 
     report = run_cli("report", "--sweep", "pytest-sweep", "--set",
-                     f"tracking.uri={local_head['mlflow']}")  # fmt: skip
+                     f"tracking.uri={local_head['mlflow_with_password']}",
+                     env={"PYTEST_SERVICE_SECRET_KEY": ENV_SECRET})  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]
+    printed += [report.stdout, report.stderr]
     lines = report.stdout.splitlines()
     table = lines[lines.index(next(line for line in lines if line.startswith("trial "))) :]
     errors = [float(line.split()[4]) for line in table[1:5]]
@@ -136,8 +158,38 @@ def test_sweep_job_asha_four_trials_nested_in_mlflow(
 
     # `evaluate` takes the registered model: the checkpoint it came from scores as that trial did
     evaluated = run_cli("evaluate", "--model", "models:/pytest-alexnet@best",
-                        "--set", f"tracking.uri={local_head['mlflow']}",
-                        env={"RAY_ADDRESS": ray_cluster})  # fmt: skip
+                        "--set", f"tracking.uri={local_head['mlflow_with_password']}",
+                        env={"RAY_ADDRESS": ray_cluster,
+                             "PYTEST_SERVICE_SECRET_KEY": ENV_SECRET})  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
+    printed += [evaluated.stdout, evaluated.stderr]
     (line,) = [x for x in evaluated.stdout.splitlines() if x.split()[:1] == ["val_top1_error"]]
     assert float(line.split()[1]) == pytest.approx(best.data.metrics["val_top1_error"], abs=0.011)
+
+    # No secret anywhere: what the commands printed (the jobs' logs included), Ray's own logs
+    # of both clusters, and the whole MLflow store (its database and every artifact's bytes).
+    stores = [local_head["state"], Path(tempfile.gettempdir()) / "ray"]
+    secrets = (URI_SECRET, ENV_SECRET)
+    assert (_around(secrets, printed), _files_holding(secrets, stores)) == ([], [])
+    assert (local_head["state"] / "mlflow.db").exists()
+    assert any((local_head["state"] / "mlartifacts").rglob("MLmodel"))  # artifacts were searched
+
+
+def _around(secrets: tuple[str, ...], texts: list[str]) -> list[str]:
+    """Each place a secret appears in `texts`, with the 150 characters before it."""
+    return [text[max(0, i - 150) : i + 20] for text in texts for secret in secrets
+            for i in [m.start() for m in re.finditer(re.escape(secret), text)]]  # fmt: skip
+
+
+def _files_holding(secrets: tuple[str, ...], folders: list[Path]) -> list[str]:
+    needles = [secret.encode() for secret in secrets]
+    hits = []
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                try:
+                    data = path.read_bytes()
+                except OSError:
+                    continue  # a socket or a file that went away
+                hits += [str(path) for needle in needles if needle in data]
+    return hits

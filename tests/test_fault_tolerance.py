@@ -1,8 +1,11 @@
-"""A killed driver, started again: the run finishes every planned epoch from its last
-checkpoint, and MLflow holds one run with every epoch's metrics once. (A lost worker, on a lost
-node, is tested in test_multinode.py.)"""
+"""Faults in one training run, through the real code path: a Ray Train worker killed in the
+middle of an epoch, then the driver killed and started again. The run finishes every planned
+epoch from its newest checkpoint, its loss goes on from where it was, and MLflow holds one run
+with every epoch's metrics once and the restarts in its tags. (A lost node is tested in
+test_multinode.py.)"""
 
 import os
+import re
 import signal
 import time
 
@@ -11,6 +14,9 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.ray
 EPOCHS = 4
+STEP_LINE = re.compile(
+    r"RayTrainWorker pid=(\d+)\S*\s+epoch (\d+) step (\d+): running train loss ([\d.]+)"
+)
 
 
 def _runs(tmp_path):
@@ -29,17 +35,66 @@ def _logged_epochs(tmp_path) -> list[int]:
     return [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_top1_error")]
 
 
-def _wait_for_epoch(process, tmp_path, epoch, timeout=240):
+def _wait_for(process, condition, what, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        if epoch in _logged_epochs(tmp_path):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"epoch {epoch} was not logged within {timeout} s")
+        assert process.poll() is None, f"the run ended before {what}"
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"no {what} within {timeout} s")
 
 
-def _assert_one_complete_run(tmp_path):
+def _step_losses(text: str) -> list[tuple[int, int, int, float]]:
+    """(worker pid, epoch, step, running loss) of every progress line, in order."""
+    return [(int(p), int(e), int(s), float(v)) for p, e, s, v in STEP_LINE.findall(text)]
+
+
+def test_killed_worker_then_killed_driver_resume_from_the_newest_checkpoint(
+    ray_cluster, tiny_train_args, tmp_path, start_cli
+):
+    args = tiny_train_args(
+        f"train.epochs={EPOCHS}", "train.log_every_n_steps=3", "tracking.experiment=faults",
+        "name=faults",
+    )  # fmt: skip
+    env = {"RAY_ADDRESS": ray_cluster}
+    first_log = tmp_path / "first.log"
+    first = start_cli(*args, env=env, log=first_log)
+
+    # 1. SIGKILL the rank-0 worker in the middle of epoch 3 (its step-3 line is out).
+    def mid_epoch_3():
+        return [line for line in _step_losses(first_log.read_text()) if line[1:3] == (3, 3)]
+
+    (worker, _, _, loss_before), = _wait_for(first, mid_epoch_3, "epoch 3 step 3")  # fmt: skip
+    os.kill(worker, signal.SIGKILL)
+    assert 3 not in _logged_epochs(tmp_path)  # it really died inside epoch 3
+
+    # The new worker group resumes from the epoch-2 checkpoint and its loss goes on from there.
+    _wait_for(first, lambda: "resumed from the checkpoint of epoch 2" in first_log.read_text(),
+              "resume after the killed worker")  # fmt: skip
+
+    def resumed_step_3():
+        lines = [line for line in _step_losses(first_log.read_text()) if line[1:3] == (3, 3)]
+        return lines[1:]
+
+    (_, _, _, loss_after), *_ = _wait_for(first, resumed_step_3, "epoch 3 step 3 again")
+    fresh = [line[3] for line in _step_losses(first_log.read_text()) if line[1:3] == (1, 3)][0]
+    assert abs(loss_after - loss_before) < abs(loss_after - fresh), (fresh, loss_before, loss_after)
+
+    # 2. Then kill the driver (and everything it started) once epoch 3 is in MLflow, and start
+    # it again with the same name: it goes on from the epoch-3 checkpoint in the same run.
+    _wait_for(first, lambda: 3 in _logged_epochs(tmp_path), "epoch 3 in MLflow")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    second_log = tmp_path / "second.log"
+    second = start_cli(*args, env=env, log=second_log)
+    assert second.wait(timeout=400) == 0, second_log.read_text()[-3000:]
+    second_output = second_log.read_text()
+    assert "('faults', resumed)" in second_output
+    resumed_at = int(re.search(r"resumed from the checkpoint of epoch (\d+)", second_output)[1])
+    assert resumed_at >= 3
+
     client, runs = _runs(tmp_path)
     assert len(runs) == 1, [r.info.run_name for r in runs]
     run = runs[0]
@@ -47,28 +102,11 @@ def _assert_one_complete_run(tmp_path):
     for key in ("train_loss", "val_top1_error", "lr", "images_per_second"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert sorted(steps) == list(range(1, EPOCHS + 1)), (key, steps)  # each epoch once
-    assert run.data.tags["last_checkpoint"].endswith(f"(epoch {EPOCHS})")
-
-
-def _train_args(tiny_train_args, name):
-    return tiny_train_args(
-        f"train.epochs={EPOCHS}", "train.log_every_n_steps=0", "tracking.experiment=faults",
-        f"name={name}",
-    )  # fmt: skip
-
-
-def test_restarted_driver_resumes_the_same_run(ray_cluster, tiny_train_args, tmp_path, start_cli):
-    args = _train_args(tiny_train_args, "driver-fault")
-    first = start_cli(*args, env={"RAY_ADDRESS": ray_cluster}, log=tmp_path / "first.log")
-    _wait_for_epoch(first, tmp_path, 2)
-    os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started
-    first.wait()
-    done_before = max(_logged_epochs(tmp_path))
-    assert done_before < EPOCHS
-
-    log = tmp_path / "second.log"
-    second = start_cli(*args, env={"RAY_ADDRESS": ray_cluster}, log=log)
-    assert second.wait(timeout=400) == 0, log.read_text()[-3000:]
-    output = log.read_text()
-    assert "resumed" in output and "resumed from the checkpoint of epoch" in output
-    _assert_one_complete_run(tmp_path)
+    tags = run.data.tags
+    assert tags["last_checkpoint"].endswith(f"(epoch {EPOCHS})")
+    assert tags["resumed_from_epoch"] == str(resumed_at)
+    restarts = tags["restarts"]
+    assert "from the checkpoint of epoch 2" in restarts  # the killed worker
+    assert f"from the checkpoint of epoch {resumed_at}" in restarts  # the restarted driver
+    # Nothing was trained twice: the newest checkpoint is never older than what MLflow holds
+    assert restarts.count("trained again: none") == restarts.count("from the checkpoint of") == 2

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -165,6 +166,21 @@ def test_interrupted_prepare_resumes_without_redoing_shards(ray_cluster, tmp_pat
     assert finished
     stamps = {shard: shard.stat().st_mtime_ns for shard in finished}
     already = sum(pq.read_metadata(shard).num_rows for shard in finished)
+
+    # The same interrupted output, resumed with other parameters: nothing of the old plan is
+    # reused (its shards hold other bytes), every image is decoded again at the new quality.
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    redone = run_prepare(
+        PrepareConfig(root=str(root), out=str(other), image_size=128, shard_mb=1, jpeg_quality=70)
+    )
+    assert redone.complete and redone.processed == 2080
+    assert redone.manifest["params"]["jpeg_quality"] == 70
+    assert redone.images == {"train": 2000, "val": 80}
+    shards = sorted((other / "train").glob("*.parquet"))
+    assert [f"train/{p.name}" for p in shards] == redone.manifest["shards"]["train"]  # no stale
+    ids = [i for p in shards for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
+    assert sorted(ids) == list(range(2000))  # every image once
 
     result = run_prepare(PrepareConfig(root=str(root), out=str(out), image_size=128, shard_mb=1))
     assert result.complete and result.images == {"train": 2000, "val": 80}

@@ -1,16 +1,28 @@
 """MLflow tracking against a real `mlflow server`: fail fast at start, survive an outage mid-run,
 buffer on disk (bounded) and replay."""
 
+import fcntl
+import os
+import subprocess
+import sys
 import time
+import types
 import warnings
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import ConfigError
-from orchestrator.tracking import MetricBuffer, TrackedRun, TrackingConfig
+from orchestrator.tracking import (
+    EpochLogger,
+    MetricBuffer,
+    TrackedRun,
+    TrackingConfig,
+    replay_buffers,
+)
 
 DEAD_URI = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
@@ -178,3 +190,185 @@ def test_basic_auth_server_with_credentials_from_the_environment(tmp_path, monke
         assert password not in capsys.readouterr().out
     finally:
         server.stop()
+
+
+def test_a_password_in_the_tracking_uri_is_never_printed(tmp_path):
+    uri = "http://alice:s3cret@127.0.0.1:9"  # MLflow's own exception quotes it whole
+    config = TrackingConfig(uri=uri, buffer_dir=str(tmp_path / "buffer"))
+    with pytest.raises(ConfigError, match="cannot reach") as raised:
+        TrackedRun(config, "nowhere")
+    assert "s3cret" not in str(raised.value) and "alice:***@127.0.0.1:9" in str(raised.value)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        TrackedRun(TrackingConfig(uri=uri, optional=True), "nowhere")
+    messages = [str(w.message) for w in caught]
+    assert any("NOT tracked" in m for m in messages)
+    assert not any("s3cret" in m for m in messages), messages
+
+
+def sqlite_run(tmp_path) -> tuple[MlflowClient, str, str]:
+    """A real local MLflow store with one run: (client, tracking URI, run id)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    return client, uri, client.create_run(client.create_experiment("buffer")).info.run_id
+
+
+def epoch_report(epoch: int) -> dict:
+    return {"epoch": epoch, "train_loss": 1.0 / epoch, "val_top1_error": 0.5,
+            "val_top5_error": 0.1, "lr": 0.01, "images_per_second": 10.0,
+            "data_wait_fraction": 0.0}  # fmt: skip
+
+
+APPENDER = """
+import sys, time
+from pathlib import Path
+from mlflow.entities import Metric
+from orchestrator.tracking import MetricBuffer
+
+buffer = MetricBuffer(Path(sys.argv[1]), max_values=1_000_000)
+for step in range(int(sys.argv[3])):
+    buffer.add([Metric(sys.argv[2], float(step), 1000 + step, step)])
+    time.sleep(0.002)  # spread the appends over many replays
+"""
+
+
+def test_no_buffered_value_is_lost_while_processes_append_and_replay(tmp_path, capsys):
+    client, uri, run_id = sqlite_run(tmp_path)
+    config = TrackingConfig(uri=uri, buffer_dir=str(tmp_path / "buffer"))
+    buffer = MetricBuffer.for_run(config, run_id)
+    values_per_appender = 500
+    appenders = [
+        subprocess.Popen(
+            [sys.executable, "-c", APPENDER, str(buffer.path), key, str(values_per_appender)],
+            cwd=REPO_ROOT,
+        )
+        for key in ("a", "b")
+    ]
+    try:
+        while any(p.poll() is None for p in appenders):
+            replay_buffers(client, config)  # races the appends
+            time.sleep(0.005)
+    finally:
+        for process in appenders:
+            process.wait(timeout=60)
+    assert [p.returncode for p in appenders] == [0, 0]
+    racing_replays = capsys.readouterr().out.count("MLflow: replayed")
+    replay_buffers(client, config)  # what was appended after the last racing replay
+    for key in ("a", "b"):
+        steps = sorted(m.step for m in client.get_metric_history(run_id, key))
+        assert steps == list(range(values_per_appender)), (key, len(steps))  # each exactly once
+    assert list(buffer.path.parent.iterdir()) == []  # nothing left behind
+    assert racing_replays >= 5  # the replays did race the appends
+
+
+def test_a_corrupt_line_is_moved_aside_and_the_rest_replayed(tmp_path):
+    client, _, run_id = sqlite_run(tmp_path)
+    buffer = MetricBuffer(tmp_path / "buffer" / f"{run_id}.jsonl", max_values=100)
+    buffer.add([Metric("loss", 1.0, 1001, 1)])
+    with open(buffer.path, "a") as file:
+        file.write("[1, 2]\n")  # JSON, but no record
+        file.write('{"key": "lo')  # a process killed mid-write
+    buffer.add([Metric("loss", 0.5, 1002, 2)], {"last_checkpoint": "epoch 2"})
+    aside = buffer.path.with_suffix(".corrupt")
+    with pytest.warns(UserWarning, match=rf"2 unreadable line.*{aside}"):
+        assert buffer.flush(client, run_id) == 2
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2]
+    assert client.get_run(run_id).data.tags["last_checkpoint"] == "epoch 2"
+    assert aside.read_text() == '[1, 2]\n{"key": "lo\n'
+    assert sorted(p.name for p in buffer.path.parent.iterdir()) == [aside.name]
+    assert buffer.flush(client, run_id) == 0  # no permanent failure
+
+
+class FailingAfter:
+    """`client`, whose log_batch fails (an outage) after `calls` calls."""
+
+    def __init__(self, client, calls: int):
+        self.client, self.calls = client, calls
+
+    def log_batch(self, *args, **kwargs):
+        if self.calls == 0:
+            raise ConnectionError("the tracking server went away")
+        self.calls -= 1
+        return self.client.log_batch(*args, **kwargs)
+
+
+def test_a_failed_replay_holds_the_rest_again_ahead_of_new_values(tmp_path):
+    client, _, run_id = sqlite_run(tmp_path)
+    buffer = MetricBuffer(tmp_path / "buffer" / f"{run_id}.jsonl", max_values=10_000)
+    buffer.add([Metric("loss", float(step), 1000 + step, step) for step in range(2500)],
+               {"last_checkpoint": "epoch 2499"})  # fmt: skip
+    with pytest.raises(ConnectionError):
+        buffer.flush(FailingAfter(client, calls=1), run_id)  # 1000 of 2500 values taken
+    assert buffer.count() == 1500 + 1  # the rest, and the tag
+    buffer.add([Metric("loss", 2500.0, 3500, 2500)])
+    assert buffer.path.read_text().splitlines()[0].endswith('"step": 1000}')  # the oldest first
+    assert buffer.flush(client, run_id) == 1501
+    steps = [m.step for m in client.get_metric_history(run_id, "loss")]
+    assert sorted(steps) == list(range(2501))
+    assert client.get_run(run_id).data.tags["last_checkpoint"] == "epoch 2499"
+    assert list(buffer.path.parent.iterdir()) == []
+
+
+def test_a_replay_of_a_dead_process_is_taken_over_and_a_live_one_waited_for(tmp_path):
+    client, _, run_id = sqlite_run(tmp_path)
+    buffer = MetricBuffer(tmp_path / "buffer" / f"{run_id}.jsonl", max_values=100)
+    buffer.add([Metric("loss", float(step), 1000 + step, step) for step in (1, 2)])
+    claimed = buffer.path.with_name(f"{buffer.path.name}.00000000000000000001-4242.replaying")
+    buffer.path.rename(claimed)  # as a replay that was killed after claiming leaves it
+    buffer.add([Metric("loss", 3.0, 1003, 3)])
+    assert buffer.count() == 3
+
+    live = os.open(claimed, os.O_RDONLY)
+    fcntl.flock(live, fcntl.LOCK_EX)  # ... but now as a replay still running holds it
+    try:
+        with pytest.raises(TimeoutError, match="another process"):
+            buffer.flush(client, run_id, wait_s=0)
+        replay_buffers(client, TrackingConfig(buffer_dir=str(buffer.path.parent)))  # skips it
+        assert buffer.count() == 3 and client.get_metric_history(run_id, "loss") == []
+    finally:
+        os.close(live)
+    assert buffer.flush(client, run_id) == 3
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2, 3]
+    assert list(buffer.path.parent.iterdir()) == []
+
+
+def test_appending_does_not_rewrite_the_buffer_file(tmp_path):
+    buffer = MetricBuffer(tmp_path / "buffer" / "run.jsonl", max_values=1000)
+    buffer.add([Metric("loss", 1.0, 1001, 1)])
+    before = buffer.path.stat()
+    buffer.add([Metric("loss", 0.5, 1002, 2)])
+    after = buffer.path.stat()
+    assert (after.st_ino, after.st_size > before.st_size) == (before.st_ino, True)
+    assert buffer.count() == 2
+
+
+def test_an_unwritable_buffer_folder_costs_a_warning_not_the_training(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    buffer_dir = tmp_path / "afile" / "buffer"  # under a regular file: not even root creates it
+    client, uri, _ = sqlite_run(tmp_path)
+    run = TrackedRun(TrackingConfig(uri=uri, buffer_dir=str(buffer_dir)), "no-buffer")
+    logger = run.epoch_logger()
+    checkpoint = types.SimpleNamespace(path="/results/checkpoint_000001")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logger.after_report(None, [epoch_report(1)], None)
+        logger.after_report(None, [epoch_report(2)], checkpoint)
+        run.finish()
+    messages = [str(w.message) for w in caught]
+    assert sum("cannot write the MLflow buffer" in m for m in messages) == 1, messages
+    assert [m.step for m in client.get_metric_history(run.run_id, "train_loss")] == [1, 2]
+    logged = client.get_run(run.run_id)
+    assert logged.data.tags["last_checkpoint"] == "/results/checkpoint_000001 (epoch 2)"
+    assert logged.info.status == "FINISHED"
+
+    # The tracking server away as well: the values are only printed, the training goes on
+    logger = EpochLogger(DEAD_URI, run.run_id, MetricBuffer(buffer_dir / "run.jsonl", 100))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logger.after_report(None, [epoch_report(3)], None)
+        logger.after_report(None, [epoch_report(4)], None)
+    messages = [str(w.message) for w in caught]
+    assert sum("cannot write the MLflow buffer" in m for m in messages) == 1, messages
+    assert sum("is unreachable" in m for m in messages) == 1, messages
+    assert "epoch   4" in capsys.readouterr().out

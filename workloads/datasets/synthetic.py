@@ -20,7 +20,35 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "stripes", "checker", "diamond")
-MANIFEST = "synthetic.json"
+MANIFEST = "synthetic.json"  # marks a folder as written here: the only kind we ever replace
+GENERATOR = "alexnet-ray synthetic"
+
+
+def _read_marker(root: Path) -> dict | None:
+    """The marker of a folder this module wrote (its MANIFEST), or None for any other folder."""
+    try:
+        marker = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(marker, dict) and {"num_classes", "quality"} <= set(marker):
+        return {"config": marker}  # a photo corpus marked before GENERATOR existed
+    if not isinstance(marker, dict) or "config" not in marker:
+        return None
+    # Markers written before GENERATOR existed hold exactly these keys
+    if marker.get("generator", GENERATOR) != GENERATOR:
+        return None
+    return marker
+
+
+def _refuse_foreign(root: Path) -> None:
+    """Raise unless `root` is missing or an empty folder: never delete what we did not write."""
+    if root.is_dir() and not any(root.iterdir()):
+        return
+    if root.exists():
+        raise ValueError(
+            f"{root} is not empty and holds no {MANIFEST}: it is not a dataset generated here, "
+            "and generating would replace it; choose another folder (a missing or empty one)"
+        )
 
 
 @dataclass(frozen=True)
@@ -129,10 +157,12 @@ def generate(root: str | Path, config: SyntheticConfig) -> Path:
     an interrupted run never leaves a half-written dataset that looks complete.
     """
     root = Path(root)
-    manifest = root / MANIFEST
     wanted = asdict(config)
-    if manifest.exists() and json.loads(manifest.read_text()).get("config") == wanted:
+    marker = _read_marker(root)
+    if marker is not None and marker.get("config") == wanted:
         return root
+    if marker is None:
+        _refuse_foreign(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
@@ -146,7 +176,10 @@ def generate(root: str | Path, config: SyntheticConfig) -> Path:
                     image = render_image(config, split, c, i)
                     image.save(class_dir / f"{name}_{i:05d}.jpg", quality=config.jpeg_quality)
         (staging / MANIFEST).write_text(
-            json.dumps({"config": wanted, "classes": names, "counts": counts}, indent=2)
+            json.dumps(
+                {"generator": GENERATOR, "config": wanted, "classes": names, "counts": counts},
+                indent=2,
+            )
         )
         if root.exists():
             shutil.rmtree(root)
@@ -231,13 +264,15 @@ def write_photo_corpus(
     arguments; used by the benchmarks.
     """
     root = Path(root)
-    marker = root / MANIFEST
     wanted = {
         "num_classes": num_classes, "train_per_class": train_per_class,
         "val_per_class": val_per_class, "seed": seed, "quality": quality,
     }  # fmt: skip
-    if marker.exists() and json.loads(marker.read_text()) == wanted:
+    marker = _read_marker(root)
+    if marker is not None and marker["config"] == wanted:
         return root
+    if marker is None:
+        _refuse_foreign(root)
     if root.exists():
         shutil.rmtree(root)
     synth = PhotoSynth(seed)
@@ -253,5 +288,5 @@ def write_photo_corpus(
                 width, height = (long, short) if rng.random() < 0.75 else (short, long)
                 image = synth.render(rng, width, height)
                 image.save(folder / f"{wnid}_{i}.JPEG", quality=quality)
-    marker.write_text(json.dumps(wanted))
+    (root / MANIFEST).write_text(json.dumps({"generator": GENERATOR, "config": wanted}))
     return root

@@ -1,0 +1,94 @@
+"""Nothing a user points at is deleted, overwritten or mixed: generated data and prepare outputs
+go only into folders that are new, empty or marked as written by us, one writer at a time."""
+
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.config import DEMO_CONFIG, load_config
+from orchestrator.data import raw_source
+from orchestrator.errors import ConfigError
+from orchestrator.prepare import LOCK_FILE, PrepareConfig, run_prepare
+from orchestrator.storage import Location
+from workloads.datasets.synthetic import SyntheticConfig, generate
+
+TINY = SyntheticConfig(num_classes=2, train_per_class=2, val_per_class=1)
+
+
+def _user_folder(tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "2024").mkdir(parents=True)
+    (photos / "2024" / "beach.jpg").write_bytes(b"my holiday")
+    (photos / "notes.txt").write_text("keep me")
+    return photos
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_demo_config_never_replaces_a_users_folder(tmp_path):
+    photos = _user_folder(tmp_path)
+    before = _snapshot(photos)
+    config = load_config(DEMO_CONFIG, [f"data.root={photos}"])
+    with pytest.raises(ConfigError, match=r"data.root .*photos is not empty and holds no "):
+        raw_source(config.data, config.prepare)
+    assert _snapshot(photos) == before
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (generate(empty, TINY) / "train").is_dir()  # an empty folder is fine
+    again = generate(empty, SyntheticConfig(num_classes=3, train_per_class=2, val_per_class=1))
+    assert len(list((again / "train").iterdir())) == 3  # its own output is replaced
+
+
+def test_prepare_writes_only_into_new_empty_or_its_own_folders(tmp_path):
+    source = generate(tmp_path / "src", TINY)
+    photos = _user_folder(tmp_path)
+    before = _snapshot(photos)
+    not_ours = r"prepare.out: .*photos is not empty \(2024, notes.txt\)"
+    with pytest.raises(ConfigError, match=not_ours):
+        run_prepare(PrepareConfig(root=str(source), out=str(photos), image_size=32))
+    assert _snapshot(photos) == before
+
+
+def test_a_second_prepare_into_the_same_output_stops_at_once(tmp_path):
+    source = generate(tmp_path / "src", TINY)
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(out / LOCK_FILE)!r}, os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "os.write(fd, b'{\"pid\": 4242}')\n"
+         "print('locked', flush=True)\n"
+         "time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match=r"another prepare is writing to .*out.*4242"):
+            run_prepare(PrepareConfig(root=str(source), out=str(out), image_size=32))
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_partial_work_of_another_plan_is_discarded(tmp_path, capsys):
+    from orchestrator.prepare import _discard_other_plans
+
+    out = Location.of(str(tmp_path / "out"))
+    for folder in ("_work", "train", "val"):
+        out.make_dirs(folder)
+    out.write_json({"key": "old", "images_per_shard": 5}, "_work", "plan.json")
+    out.write_json({"images": 5}, "_work", "train-shard-00000-of-00002.json")
+    out.write_bytes(b"old shard", "train", "shard-00000-of-00002.parquet")
+
+    _discard_other_plans(out, "old")  # the same plan: its work is kept
+    assert out.exists("_work", "train-shard-00000-of-00002.json")
+    _discard_other_plans(out, "new")
+    assert out.names() == []
+    assert "partial work of an interrupted prepare" in capsys.readouterr().out
