@@ -43,6 +43,10 @@ def prepare(config: ExperimentConfig) -> PrepareResult:
     if job.out is None:
         raise ConfigError("prepare.out: required (--out)")
     splits = prepare_job.list_source(job)  # bad paths and layouts fail here, before Ray starts
+    try:
+        Location.of(job.out)  # and so does an --out that no filesystem here opens
+    except InputError as error:
+        raise ConfigError(f"prepare.out: {error}") from None
     jobs.ensure_ray()
     result = prepare_job.run_prepare(job, splits=splits)
     jobs.report_prepare(result)

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (also as a `ray job submit` entrypoint)
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         # A path the user gave that is missing or closed to us, found only while working
         print(f"error: {one_line(str(error))}", file=sys.stderr)
         return 2
+    except Exception:  # a bug, or a failure nobody foresaw: the traceback, with secrets masked
+        print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
     return 0
 
 

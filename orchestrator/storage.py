@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 
+from orchestrator.errors import InputError
+from orchestrator.redact import redact_exception, redact_text
+
 
 def open_input_file(uri_or_path: str) -> pafs.NativeFile:
     """A seekable file handle for a local path or a filesystem URI."""
@@ -39,8 +42,15 @@ class Location:
 
     @staticmethod
     def of(uri_or_path: str) -> "Location":
+        """The folder at a local path or URI; InputError for a URI no filesystem here opens."""
         if "://" in uri_or_path:
-            fs, path = pafs.FileSystem.from_uri(uri_or_path)
+            try:
+                fs, path = pafs.FileSystem.from_uri(uri_or_path)
+            except (OSError, ValueError) as error:  # an unknown scheme, a missing library
+                raise InputError(
+                    f"{redact_text(uri_or_path)}: no filesystem here opens it "
+                    f"({redact_exception(error, 160)})"
+                ) from None
             return Location(fs, path.rstrip("/"), uri_or_path.rstrip("/"))
         path = str(Path(uri_or_path).expanduser().resolve())
         return Location(pafs.LocalFileSystem(), path, path)

@@ -51,15 +51,19 @@ def tiny_prepared(ray_cluster, tiny_dataset, tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def tiny_train_args(tiny_dataset, tmp_path):
+def tiny_train_args(tiny_dataset, tiny_prepared, tmp_path):
     """`run.py train` arguments: the demo config on `tiny_dataset`, everything under tmp_path
-    (MLflow in tmp_path/mlflow.db), batch 32, plus the given `key=value` overrides."""
+    (MLflow in tmp_path/mlflow.db), batch 32, plus the given `key=value` overrides.
+
+    The raw source is the generated tree, as in the demo; its preparation with the demo's
+    parameters is `tiny_prepared`, made once per session (a test that needs the prepare step
+    itself overrides `data.prepared_root`)."""
     root, synthetic = tiny_dataset
 
     def args(*overrides: str) -> list[str]:
         settings = [
             f"data.root={root}",
-            f"data.prepared_root={tmp_path / 'prepared'}",
+            f"data.prepared_root={tiny_prepared}",
             f"data.synthetic.num_classes={synthetic.num_classes}",
             f"data.synthetic.train_per_class={synthetic.train_per_class}",
             f"data.synthetic.val_per_class={synthetic.val_per_class}",

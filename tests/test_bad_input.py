@@ -65,6 +65,16 @@ def test_a_password_in_an_unreachable_tracking_uri_is_never_printed(capsys, tmp_
     assert "s3cret" not in line and "alice:***@127.0.0.1:9" in line
 
 
+def test_an_output_uri_nothing_opens_is_named_without_its_password(capsys, tmp_path):
+    from workloads.datasets.synthetic import SyntheticConfig, generate
+
+    source = generate(tmp_path / "src", SyntheticConfig(2, 1, 1))
+    line = _fails(capsys, "prepare", "--root", str(source),
+                  "--out", "hdfs://bob:hunter2-secret@127.0.0.1:1/x")  # fmt: skip
+    assert line.startswith("config error: prepare.out: hdfs://bob:***@127.0.0.1:1/x: no filesystem")
+    assert "hunter2" not in line
+
+
 def test_train_on_a_folder_with_no_prepared_data_stops_before_ray(capsys, tmp_path):
     line = _fails(capsys, "train", "--set", f"data.root={tmp_path}")
     assert line.startswith(f"config error: data.root: {tmp_path} holds no complete prepared")

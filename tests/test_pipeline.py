@@ -71,6 +71,7 @@ def test_cli_train_learns_and_logs_one_mlflow_run(
         *tiny_train_args(
             "train.epochs=3", "train.ten_crop=true", "optim.lr=0.04",
             "tracking.experiment=pytest", "name=tiny-e2e",
+            f"data.prepared_root={tmp_path / 'prepared'}",  # prepared on first use, here
         ),
         env={"RAY_ADDRESS": ray_cluster},
     )  # fmt: skip

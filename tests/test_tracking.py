@@ -27,11 +27,11 @@ from orchestrator.tracking import (
 DEAD_URI = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
 
-def test_unreachable_server_fails_fast_unless_tracking_is_optional(tmp_path, capsys):
-    started = time.monotonic()
+def test_unreachable_server_fails_fast_unless_tracking_is_optional(tmp_path, capsys, caplog):
     with pytest.raises(ConfigError, match=r"tracking.uri: cannot reach .*127.0.0.1:9.*optional"):
         TrackedRun(TrackingConfig(uri=DEAD_URI), "nowhere")
-    assert time.monotonic() - started < 20  # no minutes of retries
+    # No minutes of retries: MLflow's client (urllib3) logs each retry it makes
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
 
     with pytest.warns(UserWarning, match="NOT tracked"):
         run = TrackedRun(TrackingConfig(uri=DEAD_URI, optional=True), "nowhere")
@@ -113,8 +113,10 @@ def test_training_survives_a_tracking_server_outage(
     run_id = runs[0].info.run_id
 
     mlflow_server.stop()
-    time.sleep(30)
-    assert process.poll() is None, "the run died in the outage: " + log.read_text()[-3000:]
+    while "MLflow still unreachable after epoch" not in log.read_text():  # a second epoch
+        assert process.poll() is None, "the run died in the outage: " + log.read_text()[-3000:]
+        assert time.monotonic() < deadline + 300, "no two epochs ended in the outage"
+        time.sleep(0.5)
     mlflow_server.start()
     assert process.wait(timeout=400) == 0, log.read_text()[-3000:]
 
