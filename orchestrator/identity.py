@@ -3,7 +3,8 @@
 A run resumed by name continues a model from its checkpoint and adds epochs to its MLflow run.
 That is only honest when the model, the data, the optimizer with its schedule, the batch and
 the seed are those it started with; changing where or how fast it runs (workers, placement,
-precision, storage, logging) is fine, and so is `train.epochs` (to train longer). The driver
+precision, storage, logging) is fine, and so is `train.epochs` (to train longer; not with the
+cosine schedule, whose curve spans the planned epochs). The driver
 compares these fields with what the checkpoint and the MLflow run recorded, before training,
 and refuses a resume that would mix two trainings unless `train.resume_changed` says so.
 """
@@ -34,6 +35,8 @@ def training_fields(config, data_key: str) -> dict[str, Any]:
         "train.global_batch_size": config.train.global_batch_size,
         "seed": config.seed,
     }
+    if config.optim.schedule.kind == "cosine":  # its curve spans train.epochs: longer changes it
+        fields["train.epochs"] = config.train.epochs
     return {key: fields[key] for key in sorted(fields)}
 
 

@@ -78,6 +78,10 @@ def test_resume_with_changed_fields_is_refused_unless_asked_for(tmp_path, capsys
 
     longer = _job(tmp_path, "train.epochs=9", "train.num_workers=1", "data.decode_cpus=0.5")
     jobs.check_resume(longer, _tracked(tmp_path, first, 2))  # same training, more epochs
+    cosine = identity.training_fields(_job(tmp_path, "optim.schedule.kind=cosine").config, "k")
+    longer_cosine = _job(tmp_path, "optim.schedule.kind=cosine", "train.epochs=9").config
+    changed = identity.differences(cosine, identity.training_fields(longer_cosine, "k"))
+    assert changed == {"train.epochs": (5, 9)}  # the cosine curve spans the planned epochs
 
 
 def test_other_data_is_another_training(tmp_path):
