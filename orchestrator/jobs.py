@@ -45,6 +45,8 @@ def quiet_progress_bars() -> None:
     """Our own lines report progress (per shard, per step, per epoch); Ray Data's bars, drawn by
     actors whose output is relayed line by line, turn into noise in logs."""
     ray.data.DataContext.get_current().enable_progress_bars = False
+    # ... and its warning that they are off (here; Ray Data's own actors still say it once)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def cluster_shape() -> dict[str, str]:

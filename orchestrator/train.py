@@ -10,6 +10,7 @@ the worker group for the cluster and hands rank 0's reports to the MLflow callba
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 import time
@@ -302,7 +303,18 @@ def _compute_options(config: TrainConfig, device: torch.device):
     return (torch.bfloat16 if bf16 else None), channels_last
 
 
+def quiet_report_echo() -> None:
+    """Ray 2.60 logs every `ray.train.report` (a whole `TrainingReport(...)` dump) at INFO through
+    a logger named by its source file's path, which `LoggingConfig` does not reach: set it to
+    WARNING in this worker. Our own lines report each epoch."""
+    suffix = "ray/train/v2/_internal/execution/context.py"
+    for name in list(logging.root.manager.loggerDict):
+        if name.replace("\\", "/").endswith(suffix):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def train_fn_per_worker(loop_config: dict) -> None:
+    quiet_report_echo()
     rank_zero = ray.train.get_context().get_world_rank() == 0
     with tracking.system_metrics(loop_config.get("system_metrics") if rank_zero else None):
         _train(loop_config)
@@ -447,12 +459,12 @@ def fit(
     `storage_path` (default `train.storage_path`) holds the run's folder `<run_name>/`;
     `data_cpus` caps the CPUs the run's Ray Data streams may hold (None: whatever is free).
     """
-    dataset_config = None
-    if data_cpus is not None:
-        limits = ray.data.ExecutionResources(cpu=data_cpus)
-        dataset_config = ray.train.DataConfig(
-            execution_options=ray.data.ExecutionOptions(resource_limits=limits)
-        )
+    # Our own execution options, always: Ray Train's defaults set the deprecated
+    # `exclude_resources` (a RayDeprecationWarning in every run's log)
+    limits = ray.data.ExecutionResources(cpu=data_cpus) if data_cpus is not None else None
+    dataset_config = ray.train.DataConfig(
+        execution_options=ray.data.ExecutionOptions(resource_limits=limits)
+    )
     resources = {**train_config.resources_per_worker, "CPU": train_config.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = train_config.devices_per_worker  # two for the towers
