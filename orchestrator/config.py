@@ -221,28 +221,63 @@ def _set_override(raw: dict, assignment: str) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
-    """Read a YAML config (or the built-in defaults when `path` is None) and apply overrides."""
-    if path is None:
-        return load_config_text("{}", overrides)
-    path = Path(path)
+    """Read a YAML config (or the built-in defaults when `path` is None) and apply overrides.
+
+    A config file may name another as its `base` (a path relative to it): the file then holds
+    only what differs; mappings merge key by key, any other value replaces the base's.
+    """
+    raw = _read_config_file(Path(path)) if path is not None else {}
+    return _build(raw, overrides)
+
+
+def _read_config_file(path: Path, derived: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path}: cannot be read ({type(error).__name__})") from None
-    return load_config_text(text, overrides, source=str(path))
+    raw = _mapping(_yaml_load(text, str(path)) or {}, str(path))
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(
+            f"{path}: base: got {shown(base)}; allowed: the path of another config file, "
+            "relative to this one"
+        )
+    base_path = (path.parent / base).resolve()
+    if base_path in (*derived, path.resolve()):
+        raise ConfigError(f"{path}: base: {base} is this file or derives from it (a cycle)")
+    return _merged(_read_config_file(base_path, (*derived, path.resolve())), raw)
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _mapping(raw, source: str) -> dict:
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
+        )
+    return raw
 
 
 def load_config_text(
     text: str, overrides: list[str] = (), source: str = "config"
 ) -> ExperimentConfig:
     """A YAML config given as text (e.g. the one stored in a checkpoint), plus overrides."""
-    raw: dict[str, Any] = _yaml_load(text, source) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
-        )
+    return _build(_mapping(_yaml_load(text, source) or {}, source), overrides)
+
+
+def _build(raw: dict[str, Any], overrides: list[str]) -> ExperimentConfig:
     for assignment in overrides:
         _set_override(raw, assignment)
     return from_dict(ExperimentConfig, raw)

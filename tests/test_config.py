@@ -1,6 +1,7 @@
 """Configs: YAML + --set overrides into typed sections; bad input fails before any Ray work."""
 
 import pytest
+import yaml
 
 from orchestrator.config import DEMO_CONFIG, REPO_ROOT, flatten, load_config
 from orchestrator.errors import ConfigError
@@ -124,3 +125,24 @@ def test_describe_prints_the_papers_totals(capsys):
     assert "conv2    features.4     256x27x27             307,456" in out
     assert main(["describe", "--set", "model.variant=torchvision"]) == 0
     assert "61,100,840" in capsys.readouterr().out
+
+
+def test_a_config_names_its_base_and_holds_only_what_differs(tmp_path):
+    derived = tmp_path / "derived.yaml"
+    derived.write_text(f"base: {DEMO_CONFIG}\ntrain:\n  epochs: 9\nmodel: {{dropout: 0.3}}\n")
+    demo, config = load_config(DEMO_CONFIG), load_config(derived)
+    assert config.train.epochs == 9 and config.model.dropout == 0.3
+    assert config.model.width == demo.model.width == 0.25  # merged key by key
+    assert config.train.num_workers == demo.train.num_workers
+    assert load_config(derived, ["train.epochs=2"]).train.epochs == 2  # --set still wins
+
+    sweep = yaml.safe_load((REPO_ROOT / "configs" / "sweep.yaml").read_text())
+    assert sweep["base"] == "demo.yaml" and not {"model", "prepare", "optim"} & set(sweep)
+
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"base: a.yaml is this file or derives from it"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"config file .*nowhere.yaml does not exist"):
+        load_config(tmp_path / "c.yaml")
