@@ -19,6 +19,7 @@ import yaml
 
 from orchestrator.data import DataConfig
 from orchestrator.errors import ConfigError, shown
+from orchestrator.paths import DEMO_CONFIG, REPO_ROOT, SWEEP_CONFIG  # noqa: F401 - re-exported
 from orchestrator.prepare import PrepareConfig
 from orchestrator.redact import redact
 from orchestrator.search import SweepConfig
@@ -26,10 +27,6 @@ from orchestrator.tracking import TrackingConfig
 from orchestrator.train import TrainConfig
 from workloads.alexnet.engine import OptimizerConfig
 from workloads.alexnet.model import ModelConfig
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
-SWEEP_CONFIG = REPO_ROOT / "configs" / "sweep.yaml"
 
 
 @dataclass(frozen=True)

@@ -16,21 +16,21 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (also as a `ray job submit` entrypoint)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator import commands  # noqa: E402
+# Only light imports here: `--help` must not wait for torch and Ray (commands import them)
 from orchestrator.capacity import MEASURED_FEED_PER_CORE  # noqa: E402
-from orchestrator.config import DEMO_CONFIG, REPO_ROOT, SWEEP_CONFIG, load_config  # noqa: E402
 from orchestrator.errors import MAX_MESSAGE_CHARS, ConfigError  # noqa: E402
+from orchestrator.paths import DEMO_CONFIG, REPO_ROOT, SWEEP_CONFIG  # noqa: E402
 from orchestrator.redact import redact_text  # noqa: E402
 
-COMMANDS = {
-    "demo": (commands.train, "train the CPU-sized demo config on a generated dataset (default)"),
-    "train": (commands.train, "one training run: Ray Data -> Ray Train -> one MLflow run"),
-    "prepare": (commands.prepare, "decode a raw image tree once into Parquet shards + statistics"),
-    "sweep": (commands.sweep, "a Ray Tune sweep: one TorchTrainer per trial, nested MLflow runs"),
-    "report": (commands.report, "a sweep's trials from MLflow, best first, and its plots"),
-    "evaluate": (commands.evaluate, "top-1/top-5 error of a checkpoint, centre crop or ten-crop"),
-    "describe": (commands.describe, "print the layer table: output shapes, params, multiply-adds"),
-    "capacity": (commands.capacity, "CPU cores a GPU node needs so the data feed keeps up"),
+COMMANDS = {  # name: (function in orchestrator/commands.py, help)
+    "demo": ("train", "train the CPU-sized demo config on a generated dataset (default)"),
+    "train": ("train", "one training run: Ray Data -> Ray Train -> one MLflow run"),
+    "prepare": ("prepare", "decode a raw image tree once into Parquet shards + statistics"),
+    "sweep": ("sweep", "a Ray Tune sweep: one TorchTrainer per trial, nested MLflow runs"),
+    "report": ("report", "a sweep's trials from MLflow, best first, and its plots"),
+    "evaluate": ("evaluate", "top-1/top-5 error of a checkpoint, centre crop or ten-crop"),
+    "describe": ("describe", "print the layer table: output shapes, params, multiply-adds"),
+    "capacity": ("capacity", "CPU cores a GPU node needs so the data feed keeps up"),
 }
 PREPARE_OPTIONS = {
     "--source": "imagefolder (train/<class>/*, val/<class>/*) or imagenet (ILSVRC-2012 layouts)",
@@ -121,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     # MLflow announces at INFO that it creates a new sqlite store's tables: not news to a user
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    command, _ = COMMANDS[args.command]
     try:
+        from orchestrator import commands
+        from orchestrator.config import load_config
+
+        command = getattr(commands, COMMANDS[args.command][0])
         if args.command == "evaluate":  # the config comes with the checkpoint
             command(args.model, args.ten_crop, args.overrides)
         elif args.command == "sweep":

@@ -1,5 +1,8 @@
 """Configs: YAML + --set overrides into typed sections; bad input fails before any Ray work."""
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -95,11 +98,15 @@ def test_bad_config_fails_before_ray_starts(monkeypatch, capsys):
         assert field in err and "Traceback" not in err
 
 
-def test_help_describes_every_command_and_option(run_cli, capsys):
+def test_help_describes_every_command_and_option(capsys):
     from orchestrator.run import parse_args
 
-    top = run_cli("--help")  # the one subprocess: the script runs as a user runs it
+    # The one subprocess: the script as a user runs it, and what it imports (not torch or Ray)
+    top = subprocess.run([sys.executable, "-X", "importtime", "orchestrator/run.py", "--help"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert top.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in top.stderr.splitlines()}
+    assert not {"torch", "ray", "mlflow", "pyarrow"} & imported, sorted(imported)
     for command in ("demo", "train", "prepare", "evaluate", "describe"):
         assert command in top.stdout
         with pytest.raises(SystemExit) as exit_status:
