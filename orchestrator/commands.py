@@ -17,7 +17,7 @@ from orchestrator.config import ExperimentConfig, flatten, load_config, load_con
 from orchestrator.errors import ConfigError, InputError
 from orchestrator.prepare import PrepareResult
 from orchestrator.storage import Location
-from workloads.alexnet.engine import accumulate, eval_step, eval_step_multiview
+from workloads.alexnet import engine
 from workloads.alexnet.model import build_model
 from workloads.alexnet.summary import format_table, layer_table
 
@@ -180,23 +180,17 @@ def evaluate(model_uri: str, ten_crop: bool, overrides: list[str]) -> dict[str, 
     model.load_state_dict(state["model"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    autocast = torch.bfloat16 if device.type == "cuda" else None
-    transform = jobs.batch_transform(config, data)
     stream = data_pipeline.decoded_stream(data, "val", config.data, seed=None)
-    center = views = None
-    for batch in stream.iter_torch_batches(batch_size=64, device=device):
-        images, labels = batch["image"], batch["label"]
-        center = accumulate(center, eval_step(model, transform.center(images), labels, autocast))
-        if ten_crop:
-            step = eval_step_multiview(model, transform.ten_crop(images), labels, autocast)
-            views = accumulate(views, step)
-    metrics = {
-        "val_top1_error": 1 - (center["correct1"] / center["count"]).item(),
-        "val_top5_error": 1 - (center["correct5"] / center["count"]).item(),
-    }
+    batches = ((batch["image"], batch["label"])
+               for batch in stream.iter_torch_batches(batch_size=64, device=device))  # fmt: skip
+    center, views = engine.evaluate(model, batches, jobs.batch_transform(config, data),
+                                    engine.autocast_dtype_for(device, config.train.precision),
+                                    ten_crop)  # fmt: skip
+    if center is None:
+        raise InputError(f"data.root: {data.uri} has no validation images to evaluate on")
+    metrics = engine.error_rates(center)
     if views is not None:
-        metrics["val_top1_error_10crop"] = 1 - (views["correct1"] / views["count"]).item()
-        metrics["val_top5_error_10crop"] = 1 - (views["correct5"] / views["count"]).item()
+        metrics.update(engine.error_rates(views, "_10crop"))
     count = int(center["count"].item())
     print(f"evaluated {model_uri} (epoch {state['epoch']}) on {count} validation images of "
           f"{data.uri}:")  # fmt: skip

@@ -243,10 +243,9 @@ def check_resume(job: TrainingJob, run: tracking.TrackedRun) -> None:
 
 def _check_checkpoints_kept(run, recorded: dict, stored, run_folder: str) -> None:
     """An MLflow run that recorded a checkpoint must find it (or a newer one) in storage."""
-    tag = recorded.get("last_checkpoint")
-    if tag is None:
+    path, epoch = tracking.last_checkpoint(recorded)
+    if path is None:
         return
-    epoch = int(tag.rsplit("(epoch ", 1)[-1].rstrip(")")) if "(epoch " in tag else 0
     if stored is None or stored.epoch < epoch:
         found = f"the newest there is of epoch {stored.epoch}" if stored else "none is there"
         raise ConfigError(

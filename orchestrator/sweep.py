@@ -3,7 +3,7 @@
 A trial is a Tune function that builds and fits its own `TorchTrainer` (the Ray Train V2 way of
 composing Tune and Train); `TuneReportCallback` forwards rank 0's epoch reports to Tune, which
 the ASHA scheduler reads. MLflow holds one parent run per sweep and one child run per trial,
-nested under it (`mlflow.parentRunId`). A child run is identified by its trial id (its run-key
+nested under it (MLflow's parent-run tag). A child run is identified by its trial id (its run-key
 tag `<sweep>-<trial id>`), so a resumed sweep finds the run each unfinished trial already had
 instead of making a second one; finished trials are not run again (`Tuner.restore`).
 """
@@ -53,8 +53,7 @@ def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, s
         # Finished before the sweep's driver stopped, after Tune last saved its state: report
         # the run's final metrics instead of training it again.
         print(f"trial {trial_id} already finished (MLflow run {run.run_id})", flush=True)
-        final = run.client.get_run(run.run_id).data.metrics
-        tune.report({**final, "epoch": config.train.epochs})
+        tune.report({**run.final_metrics(), "epoch": config.train.epochs})
         return
     jobs.quiet_progress_bars()
     job = jobs.plan_training(config, data_pipeline.open_prepared(data_uri), run_name)
@@ -215,50 +214,23 @@ def _require_state_api() -> None:
 def summarize(parent: tracking.TrackedRun, config: ExperimentConfig, results) -> None:
     """Honest statuses on the children; on the parent: the best trial, a CSV, the plots."""
     spec, epochs = config.sweep, config.train.epochs
-    client = parent.client
-    children = {
-        run.data.tags.get("trial_id"): run
-        for run in client.search_runs(
-            [parent.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'"
-        )
-    }
-    rows = []
+    children = {run.data.tags.get("trial_id"): run for run in parent.child_runs()}
     for result in results:
         metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or _trial_id_from_path(result.path)
-        child = children.get(trial_id)
+        child = children.get(metrics.get("trial_id") or _trial_id_from_path(result.path))
         done = int(metrics.get("epoch", 0))
-        if result.error is not None:
-            status, early = "FAILED", False
-        else:
-            status, early = "FINISHED", done < epochs
+        early = result.error is None and done < epochs
         if child is not None:
-            if early:
-                client.set_tag(child.info.run_id, "early_stopped", "true")
-                client.set_tag(child.info.run_id, "stopped_after_epoch", str(done))
-            client.set_terminated(child.info.run_id, status=status)
-        rows.append(
-            {
-                "trial": trial_id,
-                **{key: result.config.get(key) for key in spec.space},
-                spec.metric: metrics.get(spec.metric, math.nan),
-                "val_top5_error": metrics.get("val_top5_error", math.nan),
-                "epochs": done,
-                "status": "early-stopped" if early else status.lower(),
-                "mlflow_run_id": child.info.run_id if child is not None else "",
-            }
-        )
-    rows.sort(key=lambda row: (math.isnan(row[spec.metric]), row[spec.metric]))
+            stopped = {"early_stopped": "true", "stopped_after_epoch": done} if early else {}
+            status = "FAILED" if result.error is not None else "FINISHED"
+            parent.close_child(child.info.run_id, status, stopped)
+    rows = trial_rows(parent.client, parent.child_runs(), spec)  # as `report` shows them
     if rows and not math.isnan(rows[0][spec.metric]):
         best = rows[0]
         parent.log_metrics({f"best_{spec.metric}": best[spec.metric],
                             "best_val_top5_error": best["val_top5_error"]})  # fmt: skip
-        client.log_batch(
-            parent.run_id,
-            tags=[tracking.tag("best_trial", best["trial"]),
-                  tracking.tag("best_run_id", best["mlflow_run_id"]),
-                  tracking.tag("best_config", json.dumps({k: best[k] for k in spec.space}))],
-        )  # fmt: skip
+        parent.set_tags({"best_trial": best["trial"], "best_run_id": best["mlflow_run_id"],
+                         "best_config": json.dumps({k: best[k] for k in spec.space})})  # fmt: skip
         _log_best_model(parent, config, best)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["trial"])
@@ -274,18 +246,10 @@ def summarize(parent: tracking.TrackedRun, config: ExperimentConfig, results) ->
 
 
 def _log_best_model(parent: tracking.TrackedRun, config: ExperimentConfig, best: dict) -> None:
-    """The best trial's last checkpoint as an MLflow model on the parent run, registered.
-
-    Logged in the "pt2" format (`torch.export`, no pickled code to run at load time) as a
-    `Classifier`: uint8 images at the prepared size in, logits out.
-    """
-    from importlib.metadata import version
-
-    import mlflow
-    import mlflow.pytorch
+    """The best trial's last checkpoint as an MLflow model on the parent run, registered: a
+    `Classifier`, uint8 images at the prepared size in, logits out."""
     import numpy as np
     import torch
-    from mlflow.models import infer_signature
 
     from workloads.alexnet.export import Classifier
     from workloads.alexnet.model import build_model
@@ -301,36 +265,19 @@ def _log_best_model(parent: tracking.TrackedRun, config: ExperimentConfig, best:
     classifier = Classifier(model, trial_config.model.input_size, mean).eval()
     example = np.repeat(np.round(data.stats.mean_image * 255).astype(np.uint8)[None], 2, axis=0)
     with torch.no_grad():
-        signature = infer_signature(example, classifier(torch.from_numpy(example)).numpy())
-    mlflow.set_tracking_uri(parent.tracking_uri)
-    tracking.quiet_client_output()  # no run URL (with a password) printed at end_run
-    with mlflow.start_run(run_id=parent.run_id):
-        info = mlflow.pytorch.log_model(
-            classifier,
-            name="model",
-            signature=signature,
-            input_example=example,
-            serialization_format="pt2",
-            pip_requirements=[f"{name}=={version(name)}" for name in ("torch", "mlflow")],
-            registered_model_name=spec.register_model,
-            metadata={
-                "prepared_size": data.image_size,
-                "classes": data.classes,
-                "sweep": spec.name,
-                "trial": best["trial"],
-            },  # fmt: skip
-        )
+        output = classifier(torch.from_numpy(example)).numpy()
+    metadata = {"prepared_size": data.image_size, "classes": data.classes, "sweep": spec.name,
+                "trial": best["trial"]}  # fmt: skip
+    info = parent.log_model(classifier, example, output, spec.register_model, metadata)
     message = f"best model (trial {best['trial']}, epoch {state['epoch']}): {info.model_uri}"
     if spec.register_model is not None:
         version = info.registered_model_version
-        client = parent.client
-        client.set_registered_model_alias(spec.register_model, spec.register_alias, version)
-        for key, value in {"sweep": spec.name, "trial": best["trial"], "checkpoint": checkpoint,
-                           spec.metric: best[spec.metric]}.items():  # fmt: skip
-            client.set_model_version_tag(spec.register_model, version, key, str(value))
+        tags = {"sweep": spec.name, "trial": best["trial"], "checkpoint": checkpoint,
+                spec.metric: best[spec.metric]}  # fmt: skip
+        parent.set_alias(spec.register_model, spec.register_alias, version, tags)
         message += f", registered as models:/{spec.register_model}@{spec.register_alias} "
         message += f"(version {version})"
-    parent.client.set_tag(parent.run_id, "best_model", message)
+    parent.set_tags({"best_model": message})
     print(message, flush=True)
 
 
@@ -404,43 +351,38 @@ def _log_plots(parent: tracking.TrackedRun, spec: SweepConfig, rows: list[dict])
         figure.tight_layout()
         figure.savefig(Path(folder) / "learning_curves.png", dpi=100)
         plt.close(figure)
-        parent.client.log_artifacts(parent.run_id, folder, "plots")
+        parent.log_artifacts(folder, "plots")
 
 
 def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
     """The sweep's trials from MLflow, best first, and where its plots are."""
-    from mlflow.tracking import MlflowClient
-
-    uri = tracking.resolve_tracking_uri(config.tracking)
-    problem = tracking.check_reachable(uri)
-    if problem is not None:
-        raise ConfigError(
-            f"tracking.uri: cannot reach the MLflow tracking server at {tracking.redacted(uri)} "
-            f"({tracking.redact_text(problem)})"
-        )
-    client = MlflowClient(uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    parents = client.search_runs(
-        experiments, filter_string=f"tags.kind = 'sweep' and tags.sweep = '{sweep_name}'"
-    )
-    if not parents:
-        where = tracking.redacted(uri)
+    record = tracking.read_sweep(config.tracking, sweep_name)
+    if record is None:
+        where = tracking.redacted(tracking.resolve_tracking_uri(config.tracking))
         raise ConfigError(f"--sweep: no sweep '{sweep_name}' in the MLflow store at {where}")
-    parent = parents[0]
+    parent = record.parent
     space = json.loads(parent.data.tags["search_space"])
     spec = SweepConfig(name=sweep_name, space=space)
+    rows = trial_rows(record.client, record.children, spec)
+    print(f"sweep '{sweep_name}' (MLflow run {parent.info.run_id}, "
+          f"{parent.data.tags.get('search_algorithm')} search, "
+          f"{parent.data.tags.get('scheduler')} scheduler): {len(rows)} trials")  # fmt: skip
+    print(format_table(rows, spec))
+    for plot in record.plots:
+        print(f"plot: {plot}")
+    return rows
+
+
+def trial_rows(client, children: list, spec: SweepConfig) -> list[dict]:
+    """One row per trial run, best first: its swept values, final errors, epochs, status."""
     rows = []
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-    )
     for child in children:
         params, metrics, tags = child.data.params, child.data.metrics, child.data.tags
         history = tracking.metric_history(client, child.info.run_id, spec.metric)
         rows.append(
             {
                 "trial": tags.get("trial_id", child.info.run_name),
-                **{key: _parse(params.get(key)) for key in space},
+                **{key: _parse(params.get(key)) for key in spec.space},
                 spec.metric: metrics.get(spec.metric, math.nan),
                 "val_top5_error": metrics.get("val_top5_error", math.nan),
                 "epochs": max((step for step, _ in history), default=0),
@@ -449,15 +391,7 @@ def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
                 "mlflow_run_id": child.info.run_id,
             }
         )  # fmt: skip
-    rows.sort(key=lambda row: (math.isnan(row[spec.metric]), row[spec.metric]))
-    print(f"sweep '{sweep_name}' (MLflow run {parent.info.run_id}, "
-          f"{parent.data.tags.get('search_algorithm')} search, "
-          f"{parent.data.tags.get('scheduler')} scheduler): {len(rows)} trials")  # fmt: skip
-    print(format_table(rows, spec))
-    artifacts = client.list_artifacts(parent.info.run_id, "plots")
-    for artifact in artifacts:
-        print(f"plot: {parent.info.artifact_uri}/{artifact.path}")
-    return rows
+    return sorted(rows, key=lambda row: (math.isnan(row[spec.metric]), row[spec.metric]))
 
 
 def _parse(text: str | None):

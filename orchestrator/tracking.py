@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -64,8 +65,11 @@ def resolve_tracking_uri(config: TrackingConfig) -> str:
 
 def quiet_client_output() -> None:
     """MLflow's client prints a run's URL when it ends one on a server, with the password a
-    tracking URI may hold: not in this process (our own lines name runs, redacted)."""
+    tracking URI may hold: not in this process (our own lines name runs, redacted). Nor its
+    INFO lines about creating a new sqlite store's tables: not news to a user."""
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def redacted(uri: str) -> str:
@@ -121,6 +125,7 @@ def checkpoint_of_run(config: TrackingConfig, uri: str) -> str:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    quiet_client_output()
     tracking_uri = resolve_tracking_uri(config)
     problem = check_reachable(tracking_uri)
     if problem is not None:
@@ -149,9 +154,23 @@ def checkpoint_of_run(config: TrackingConfig, uri: str) -> str:
             f"({error.error_code}); allowed: runs:/<run id> of a train run, "
             "models:/<name>@<alias> or models:/<name>/<version>"
         ) from None
-    if "last_checkpoint" not in tags:
+    path, _ = last_checkpoint(tags)
+    if path is None:
         raise InputError(f"--model: MLflow run {run_id} recorded no checkpoint")
-    return tags["last_checkpoint"].rsplit(" (epoch ", 1)[0]
+    return path
+
+
+def last_checkpoint(tags: dict[str, str]) -> tuple[str | None, int]:
+    """(path, epoch) of the last checkpoint a run recorded (tags `last_checkpoint` and
+    `last_checkpoint_epoch`; runs logged before the epoch had a tag of its own held
+    "<path> (epoch N)" in the first)."""
+    path = tags.get("last_checkpoint")
+    if path is None:
+        return None, 0
+    if "last_checkpoint_epoch" in tags:
+        return path, int(tags["last_checkpoint_epoch"])
+    path, _, epoch = path.rpartition(" (epoch ")
+    return path, int(epoch.rstrip(")"))
 
 
 def _shown_path(path: Path) -> str:
@@ -341,6 +360,66 @@ class TrackedRun:
         return {"tracking_uri": self.tracking_uri, "run_id": self.run_id,
                 "interval_s": self.config.system_metrics_interval_s}  # fmt: skip
 
+    def set_tags(self, tags: dict, run_id: str | None = None) -> None:
+        """Tags on this run (or on `run_id`, a run nested under it), secrets masked."""
+        from mlflow.entities import RunTag
+
+        if self.tracked:
+            values = redact({k: str(v) for k, v in tags.items()})
+            self.client.log_batch(run_id or self.run_id,
+                                  tags=[RunTag(k, v) for k, v in values.items()])  # fmt: skip
+
+    def child_runs(self) -> list:
+        """The runs nested under this one (a sweep's trials)."""
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}'"
+        )
+
+    def close_child(self, run_id: str, status: str, tags: dict | None = None) -> None:
+        """End a run nested under this one with an honest status (a trial that Tune stopped
+        cannot close its own run: its process is gone)."""
+        if tags:
+            self.set_tags(tags, run_id)
+        self.client.set_terminated(run_id, status=status)
+
+    def final_metrics(self) -> dict[str, float]:
+        return dict(self.client.get_run(self.run_id).data.metrics) if self.tracked else {}
+
+    def log_artifacts(self, folder: str, artifact_path: str) -> None:
+        """Files as artifacts (plots: not text, so nothing to redact in them)."""
+        if self.tracked:
+            self.client.log_artifacts(self.run_id, folder, artifact_path)
+
+    def log_model(self, model, example, output, registered_name: str | None, metadata: dict):
+        """`model` (a torch module) in MLflow's "pt2" format (torch.export: no pickled code runs
+        at load time) on this run, with the signature of `example` -> `output` (numpy arrays),
+        registered under `registered_name` unless None. Returns MLflow's ModelInfo."""
+        from importlib.metadata import version
+
+        import mlflow
+        import mlflow.pytorch
+        from mlflow.models import infer_signature
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        quiet_client_output()  # no run URL (with a password) printed at end_run
+        with mlflow.start_run(run_id=self.run_id):
+            return mlflow.pytorch.log_model(
+                model,
+                name="model",
+                signature=infer_signature(example, output),
+                input_example=example,
+                serialization_format="pt2",
+                pip_requirements=[f"{name}=={version(name)}" for name in ("torch", "mlflow")],
+                registered_model_name=registered_name,
+                metadata=redact(metadata),
+            )
+
+    def set_alias(self, name: str, alias: str, version: str, tags: dict) -> None:
+        """Point `name@alias` at a registered model's version and tag that version."""
+        self.client.set_registered_model_alias(name, alias, version)
+        for key, value in redact({k: str(v) for k, v in tags.items()}).items():
+            self.client.set_model_version_tag(name, version, key, value)
+
     def finish(self, status: str = "FINISHED") -> None:
         """Replay what an outage buffered, then close the run, waiting for the server if away.
 
@@ -415,10 +494,44 @@ def metric_history(client, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
 
 
-def tag(key: str, value) -> "RunTag":  # noqa: F821 - mlflow imported lazily
-    from mlflow.entities import RunTag
+@dataclass(frozen=True)
+class SweepRecord:
+    """A sweep as MLflow holds it: its parent run, the trial runs nested under it, the paths
+    of the parent's plots, and a client to read metric histories with."""
 
-    return RunTag(key, str(value))
+    client: object
+    parent: object
+    children: list
+    plots: list[str]
+
+
+def read_sweep(config: TrackingConfig, sweep_name: str) -> SweepRecord | None:
+    """The sweep named `sweep_name` in the tracking store, or None."""
+    from mlflow.tracking import MlflowClient
+
+    quiet_client_output()
+    uri = resolve_tracking_uri(config)
+    problem = check_reachable(uri)
+    if problem is not None:
+        raise ConfigError(
+            f"tracking.uri: cannot reach the MLflow tracking server at {redacted(uri)} "
+            f"({redact_text(problem)})"
+        )
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    parents = client.search_runs(
+        experiments, filter_string=f"tags.kind = 'sweep' and tags.sweep = '{sweep_name}'"
+    )
+    if not parents:
+        return None
+    parent = parents[0]
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    plots = [f"{parent.info.artifact_uri}/{artifact.path}"
+             for artifact in client.list_artifacts(parent.info.run_id, "plots")]  # fmt: skip
+    return SweepRecord(client, parent, children, plots)
 
 
 _LINE_MIN_BYTES = len(json.dumps({"tag": "", "value": ""})) + 1  # the shortest line `add` writes
@@ -752,7 +865,8 @@ class EpochLogger(ray.train.UserCallback):
             if key not in RESTART_KEYS and isinstance(value, (int, float))
         ]
         if checkpoint is not None:
-            tags["last_checkpoint"] = f"{checkpoint.path} (epoch {epoch})"
+            tags["last_checkpoint"] = checkpoint.path
+            tags["last_checkpoint_epoch"] = str(epoch)
         self._log(values, tags, epoch)
 
     def _restart_tags(self, report: dict) -> dict[str, str]:

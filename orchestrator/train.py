@@ -32,9 +32,10 @@ from orchestrator.redact import redact_text
 from workloads.alexnet.engine import (
     OptimizerConfig,
     accumulate,
+    autocast_dtype_for,
     build_optimizer,
-    eval_step,
-    eval_step_multiview,
+    error_rates,
+    evaluate,
     set_lr,
     train_step,
 )
@@ -191,23 +192,20 @@ def _run_epoch(loop: _Loop, shard, epoch: int):
 
 
 def _evaluate(loop: _Loop, shard, ten_crop: bool):
-    """Sums over this worker's validation shard: centre crop, or the ten-crop average."""
-    sums = None
-    for batch in shard.iter_torch_batches(
-        batch_size=loop.settings.train.batch_size_per_worker,
-        prefetch_batches=loop.settings.prefetch_batches,
-    ):
-        if ten_crop:
-            views = loop.transform.ten_crop(batch["image"])  # (B, 10, 3, C, C)
-            step = eval_step_multiview(loop.model, views, batch["label"], loop.autocast_dtype)
-        else:
-            images = loop.inputs(loop.transform.center(batch["image"]))
-            step = eval_step(loop.model, images, batch["label"], loop.autocast_dtype)
-        sums = accumulate(sums, step)
-    if sums is None:  # this worker's validation shard is empty: contribute zeros
-        zero = torch.zeros((), dtype=torch.float64)
-        sums = {"loss_sum": zero, "correct1": zero, "correct5": zero, "count": zero}
-    return sums
+    """Sums over this worker's validation shard: (centre crop, ten-crop average or None).
+    An empty shard contributes zeros: every rank joins the same all-reduces."""
+    batches = (
+        (batch["image"], batch["label"])
+        for batch in shard.iter_torch_batches(
+            batch_size=loop.settings.train.batch_size_per_worker,
+            prefetch_batches=loop.settings.prefetch_batches,
+        )
+    )
+    center, views = evaluate(loop.model, batches, loop.transform, loop.autocast_dtype, ten_crop,
+                             loop.channels_last)  # fmt: skip
+    zero = torch.zeros((), dtype=torch.float64)
+    zeros = {"loss_sum": zero, "correct1": zero, "correct5": zero, "count": zero}
+    return center or zeros, ((views or zeros) if ten_crop else None)
 
 
 def _save_checkpoint(loop: _Loop, epoch: int, metrics: dict, rank: int, folder: Path) -> None:
@@ -295,12 +293,8 @@ def _load_single_device_weights(module: torch.nn.Module, state: dict) -> None:
 
 def _compute_options(config: TrainConfig, device: torch.device):
     """(autocast dtype or None, channels_last) for this device."""
-    on_gpu = device.type == "cuda"
-    bf16 = config.precision == "bf16" or (
-        config.precision == "auto" and on_gpu and torch.cuda.is_bf16_supported()
-    )
-    channels_last = on_gpu if config.channels_last is None else config.channels_last
-    return (torch.bfloat16 if bf16 else None), channels_last
+    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    return autocast_dtype_for(device, config.precision), channels_last
 
 
 def quiet_report_echo() -> None:
@@ -378,8 +372,10 @@ def _train(loop_config: dict) -> None:
         lr = loop.schedule.lr(epoch)
         train_sums, seconds, waited = _run_epoch(loop, train_shard, epoch)
         train = _all_reduce_sums(train_sums, device)
-        val = _all_reduce_sums(_evaluate(loop, val_shard, ten_crop=False), device)
-        val_error = 1 - val["correct1"] / val["count"]
+        center, views = _evaluate(loop, val_shard, config.ten_crop and epoch == config.epochs)
+        val = _all_reduce_sums(center, device)
+        errors = error_rates(val)
+        val_error = errors["val_top1_error"]
         if loop.schedule.end_epoch(val_error):
             factor = optim_config.schedule.drop_factor
             log(f"epoch {epoch}: validation error stalled; lr / {factor:g}")
@@ -388,18 +384,15 @@ def _train(loop_config: dict) -> None:
             "train_loss": train["loss_sum"] / train["count"],
             "train_top1_error": 1 - train["correct1"] / train["count"],
             "val_loss": val["loss_sum"] / val["count"],
-            "val_top1_error": val_error,
-            "val_top5_error": 1 - val["correct5"] / val["count"],
+            **errors,
             "lr": lr,
             "lr_drops": loop.schedule.drops,
             "images_per_second": train["count"] / seconds,
             "data_wait_fraction": waited / seconds,
             "epoch_seconds": seconds,
         }
-        if config.ten_crop and epoch == config.epochs:  # the paper's test: ten views
-            ten = _all_reduce_sums(_evaluate(loop, val_shard, ten_crop=True), device)
-            metrics["val_top1_error_10crop"] = 1 - ten["correct1"] / ten["count"]
-            metrics["val_top5_error_10crop"] = 1 - ten["correct5"] / ten["count"]
+        if views is not None:  # the paper's test, after the last epoch: ten views
+            metrics.update(error_rates(_all_reduce_sums(views, device), "_10crop"))
         if epoch % config.checkpoint_every and epoch != config.epochs:
             ray.train.report(metrics)
             continue

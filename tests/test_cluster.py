@@ -97,8 +97,8 @@ def test_sweep_job_asha_four_trials_nested_in_mlflow(
     """The issue's sweep: 4 trials, 2 at a time, ASHA; 1 parent and 4 child runs in MLflow."""
     # The password goes in a config file, not on the command line: Ray writes a job's command
     # line at the top of its log, as typed
-    config = yaml.safe_load((REPO_ROOT / "configs" / "sweep.yaml").read_text())
-    config["tracking"]["uri"] = local_head["mlflow_with_password"]
+    config = {"base": str(REPO_ROOT / "configs" / "sweep.yaml"),  # all but the password
+              "tracking": {"uri": local_head["mlflow_with_password"]}}  # fmt: skip
     secret_config = tmp_path / "sweep-with-password.yaml"
     secret_config.write_text(yaml.safe_dump(config))
     result = submit(local_head, "sweep", "--config", str(secret_config),

@@ -85,3 +85,26 @@ def test_bf16_autocast_step_matches_fp32_closely_and_keeps_fp32_weights():
         results[dtype] = (step["loss_sum"].item(), model)
     assert results[torch.bfloat16][0] == pytest.approx(results[None][0], rel=0.02)
     assert all(p.dtype == torch.float32 for p in results[torch.bfloat16][1].parameters())
+
+
+def test_one_evaluation_routine_and_one_precision_rule():
+    from workloads.alexnet.engine import autocast_dtype_for, error_rates, evaluate
+    from workloads.alexnet.transforms import BatchTransform
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype_for(cpu) is None and autocast_dtype_for(cpu, "fp32") is None
+    assert autocast_dtype_for(cpu, "bf16") is torch.bfloat16
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(input_size=32, stem_stride=1, width=0.125, num_classes=7))
+    transform = BatchTransform(crop_size=32, mean_image=None, seed=0)
+    images = torch.randint(0, 256, (2, 6, 40, 40, 3), dtype=torch.uint8)
+    labels = torch.randint(0, 7, (2, 6))
+    center, views = evaluate(model, zip(images, labels), transform, ten_crop=True)
+    assert center["count"] == views["count"] == 12
+    one = eval_step_multiview(model, transform.ten_crop(images[0]), labels[0])
+    two = eval_step_multiview(model, transform.ten_crop(images[1]), labels[1])
+    assert views["correct1"] == one["correct1"] + two["correct1"]
+    rates = error_rates({"correct1": 3, "correct5": 9, "count": 12}, "_10crop")
+    assert rates == {"val_top1_error_10crop": 0.75, "val_top5_error_10crop": 0.25}
+    assert evaluate(model, [], transform) == (None, None)

@@ -43,7 +43,8 @@ def _tracked(tmp_path, job, last_checkpoint_epoch=None):
     run = TrackedRun(config, "same", resume=True)
     tags = dict(job.identity_tags)
     if last_checkpoint_epoch is not None:
-        tags["last_checkpoint"] = f"/somewhere (epoch {last_checkpoint_epoch})"
+        tags["last_checkpoint"] = "/somewhere"
+        tags["last_checkpoint_epoch"] = last_checkpoint_epoch
     run.log_start(params={}, tags=tags, config_yaml="")
     run.finish("FINISHED")
     return TrackedRun(config, "same", resume=True)
@@ -102,3 +103,13 @@ def test_a_history_whose_checkpoints_are_gone_is_refused_and_left_as_found(tmp_p
     assert "holds epochs up to 3 with a checkpoint" in str(error.value)
     assert "none is there: deleted, or storage_path changed" in str(error.value)
     assert run.client.get_run(run.run_id).info.status == "FINISHED"  # not left RUNNING
+
+
+def test_checkpoint_location_and_epoch_are_separate_tags():
+    from orchestrator.tracking import last_checkpoint
+
+    tags = {"last_checkpoint": "s3://b/results/r/checkpoint_1", "last_checkpoint_epoch": "4"}
+    assert last_checkpoint(tags) == ("s3://b/results/r/checkpoint_1", 4)
+    old_format = {"last_checkpoint": "/r/checkpoint_1 (epoch 2)"}  # runs logged before
+    assert last_checkpoint(old_format) == ("/r/checkpoint_1", 2)
+    assert last_checkpoint({}) == (None, 0)

@@ -81,6 +81,16 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[
     return [hits[:, : min(k, max_k)].any(dim=1).sum() for k in ks]
 
 
+def autocast_dtype_for(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The one precision rule, for training, evaluation and the benchmarks: bf16 autocast when
+    asked for (`bf16`), or by default (`auto`) on a CUDA device that supports it; else fp32."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     """Mixed precision for the forward pass and the loss, or nothing when `dtype` is None."""
     if dtype is None:
@@ -167,3 +177,35 @@ def accumulate(total: dict[str, torch.Tensor] | None, step: dict[str, torch.Tens
     for k, v in step.items():
         total[k] += v.to(torch.float64)
     return total
+
+
+def evaluate(
+    model: nn.Module,
+    batches,
+    transform,
+    autocast_dtype: torch.dtype | None = None,
+    ten_crop: bool = False,
+    channels_last: bool = False,
+):
+    """Sums over `batches` of (uint8 images (B, S, S, 3), labels): the centre crop, and with
+    `ten_crop` also the paper's ten-crop average, in one pass. `transform` cuts the views
+    (`BatchTransform.center`, `.ten_crop`). Returns (centre sums, ten-crop sums or None); the
+    centre sums are None when there was no batch."""
+    center = views = None
+    for images, labels in batches:
+        crops = transform.center(images)  # (B, 3, C, C)
+        crops = crops if channels_last else crops.contiguous()
+        center = accumulate(center, eval_step(model, crops, labels, autocast_dtype))
+        if ten_crop:
+            step = eval_step_multiview(model, transform.ten_crop(images), labels, autocast_dtype)
+            views = accumulate(views, step)
+    return center, views
+
+
+def error_rates(sums: dict, suffix: str = "") -> dict[str, float]:
+    """Top-1 and top-5 error from evaluation sums (tensors or floats)."""
+    count = float(sums["count"])
+    return {
+        f"val_top1_error{suffix}": 1 - float(sums["correct1"]) / count,
+        f"val_top5_error{suffix}": 1 - float(sums["correct5"]) / count,
+    }
