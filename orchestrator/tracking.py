@@ -123,17 +123,8 @@ def checkpoint_of_run(config: TrackingConfig, uri: str) -> str:
     recorded (its `last_checkpoint` tag); `models:/<name>@<alias>` or `models:/<name>/<version>`
     -> the checkpoint a sweep registered that version from (its `checkpoint` tag)."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    quiet_client_output()
-    tracking_uri = resolve_tracking_uri(config)
-    problem = check_reachable(tracking_uri)
-    if problem is not None:
-        raise InputError(
-            f"--model {uri}: cannot reach the MLflow tracking server at {redacted(tracking_uri)} "
-            f"({redact_text(problem)})"
-        )
-    client = MlflowClient(tracking_uri)
+    client, tracking_uri = _reachable_client(config, InputError, f"--model {uri}")
     try:
         if uri.startswith("models:/"):
             name, _, which = (
@@ -158,6 +149,22 @@ def checkpoint_of_run(config: TrackingConfig, uri: str) -> str:
     if path is None:
         raise InputError(f"--model: MLflow run {run_id} recorded no checkpoint")
     return path
+
+
+def _reachable_client(config: TrackingConfig, error: type, field: str):
+    """(MlflowClient, tracking URI) for reading, or `error` naming `field` at once when the
+    tracking server does not answer (instead of minutes of retries)."""
+    from mlflow.tracking import MlflowClient
+
+    quiet_client_output()
+    uri = resolve_tracking_uri(config)
+    problem = check_reachable(uri)
+    if problem is not None:
+        raise error(
+            f"{field}: cannot reach the MLflow tracking server at {redacted(uri)} "
+            f"({redact_text(problem)})"
+        )
+    return MlflowClient(uri), uri
 
 
 def last_checkpoint(tags: dict[str, str]) -> tuple[str | None, int]:
@@ -507,17 +514,7 @@ class SweepRecord:
 
 def read_sweep(config: TrackingConfig, sweep_name: str) -> SweepRecord | None:
     """The sweep named `sweep_name` in the tracking store, or None."""
-    from mlflow.tracking import MlflowClient
-
-    quiet_client_output()
-    uri = resolve_tracking_uri(config)
-    problem = check_reachable(uri)
-    if problem is not None:
-        raise ConfigError(
-            f"tracking.uri: cannot reach the MLflow tracking server at {redacted(uri)} "
-            f"({redact_text(problem)})"
-        )
-    client = MlflowClient(uri)
+    client, _ = _reachable_client(config, ConfigError, "tracking.uri")
     experiments = [e.experiment_id for e in client.search_experiments()]
     parents = client.search_runs(
         experiments, filter_string=f"tags.kind = 'sweep' and tags.sweep = '{sweep_name}'"
