@@ -216,7 +216,8 @@ def check_resume(job: TrainingJob, run: tracking.TrackedRun) -> None:
     checkpoints are gone: either would mix two trainings in one model or one MLflow run.
 
     Compares the training's fields with its newest checkpoint in storage and with its MLflow
-    run's; `train.resume_changed: true` lets changed fields through, with a warning and a tag.
+    run's; `train.resume_changed: true` lets changed fields through with a printed line (the
+    MLflow run then records the new values in its `resumed_with.*` tags).
     """
     settings, name = job.settings, job.config.name
     stored = newest_checkpoint(settings.run_folder)
