@@ -175,7 +175,7 @@ def from_dict(cls, raw: dict[str, Any], path: str = ""):
     """Build dataclass `cls` from a plain dict, rejecting unknown keys and ill-typed values."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted((str(key) for key in set(raw) - set(fields)))
+    unknown = sorted(str(key) for key in set(raw) - set(fields))
     if unknown:
         where = f"{path}." if path else ""
         raise ConfigError(

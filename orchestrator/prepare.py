@@ -438,8 +438,9 @@ def run_prepare(
         f"{FORMAT_VERSION}:{fingerprint}:{sorted(config.shard_params().items())}".encode()
     ).hexdigest()
     out = Location.of(config.out or f"{default_parent}/{root.name}-{key[:12]}")
-    if out.exists("manifest.json") and out.read_json("manifest.json").get("key") == key:
-        return _already_complete(out, out.read_json("manifest.json"), splits)  # no lock needed
+    manifest = out.read_json("manifest.json") if out.exists("manifest.json") else {}
+    if manifest.get("key") == key:
+        return _already_complete(out, manifest, splits)  # complete: nothing to lock
     _refuse_foreign_output(out)
     try:
         with out.exclusive(LOCK_FILE, f"prepare of {root}"):
@@ -472,7 +473,7 @@ def _prepare_locked(config, out: Location, key: str, root: Path, splits: dict, s
     total = sum(len(images) for images in splits.values())
     if out.exists("manifest.json"):
         manifest = out.read_json("manifest.json")
-        if manifest.get("key") == key:  # completed by the run we waited for
+        if manifest.get("key") == key:  # completed meanwhile by the run that held the lock
             return _already_complete(out, manifest, splits)
         raise ConfigError(
             f"prepare.out: {out.uri} already holds a prepared dataset of another source or "

@@ -407,8 +407,7 @@ class TrackedRun:
         import mlflow.pytorch
         from mlflow.models import infer_signature
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        quiet_client_output()  # no run URL (with a password) printed at end_run
+        mlflow.set_tracking_uri(self.tracking_uri)  # run URLs stay unprinted (__init__)
         with mlflow.start_run(run_id=self.run_id):
             return mlflow.pytorch.log_model(
                 model,

@@ -220,7 +220,6 @@ def _save_checkpoint(loop: _Loop, epoch: int, metrics: dict, rank: int, folder: 
             "schedule": loop.schedule.state_dict(),
             "config": loop.settings.config_yaml,
             "classes": list(loop.settings.classes),
-            "training_digest": loop.settings.training_digest,
         }
         torch.save(state, folder / CHECKPOINT_FILE)
         write_meta(folder, epoch, loop.settings.training_digest, loop.settings.training_fields)

@@ -9,6 +9,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator import data as pipeline
+from orchestrator.metrics import EPOCH_METRICS, SWEEP_METRICS, TEN_CROP_METRICS
 from workloads.alexnet import transforms as T
 from workloads.alexnet.model import ModelConfig, build_model
 
@@ -61,6 +62,10 @@ def test_validation_stream_is_complete_and_in_order(prepared):
     assert np.bincount(batch["label"]).tolist() == [20] * 5
 
 
+def test_sweep_metrics_are_reported_every_epoch():
+    assert set(SWEEP_METRICS) <= set(EPOCH_METRICS)
+
+
 def test_cli_train_learns_and_logs_one_mlflow_run(
     ray_cluster, tiny_dataset, tiny_train_args, tmp_path, run_cli
 ):
@@ -100,9 +105,10 @@ def test_cli_train_learns_and_logs_one_mlflow_run(
     def history(key):
         return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
 
-    for key in ("train_loss", "train_top1_error", "val_top1_error", "val_top5_error", "lr",
-                "images_per_second", "data_wait_fraction"):  # fmt: skip
+    for key in EPOCH_METRICS:  # the names the metrics module promises, every epoch
         assert sorted(step for step, _ in history(key)) == [1, 2, 3], key
+    logged = {key for key in run.data.metrics if not key.startswith("system/")}  # rank 0's node
+    assert logged == {*EPOCH_METRICS, *TEN_CROP_METRICS}  # and nothing else
     ten_crop = dict(history("val_top1_error_10crop"))
     assert list(ten_crop) == [3] and ten_crop[3] < 0.4, ten_crop  # the paper's test, at the end
     val_error = dict(history("val_top1_error"))
