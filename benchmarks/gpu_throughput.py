@@ -25,15 +25,21 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from workloads.alexnet.engine import OptimizerConfig, build_optimizer, train_step  # noqa: E402
+from workloads.alexnet.engine import (  # noqa: E402
+    OptimizerConfig,
+    autocast_dtype_for,
+    build_optimizer,
+    timed,
+    train_step,
+)
 from workloads.alexnet.model import ModelConfig, build_model  # noqa: E402
 from workloads.alexnet.summary import layer_table  # noqa: E402
 from workloads.alexnet.transforms import BatchTransform  # noqa: E402
 
-SETTINGS = {  # name: (autocast dtype, channels_last, compile)
-    "fp32": (None, False, False),
-    "bf16+channels_last": (torch.bfloat16, True, False),
-    "bf16+channels_last+compile": (torch.bfloat16, True, True),
+SETTINGS = {  # name: (train.precision, channels_last, compile)
+    "fp32": ("fp32", False, False),
+    "bf16+channels_last": ("bf16", True, False),
+    "bf16+channels_last+compile": ("bf16", True, True),
 }
 
 
@@ -44,7 +50,8 @@ def _sync(device: torch.device) -> None:
 
 def _trainable(config, setting, batch_size, device):
     """(model to step, optimizer, autocast dtype, channels_last) for one setting."""
-    dtype, channels_last, compiled = SETTINGS[setting]
+    precision, channels_last, compiled = SETTINGS[setting]
+    dtype = autocast_dtype_for(device, precision)  # the training loop's rule
     torch.manual_seed(0)
     model = build_model(config).to(device)
     if channels_last:
@@ -115,27 +122,22 @@ def measure_feed(config, prepared, batch_size, setting, device, steps) -> dict:
     started = time.perf_counter()
     while done < steps:
         epoch += 1
-        batches = iter(
-            stream.iter_torch_batches(
-                batch_size=batch_size,
-                device=device,
-                pin_memory=device.type == "cuda",
-                drop_last=True,
-                prefetch_batches=4,
-            )
+        batches = stream.iter_torch_batches(
+            batch_size=batch_size,
+            device=device,
+            pin_memory=device.type == "cuda",
+            drop_last=True,
+            prefetch_batches=4,
         )
-        while done < steps:
-            before = time.perf_counter()
-            batch = next(batches, None)
-            _sync(device)
-            waited += time.perf_counter() - before
-            if batch is None:
-                break
+        for batch, wait in timed(batches, sync=lambda: _sync(device)):
+            waited += wait
             inputs = transform.train(batch["image"], batch["id"], epoch)
             if not channels_last:
                 inputs = inputs.contiguous()
             train_step(step_model, optimizer, inputs, batch["label"], autocast_dtype=dtype)
             done += 1
+            if done == steps:
+                break
     _sync(device)
     seconds = time.perf_counter() - started
     return {

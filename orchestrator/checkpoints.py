@@ -1,4 +1,4 @@
-"""Checkpoints in storage: what one holds, when it is complete, the newest one of a run, reading.
+"""Checkpoints: writing and restoring them (workers), finding the newest complete one, reading.
 
 A checkpoint is a folder `<storage_path>/<run name>/checkpoint_<time>/` that Ray Train copies
 from the workers: `checkpoint.pt` (rank 0: epoch, weights in the single-device layout, optimizer,
@@ -15,20 +15,72 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs as pafs
+import torch
 
 from orchestrator.errors import InputError
+from orchestrator.redact import redact_text
 from orchestrator.storage import Location
+from workloads.alexnet.placement import Placement
+from workloads.alexnet.schedule import LearningRateSchedule
 
 CHECKPOINT_FILE = "checkpoint.pt"
 META_FILE = "meta.json"
 
 
-def write_meta(folder: Path, epoch: int, training_digest: str, fields: dict) -> None:
-    """Rank 0, after writing its files into the local `folder` that Ray Train will upload."""
+@dataclass
+class TrainingState:
+    """What a checkpoint saves and restores of a worker's training (besides its RNG state)."""
+
+    placement: Placement  # the weights, saved and loaded in the single-device layout
+    optimizer: torch.optim.Optimizer
+    schedule: LearningRateSchedule
+
+
+def save_checkpoint(folder: Path, rank: int, epoch: int, metrics: dict, state: TrainingState,
+                    plan) -> None:  # fmt: skip
+    """Into the local `folder` that Ray Train uploads: rank 0 the training state, the epoch's
+    report and `meta.json`; every rank its own RNG state (dropout draws). `plan`: the run's
+    `WorkerPlan` (config, classes, identity)."""
+    if rank == 0:
+        checkpoint = {
+            "epoch": epoch,
+            "metrics": {key: float(value) for key, value in metrics.items()},
+            "model": state.placement.state_dict(),  # loads into any placement
+            "optimizer": state.optimizer.state_dict(),
+            "schedule": state.schedule.state_dict(),
+            "config": plan.config_yaml,
+            "classes": list(plan.classes),
+        }
+        torch.save(checkpoint, folder / CHECKPOINT_FILE)
+        _write_meta(folder, epoch, plan.training_digest, plan.training_fields)
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    torch.save(rng, folder / f"rng-rank{rank}.pt")
+
+
+def _write_meta(folder: Path, epoch: int, training_digest: str, fields: dict) -> None:
+    """Rank 0, after writing its files: their sizes, which make the upload count as complete."""
     sizes = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
     meta = {"epoch": epoch, "training_digest": training_digest, "training_fields": fields,
             "files": sizes}  # fmt: skip
     (folder / META_FILE).write_text(json.dumps(meta, sort_keys=True))
+
+
+def restore_checkpoint(folder: Path, rank: int, state: TrainingState) -> tuple[int, dict]:
+    """Load a checkpoint folder into `state` (and this rank's RNG); returns the epoch it ended
+    and that epoch's report ({} for a checkpoint written before reports were stored)."""
+    saved = torch.load(folder / CHECKPOINT_FILE, weights_only=True, map_location="cpu")
+    state.placement.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.schedule.load_state_dict(saved["schedule"])
+    rng_file = folder / f"rng-rank{rank}.pt"
+    if rng_file.exists():
+        rng = torch.load(rng_file, weights_only=True)
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    return int(saved["epoch"]), saved.get("metrics", {})
 
 
 @dataclass(frozen=True)
@@ -69,14 +121,28 @@ def newest_checkpoint(run_folder: str) -> StoredCheckpoint | None:
     return found[-1] if found else None
 
 
+def checkpoint_to_resume(run_folder: str):
+    """(ray.train.Checkpoint, where it is) to resume a worker from, or (None, ""): the newest
+    complete one in the run's storage folder, which can be newer than the one Ray Train's
+    controller registered (a worker that died right after uploading one: its report never
+    reached the controller)."""
+    import ray.train
+
+    stored = newest_checkpoint(run_folder) if run_folder else None
+    if stored is not None:
+        location = stored.location
+        checkpoint = ray.train.Checkpoint(path=location.path, filesystem=location.fs)
+        return checkpoint, redact_text(stored.uri)
+    checkpoint = ray.train.get_checkpoint()  # one written before checkpoints had meta.json
+    return checkpoint, (redact_text(checkpoint.path) if checkpoint is not None else "")
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """A checkpoint's training state: "model" (single-device weights), "config" (YAML), "epoch",
     "classes" (names in label order; empty in checkpoints written before they were kept).
 
     `path`: a checkpoint folder (as written by `train`) or its checkpoint.pt.
     """
-    import torch
-
     path = Path(path).expanduser()
     file = path / CHECKPOINT_FILE if path.is_dir() else path
     if not file.is_file():

@@ -1,4 +1,4 @@
-"""The training-time stream: prepared Parquet shards -> Ray Data decode -> uint8 batches.
+"""The training-time data: prepared Parquet shards -> Ray Data decode -> uint8 batches.
 
 Ray Data reads the shards (a new file order every epoch, reproducible from the seed) and decodes
 their S x S JPEGs (or raw pixels) on CPU tasks into uint8 (N, S, S, 3). The random crop, flip,
@@ -21,9 +21,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray.data
 
+from orchestrator import cluster
 from orchestrator.errors import ConfigError, check_custom_resources
-from orchestrator.prepare import PrepareConfig, PrepareResult, run_prepare
+from orchestrator.prepare import PrepareConfig, PrepareResult, list_source, run_prepare
 from orchestrator.storage import Location, open_input_file
+from workloads.alexnet.transforms import BatchTransform
 from workloads.datasets import codec
 from workloads.datasets.synthetic import SyntheticConfig, generate
 
@@ -213,3 +215,63 @@ def let_decode_use_every_cpu(dataset: ray.data.Dataset) -> ray.data.Dataset:
     """
     dataset.context.op_resource_reservation_enabled = False
     return dataset
+
+
+def report_prepare(result: PrepareResult) -> None:
+    if result.skipped:
+        print(f"prepared data: {result.out} (already complete: {result.images['train']} training "
+              f"/ {result.images['val']} validation images)", flush=True)  # fmt: skip
+        return
+    resumed = result.total - result.processed
+    earlier = f"; {resumed} done by an earlier run" if resumed else ""
+    print(f"prepare: {sum(result.images.values())} images ({result.images['train']} train, "
+          f"{result.images['val']} val) in {result.out}; {result.rejects} rejected (see "
+          f"{result.rejects_file}). This run: {result.processed} files in {result.seconds:.1f} s, "
+          f"{result.images_per_second:.0f} images/s, {result.images_per_second_per_core:.0f} "
+          f"images/s per CPU core ({result.cpus:g} cores){earlier}", flush=True)  # fmt: skip
+
+
+def check_rejects(result: PrepareResult, config: PrepareConfig) -> None:
+    if not result.complete:
+        raise ConfigError(
+            f"prepare: {result.rejects} of {result.total} files could not be read "
+            f"({result.rejects / result.total:.2%}), more than prepare.max_reject_fraction "
+            f"({config.max_reject_fraction:g}); they are listed in {result.rejects_file}"
+        )
+
+
+def open_data(config: DataConfig, prepare: PrepareConfig, check=None) -> PreparedData:
+    """The prepared data `config` names, preparing a raw source first (once). Starts Ray.
+
+    Bad paths fail before Ray starts, and so does `check(data)` on prepared data (a raw source
+    is checked once it is prepared).
+    """
+    raw = raw_source(config, prepare)
+    if raw is None:
+        data = open_prepared(config.root)
+        if check is not None:
+            check(data)
+        cluster.ensure_ray()
+        return data
+    splits = list_source(raw)
+    cluster.ensure_ray()
+    result = prepare_source(raw, splits)
+    report_prepare(result)
+    check_rejects(result, raw)
+    data = open_prepared(result.out)
+    if check is not None:
+        check(data)
+    return data
+
+
+def batch_transform(config: DataConfig, data: PreparedData, crop_size: int, seed: int):
+    """The augmentation and normalisation `config` asks for, with `data`'s statistics."""
+    return BatchTransform(
+        crop_size=crop_size,
+        mean_image=data.stats.mean_image if config.mean_subtraction else None,
+        eigenvalues=data.stats.eigenvalues,
+        eigenvectors=data.stats.eigenvectors,
+        pca_noise_std=config.pca_noise_std,
+        flip=config.flip,
+        seed=seed,
+    )

@@ -13,9 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from orchestrator.checkpoints import newest_checkpoint
 from orchestrator.errors import ConfigError
+from orchestrator.redact import redact_text
+from orchestrator.tracking import last_checkpoint
+
+if TYPE_CHECKING:
+    from orchestrator.tracking import TrackedRun
+    from orchestrator.train import WorkerPlan
 
 # Data fields that change what the model sees (the data itself is named by its prepare key)
 DATA_FIELDS = ("flip", "mean_subtraction", "pca_noise_std")
@@ -67,3 +74,49 @@ def refuse_changed(run_name: str, where: str, changed: dict[str, tuple]) -> Conf
         "MLflow run. Choose another name for a new run, or set train.resume_changed: true to "
         "continue with the changed fields on purpose"
     )
+
+
+def check_resume(plan: WorkerPlan, name: str, run: TrackedRun) -> None:
+    """Refuse to continue a run (same name) as another training, or into a history whose
+    checkpoints are gone: either would mix two trainings in one model or one MLflow run.
+
+    Compares the training's fields with its newest checkpoint in storage and with its MLflow
+    run's; `train.resume_changed: true` lets changed fields through with a printed line (the
+    MLflow run then records the new values in its `resumed_with.*` tags).
+    """
+    stored = newest_checkpoint(plan.run_folder)
+    recorded = run.recorded_tags() if run.resumed else {}
+    sources = []
+    if stored is not None and stored.training_fields:
+        sources.append((f"its checkpoint of epoch {stored.epoch}", stored.training_fields))
+    if "training_fields" in recorded:
+        sources.append((f"its MLflow run {run.run_id}", json.loads(recorded["training_fields"])))
+    try:
+        for where, fields in sources:
+            changed = differences(fields, plan.training_fields)
+            if not changed:
+                continue
+            if not plan.train.resume_changed:
+                raise refuse_changed(name, where, changed)
+            print(f"resuming '{name}' with changed training fields (train.resume_changed): "
+                  f"{describe(changed)}", flush=True)  # fmt: skip
+        _check_checkpoints_kept(run, recorded, stored, plan.run_folder)
+    except ConfigError:
+        run.abandon()
+        raise
+
+
+def _check_checkpoints_kept(run, recorded: dict, stored, run_folder: str) -> None:
+    """An MLflow run that recorded a checkpoint must find it (or a newer one) in storage."""
+    path, epoch = last_checkpoint(recorded)
+    if path is None:
+        return
+    if stored is None or stored.epoch < epoch:
+        found = f"the newest there is of epoch {stored.epoch}" if stored else "none is there"
+        raise ConfigError(
+            f"train.storage_path: MLflow run {run.run_id} holds epochs up to {epoch} with a "
+            f"checkpoint, but {redact_text(run_folder)} has no checkpoint of that epoch "
+            f"({found}: deleted, or storage_path changed). Resuming would restart the model "
+            "and mix two trainings in one MLflow run: point train.storage_path at its "
+            "checkpoints, or choose another name for a new run"
+        )

@@ -1,13 +1,13 @@
 """AlexNet on Ray: `python orchestrator/run.py [command] [--config YAML] [--set key=value ...]`.
 
 With no command it runs the demo: a CPU-sized AlexNet trained on a generated dataset by two Ray
-Train workers fed by Ray Data, tracked in MLflow (./mlflow.db).
+Train workers fed by Ray Data, tracked in MLflow (a sqlite store in the working directory).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
 import traceback
 from pathlib import Path
@@ -16,123 +16,48 @@ if __package__ in (None, ""):  # run as a script (also as a `ray job submit` ent
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Only light imports here: `--help` must not wait for torch and Ray (commands import them)
-from orchestrator.capacity import MEASURED_FEED_PER_CORE  # noqa: E402
+from orchestrator.console import quiet_ray_console  # noqa: E402
 from orchestrator.errors import MAX_MESSAGE_CHARS, ConfigError  # noqa: E402
-from orchestrator.paths import DEMO_CONFIG, REPO_ROOT, SWEEP_CONFIG  # noqa: E402
 from orchestrator.redact import redact_text  # noqa: E402
 
-COMMANDS = {  # name: (function in orchestrator/commands.py, help)
-    "demo": ("train", "train the CPU-sized demo config on a generated dataset (default)"),
-    "train": ("train", "one training run: Ray Data -> Ray Train -> one MLflow run"),
-    "prepare": ("prepare", "decode a raw image tree once into Parquet shards + statistics"),
-    "sweep": ("sweep", "a Ray Tune sweep: one TorchTrainer per trial, nested MLflow runs"),
-    "report": ("report", "a sweep's trials from MLflow, best first, and its plots"),
-    "evaluate": ("evaluate", "top-1/top-5 error of a checkpoint, centre crop or ten-crop"),
-    "describe": ("describe", "print the layer table: output shapes, params, multiply-adds"),
-    "capacity": ("capacity", "CPU cores a GPU node needs so the data feed keeps up"),
+# name: (its module in orchestrator/commands/, help). Each module declares its arguments and runs.
+COMMANDS = {
+    "demo": "train the CPU-sized demo config on a generated dataset (default)",
+    "train": "one training run: Ray Data -> Ray Train -> one MLflow run",
+    "prepare": "decode a raw image tree once into Parquet shards + statistics",
+    "sweep": "a Ray Tune sweep: one TorchTrainer per trial, nested MLflow runs",
+    "report": "a sweep's trials from MLflow, best first, and its plots",
+    "evaluate": "top-1/top-5 error of a checkpoint, centre crop or ten-crop",
+    "describe": "print the layer table: output shapes, params, multiply-adds",
+    "capacity": "CPU cores a GPU node needs so the data feed keeps up",
 }
-PREPARE_OPTIONS = {
-    "--source": "imagefolder (train/<class>/*, val/<class>/*) or imagenet (ILSVRC-2012 layouts)",
-    "--root": "the raw dataset folder",
-    "--out": "where to write the shards: a folder or a pyarrow filesystem URI (s3://, gs://)",
-}
+
+
+def command_module(name: str):
+    return importlib.import_module(f"orchestrator.commands.{name}")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["demo", *argv]  # bare `run.py [--set ...]` is the demo
     parser = argparse.ArgumentParser(
         prog="orchestrator/run.py",
         description=__doc__.split("\n\n")[0],
         epilog="`orchestrator/run.py <command> --help` describes each command's options.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="command")
-    for name, (_, help_text) in COMMANDS.items():
+    for name, help_text in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        if name == "evaluate":
-            sub.add_argument(
-                "--model",
-                required=True,
-                help="a checkpoint folder or checkpoint.pt written by train, runs:/<MLflow "
-                "run id> for that run's last checkpoint, or models:/<name>@<alias> for a model a "
-                "sweep registered; its config comes with it",
-            )
-            sub.add_argument(
-                "--ten-crop", action="store_true", help="also the paper's ten-crop test"
-            )
-        else:
-            default = {"demo": DEMO_CONFIG, "sweep": SWEEP_CONFIG}.get(name)
-            shown = default.relative_to(REPO_ROOT) if default else "the built-in paper recipe"
-            sub.add_argument(
-                "--config",
-                type=Path,
-                default=default,
-                help=f"YAML experiment config (default: {shown}); see configs/",
-            )
-        sub.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override one config field, e.g. --set model.dropout=0.3 --set train.epochs=5 "
-            "(repeatable; the value is parsed as YAML)",
-        )
-        if name == "prepare":
-            for option, option_help in PREPARE_OPTIONS.items():
-                sub.add_argument(option, help=f"{option_help} (prepare.{option[2:]})")
-        if name == "sweep":
-            sub.add_argument(
-                "--resume",
-                action="store_true",
-                help="continue the interrupted sweep of this sweep.name: unfinished trials go on, "
-                "finished ones are not run again, each keeps its one MLflow run",
-            )
-        if name == "report":
-            sub.add_argument("--sweep", required=True, help="the sweep.name to report")
-        if name == "capacity":
-            sub.add_argument(
-                "--gpu-images-per-second",
-                type=float,
-                required=True,
-                help="the training throughput of one GPU (benchmarks/gpu_throughput.py)",
-            )
-            sub.add_argument("--gpus-per-node", type=int, default=1)
-            sub.add_argument(
-                "--feed-per-core",
-                type=float,
-                default=MEASURED_FEED_PER_CORE,
-                help="images/s one core decodes and delivers (benchmarks/"
-                f"data_pipeline.py (b); default: {MEASURED_FEED_PER_CORE:g}, measured here)",
-            )
-            sub.add_argument("--headroom", type=float, default=1.2,
-                             help="feed capacity over the GPUs' demand (default 1.2)")  # fmt: skip
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
-        argv = ["demo", *argv]  # bare `run.py [--set ...]` is the demo
-    args = parser.parse_args(argv)
-    for option in PREPARE_OPTIONS:  # sugar for --set prepare.<option>=<value>
-        value = getattr(args, option[2:], None)
-        if value is not None:
-            args.overrides.append(f"prepare.{option[2:]}={json.dumps(value)}")
-    return args
+        if name == argv[0]:  # only the command that runs imports its module
+            command_module(name).add_arguments(sub)
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_ray_console()  # before any command imports Ray
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        from orchestrator import commands
-        from orchestrator.config import load_config
-
-        command = getattr(commands, COMMANDS[args.command][0])
-        if args.command == "evaluate":  # the config comes with the checkpoint
-            command(args.model, args.ten_crop, args.overrides)
-        elif args.command == "sweep":
-            command(load_config(args.config, args.overrides), resume=args.resume)
-        elif args.command == "report":
-            command(load_config(args.config, args.overrides), args.sweep)
-        elif args.command == "capacity":
-            command(load_config(args.config, args.overrides), args.gpu_images_per_second,
-                    args.gpus_per_node, args.feed_per_core, args.headroom)  # fmt: skip
-        else:
-            command(load_config(args.config, args.overrides))
+        command_module(args.command).run(args)
     except ConfigError as error:
         print(f"{error.prefix}: {one_line(str(error))}", file=sys.stderr)
         return 2

@@ -22,18 +22,18 @@ import ray
 import ray.tune as tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from orchestrator import cluster, identity, launch, tracking
 from orchestrator import data as data_pipeline
-from orchestrator import jobs, tracking
 from orchestrator.checkpoints import read_checkpoint
 from orchestrator.config import ExperimentConfig, load_config_text, to_yaml
 from orchestrator.errors import ConfigError
 from orchestrator.search import (
-    SweepConfig,
     param_space,
     sample_overrides,
     scheduler,
     search_algorithm,
 )
+from orchestrator.sweep_results import format_table, log_plots, trial_rows
 
 # A trial's own process only waits on its TorchTrainer, whose workers hold the real CPUs.
 TRIAL_DRIVER_CPUS = 0.01
@@ -55,15 +55,15 @@ def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, s
         print(f"trial {trial_id} already finished (MLflow run {run.run_id})", flush=True)
         tune.report({**run.final_metrics(), "epoch": config.train.epochs})
         return
-    jobs.quiet_progress_bars()
-    job = jobs.plan_training(config, data_pipeline.open_prepared(data_uri), run_name)
-    job = jobs.with_storage(job, storage)
-    jobs.check_resume(job, run)
+    cluster.quiet_progress_bars()
+    job = launch.plan_training(config, data_pipeline.open_prepared(data_uri), run_name)
+    job = launch.with_storage(job, storage)
+    identity.check_resume(job.plan, run_name, run)
     run.log_start(
         params=job.params,
         tags={
             **tracking.provenance_tags(),
-            **jobs.cluster_shape(),
+            **cluster.cluster_shape(),
             **job.identity_tags,
             "kind": "trial",
             "trial_id": trial_id,
@@ -71,12 +71,14 @@ def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, s
         },
         config_yaml=to_yaml(job.config),
     )
-    jobs.run_training(
+    launch.run_training(
         job, run, storage_path=storage, callbacks=(TuneReportCallback(),), close_on_error=False
     )
 
 
 def sweep(config: ExperimentConfig, resume: bool) -> None:
+    """Run (or with `resume`, continue) the sweep `config.sweep` describes, then summarize it
+    on its MLflow parent run."""
     spec = config.sweep
     if not spec.space:
         raise ConfigError("sweep.space: empty; name at least one config field to sweep")
@@ -96,7 +98,6 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
             f"sweep.name: '{spec.name}' already ran in {path}; pass --resume to continue it, or "
             "choose another sweep.name"
         )
-
     parent = tracking.TrackedRun(
         config.tracking, f"sweep-{spec.name}", resume=resume, refuse_existing=not resume
     )
@@ -105,16 +106,28 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
             "tracking.optional: a sweep cannot run untracked (its trials are found again on "
             "--resume through their MLflow runs); start the tracking server first"
         )
-    jobs.ensure_ray()
+    cluster.ensure_ray()
     if spec.scheduler != "fifo":
         _require_state_api()
-    data = jobs.open_data(config)
+    data = data_pipeline.open_data(config.data, config.prepare)
     config = _share_cpus(config)
+    _log_start(parent, config)
+    tuner = _tuner(config, data.uri, parent.run_id, storage, resume)
+    try:
+        results = tuner.fit()
+    except BaseException:
+        parent.finish("FAILED")
+        raise
+    summarize(parent, config, results)
+
+
+def _log_start(parent: tracking.TrackedRun, config: ExperimentConfig) -> None:
+    spec = config.sweep
     parent.log_start(
         params={"sweep." + k: v for k, v in dataclasses.asdict(spec).items() if k != "space"},
         tags={
             **tracking.provenance_tags(),
-            **jobs.cluster_shape(),
+            **cluster.cluster_shape(),
             "kind": "sweep",
             "sweep": spec.name,
             "search_space": json.dumps(spec.space),
@@ -125,39 +138,39 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
     )
     where = tracking.redacted(parent.tracking_uri)
     print(f"sweep '{spec.name}': MLflow parent run {parent.run_id} in {where}", flush=True)
+
+
+def _tuner(config: ExperimentConfig, data_uri: str, parent_run_id: str, storage: str,
+           resume: bool) -> tune.Tuner:  # fmt: skip
+    """The Tuner of the sweep in `<storage>/<sweep.name>`: restored from there on `resume`."""
+    spec = config.sweep
+    path = f"{storage}/{spec.name}"
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial,
             base_yaml=to_yaml(config, redact_secrets=False),
-            data_uri=data.uri,
-            parent_run_id=parent.run_id,
+            data_uri=data_uri,
+            parent_run_id=parent_run_id,
             storage=f"{path}/trials",
         ),
         {"cpu": TRIAL_DRIVER_CPUS},
     )
     if resume and tune.Tuner.can_restore(path):
         print(f"resuming sweep '{spec.name}' from {path}", flush=True)
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(spec.space, spec.search),
-            tune_config=tune.TuneConfig(
-                metric=spec.metric,
-                mode="min",
-                search_alg=search_algorithm(spec),
-                scheduler=scheduler(spec, config.train.epochs),
-                num_samples=spec.num_samples,
-                max_concurrent_trials=spec.max_concurrent_trials,
-            ),
-            run_config=tune.RunConfig(name=spec.name, storage_path=storage),
-        )
-    try:
-        results = tuner.fit()
-    except BaseException:
-        parent.finish("FAILED")
-        raise
-    summarize(parent, config, results)
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(spec.space, spec.search),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode="min",
+            search_alg=search_algorithm(spec),
+            scheduler=scheduler(spec, config.train.epochs),
+            num_samples=spec.num_samples,
+            max_concurrent_trials=spec.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(name=spec.name, storage_path=storage),
+    )
 
 
 def _share_cpus(config: ExperimentConfig) -> ExperimentConfig:
@@ -237,7 +250,7 @@ def summarize(parent: tracking.TrackedRun, config: ExperimentConfig, results) ->
     writer.writeheader()
     writer.writerows(rows)
     parent.log_text(buffer.getvalue(), "trials.csv")
-    _log_plots(parent, spec, rows)
+    log_plots(parent, spec, rows)
     parent.finish("FINISHED")
     print(format_table(rows, spec))
     where = tracking.redacted(parent.tracking_uri)
@@ -286,116 +299,3 @@ def _trial_id_from_path(path: str | None) -> str | None:
     name = Path(path or "").name
     parts = name.split("_")
     return parts[2] if len(parts) > 2 else None
-
-
-def format_table(rows: list[dict], spec: SweepConfig) -> str:
-    keys = list(spec.space)
-    header = ["trial", *keys, "val top-1 err", "val top-5 err", "epochs", "status"]
-    lines = [header]
-    for row in rows:
-        lines.append(
-            [str(row["trial"])]
-            + [_short(row[key]) for key in keys]
-            + [
-                f"{row[spec.metric]:.4f}",
-                f"{row['val_top5_error']:.4f}",
-                str(row["epochs"]),
-                str(row["status"]),
-            ]  # fmt: skip
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines)
-
-
-def _short(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _log_plots(parent: tracking.TrackedRun, spec: SweepConfig, rows: list[dict]) -> None:
-    """PNGs on the parent run: the metric against each swept field; every trial's curve."""
-    import tempfile
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    with tempfile.TemporaryDirectory() as folder:
-        for key, distribution in spec.space.items():
-            figure, axes = plt.subplots(figsize=(5, 3.5))
-            points = [(row[key], row[spec.metric]) for row in rows if row[key] is not None]
-            numeric = all(isinstance(x, (int, float)) for x, _ in points)
-            xs = [x if numeric else str(x) for x, _ in points]
-            axes.scatter(xs, [y for _, y in points])
-            if "loguniform" in distribution:
-                axes.set_xscale("log")
-            axes.set_xlabel(key)
-            axes.set_ylabel(spec.metric)
-            axes.set_title(f"{spec.name}: {spec.metric} against {key}")
-            figure.tight_layout()
-            figure.savefig(Path(folder) / f"{spec.metric}_vs_{key}.png", dpi=100)
-            plt.close(figure)
-        figure, axes = plt.subplots(figsize=(6, 4))
-        for row in rows:
-            if row["mlflow_run_id"]:
-                curve = sorted(tracking.metric_history(parent.client, row["mlflow_run_id"],
-                                                       spec.metric))  # fmt: skip
-                axes.plot([e for e, _ in curve], [v for _, v in curve], marker="o",
-                          label=str(row["trial"]))  # fmt: skip
-        axes.set_xlabel("epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_ylabel(spec.metric)
-        axes.set_title(f"{spec.name}: learning curves")
-        axes.legend(fontsize="small")
-        figure.tight_layout()
-        figure.savefig(Path(folder) / "learning_curves.png", dpi=100)
-        plt.close(figure)
-        parent.log_artifacts(folder, "plots")
-
-
-def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
-    """The sweep's trials from MLflow, best first, and where its plots are."""
-    record = tracking.read_sweep(config.tracking, sweep_name)
-    if record is None:
-        where = tracking.redacted(tracking.resolve_tracking_uri(config.tracking))
-        raise ConfigError(f"--sweep: no sweep '{sweep_name}' in the MLflow store at {where}")
-    parent = record.parent
-    space = json.loads(parent.data.tags["search_space"])
-    spec = SweepConfig(name=sweep_name, space=space)
-    rows = trial_rows(record.client, record.children, spec)
-    print(f"sweep '{sweep_name}' (MLflow run {parent.info.run_id}, "
-          f"{parent.data.tags.get('search_algorithm')} search, "
-          f"{parent.data.tags.get('scheduler')} scheduler): {len(rows)} trials")  # fmt: skip
-    print(format_table(rows, spec))
-    for plot in record.plots:
-        print(f"plot: {plot}")
-    return rows
-
-
-def trial_rows(client, children: list, spec: SweepConfig) -> list[dict]:
-    """One row per trial run, best first: its swept values, final errors, epochs, status."""
-    rows = []
-    for child in children:
-        params, metrics, tags = child.data.params, child.data.metrics, child.data.tags
-        history = tracking.metric_history(client, child.info.run_id, spec.metric)
-        rows.append(
-            {
-                "trial": tags.get("trial_id", child.info.run_name),
-                **{key: _parse(params.get(key)) for key in spec.space},
-                spec.metric: metrics.get(spec.metric, math.nan),
-                "val_top5_error": metrics.get("val_top5_error", math.nan),
-                "epochs": max((step for step, _ in history), default=0),
-                "status": "early-stopped" if tags.get("early_stopped") == "true"
-                else child.info.status.lower(),
-                "mlflow_run_id": child.info.run_id,
-            }
-        )  # fmt: skip
-    return sorted(rows, key=lambda row: (math.isnan(row[spec.metric]), row[spec.metric]))
-
-
-def _parse(text: str | None):
-    try:
-        return json.loads(text) if text is not None else None
-    except json.JSONDecodeError:
-        return text

@@ -195,3 +195,19 @@ def mlflow_server(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+def load_into_plain_alexnet(run_folder: Path) -> None:
+    """Every checkpoint of a run holds single-device weights, whatever the run's placement:
+    they load strictly into a plain AlexNet built from the checkpoint's own config."""
+    import torch
+    import yaml
+
+    from workloads.alexnet.model import ModelConfig, build_model
+
+    files = sorted(run_folder.glob("checkpoint_*/checkpoint.pt"))
+    assert files, f"no checkpoint in {run_folder}"
+    for file in files:
+        state = torch.load(file, weights_only=True)
+        model = build_model(ModelConfig(**yaml.safe_load(state["config"])["model"]))
+        model.load_state_dict(state["model"], strict=True)

@@ -21,12 +21,12 @@ BOMB = "\n".join(
 @pytest.fixture(autouse=True)
 def no_ray(monkeypatch):
     """Every row fails before Ray would start: starting it fails the row (a traceback, exit 1)."""
-    from orchestrator import jobs
+    from orchestrator import cluster
 
     def refuse():
         raise AssertionError("Ray was started")
 
-    monkeypatch.setattr(jobs, "ensure_ray", refuse)
+    monkeypatch.setattr(cluster, "ensure_ray", refuse)
 
 
 def _fails(capsys, *argv) -> str:

@@ -76,13 +76,13 @@ def test_flatten_gives_one_param_per_leaf():
 
 
 def test_bad_config_fails_before_ray_starts(monkeypatch, capsys):
-    from orchestrator import jobs
+    from orchestrator import cluster
     from orchestrator.run import main
 
     def no_ray():
         raise AssertionError("Ray was started")
 
-    monkeypatch.setattr(jobs, "ensure_ray", no_ray)
+    monkeypatch.setattr(cluster, "ensure_ray", no_ray)
     for args, field in (
         (["train", "--set", "model.towers=3"], "model.towers"),
         (["--set", "model.nonsense=1"], "model.nonsense"),

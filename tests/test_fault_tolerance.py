@@ -1,8 +1,9 @@
 """Faults in one training run, through the real code path: a Ray Train worker killed in the
 middle of an epoch, then the driver killed and started again. The run finishes every planned
 epoch from its newest checkpoint, its loss goes on from where it was, and MLflow holds one run
-with every epoch's metrics once and the restarts in its tags. (A lost node is tested in
-test_multinode.py.)"""
+with every epoch's metrics once and the restarts in its tags. The run uses the hybrid layout
+(the paper's two towers in each worker, both on the CPU here, DDP across the two workers), so
+its checkpoints also show the single-device layout. (A lost node: test_multinode.py.)"""
 
 import os
 import re
@@ -10,6 +11,7 @@ import signal
 import time
 
 import pytest
+from conftest import load_into_plain_alexnet
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.ray
@@ -56,7 +58,7 @@ def test_killed_worker_then_killed_driver_resume_from_the_newest_checkpoint(
 ):
     args = tiny_train_args(
         f"train.epochs={EPOCHS}", "train.log_every_n_steps=3", "tracking.experiment=faults",
-        "name=faults",
+        "name=faults", "train.parallel=hybrid", "train.num_workers=2",
     )  # fmt: skip
     env = {"RAY_ADDRESS": ray_cluster}
     first_log = tmp_path / "first.log"
@@ -92,6 +94,7 @@ def test_killed_worker_then_killed_driver_resume_from_the_newest_checkpoint(
     assert second.wait(timeout=400) == 0, second_log.read_text()[-3000:]
     second_output = second_log.read_text()
     assert "('faults', resumed)" in second_output
+    assert "hybrid split: tower 0 on cpu, tower 1 on cpu" in second_output
     resumed_at = int(re.search(r"resumed from the checkpoint of epoch (\d+)", second_output)[1])
     assert resumed_at >= 3
 
@@ -102,6 +105,8 @@ def test_killed_worker_then_killed_driver_resume_from_the_newest_checkpoint(
     for key in ("train_loss", "val_top1_error", "lr", "images_per_second"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert sorted(steps) == list(range(1, EPOCHS + 1)), (key, steps)  # each epoch once
+    assert run.data.params["train.parallel"] == "hybrid"
+    load_into_plain_alexnet(tmp_path / "results" / "faults")
     tags = run.data.tags
     assert tags["last_checkpoint_epoch"] == str(EPOCHS)
     assert tags["resumed_from_epoch"] == str(resumed_at)

@@ -13,7 +13,7 @@ import pytest
 from image_zoo import BLUE, RED, write_zoo
 from mlflow.tracking import MlflowClient
 
-from orchestrator import commands
+from orchestrator.commands import prepare as prepare_command
 from orchestrator.config import load_config
 from orchestrator.data import open_prepared
 from orchestrator.errors import ConfigError
@@ -129,7 +129,7 @@ def test_uri_output_and_too_many_rejects(ray_cluster, zoo, tmp_path):
         ],
     )
     with pytest.raises(ConfigError) as error:
-        commands.prepare(config)
+        prepare_command.prepare(config)
     assert "12 of 36 files could not be read" in str(error.value)
     assert f"file://{tmp_path}/strict/rejects.csv" in str(error.value)
     assert (tmp_path / "strict" / "rejects.csv").exists()

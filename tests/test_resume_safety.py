@@ -7,33 +7,37 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import identity, jobs
+from orchestrator import identity, launch
 from orchestrator.checkpoints import newest_checkpoint
 from orchestrator.config import DEMO_CONFIG, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.tracking import TrackedRun, TrackingConfig
-from orchestrator.train import WorkerSettings
+from orchestrator.train import WorkerPlan
 
 
 def _job(tmp_path, *overrides):
     config = load_config(DEMO_CONFIG, ["name=same", "model.num_classes=10", *overrides])
     fields = identity.training_fields(config, data_key="prepared-key-1")
-    settings = WorkerSettings(
-        train=config.train, steps_per_epoch=1, prefetch_batches=1, pin_memory=False, seed=0,
-        config_yaml="", training_digest=identity.digest(fields), training_fields=fields,
+    plan = WorkerPlan(
+        model=config.model, optim=config.optim, train=config.train, transform=None,
+        steps_per_epoch=1, prefetch_batches=1, pin_memory=False, seed=0, config_yaml="",
+        training_digest=identity.digest(fields), training_fields=fields,
         run_folder=str(tmp_path / "results" / "same"),
     )  # fmt: skip
-    return jobs.TrainingJob(config, data=None, use_gpu=False, loop_config={"settings": settings},
-                            datasets={})  # fmt: skip
+    return launch.TrainingJob(config, data=None, use_gpu=False, plan=plan, datasets={})
+
+
+def _check_resume(job, run):
+    identity.check_resume(job.plan, job.config.name, run)
 
 
 def _store_checkpoint(job, epoch: int, name: str, complete: bool = True):
-    folder = Path(job.settings.run_folder) / name
+    folder = Path(job.plan.run_folder) / name
     folder.mkdir(parents=True)
     (folder / "checkpoint.pt").write_bytes(b"x" * 100)
     files = {"checkpoint.pt": 100 if complete else 200}  # a copy cut short: sizes differ
-    meta = {"epoch": epoch, "training_digest": job.settings.training_digest,
-            "training_fields": job.settings.training_fields, "files": files}  # fmt: skip
+    meta = {"epoch": epoch, "training_digest": job.plan.training_digest,
+            "training_fields": job.plan.training_fields, "files": files}  # fmt: skip
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
@@ -56,7 +60,7 @@ def test_newest_complete_checkpoint_wins(tmp_path):
     _store_checkpoint(job, 3, "checkpoint_b")
     _store_checkpoint(job, 4, "checkpoint_c", complete=False)  # never counts
     (tmp_path / "results" / "same" / "checkpoint_d").mkdir()  # no meta.json yet
-    assert newest_checkpoint(job.settings.run_folder).epoch == 3
+    assert newest_checkpoint(job.plan.run_folder).epoch == 3
 
 
 def test_resume_with_changed_fields_is_refused_unless_asked_for(tmp_path, capsys):
@@ -64,21 +68,19 @@ def test_resume_with_changed_fields_is_refused_unless_asked_for(tmp_path, capsys
     _store_checkpoint(first, 2, "checkpoint_a")
     changed = _job(tmp_path, "optim.lr=0.02", "model.dropout=0.3", "train.epochs=9")
     with pytest.raises(ConfigError) as error:
-        jobs.check_resume(changed, _tracked(tmp_path, first, 2))
+        _check_resume(changed, _tracked(tmp_path, first, 2))
     message = str(error.value)
     assert "resuming 'same' with another training than its checkpoint of epoch 2" in message
     assert "model.dropout 0.5 -> 0.3; optim.lr 0.01 -> 0.02" in message  # not train.epochs
     assert "train.resume_changed: true" in message
 
     again = _tracked(tmp_path, first, 2)
-    allowed = dataclasses.replace(
-        changed, config=load_config(DEMO_CONFIG, ["name=same", "train.resume_changed=true"])
-    )
-    jobs.check_resume(allowed, again)
+    allowed = _job(tmp_path, "optim.lr=0.02", "model.dropout=0.3", "train.resume_changed=true")
+    _check_resume(allowed, again)
     assert "with changed training fields (train.resume_changed)" in capsys.readouterr().out
 
     longer = _job(tmp_path, "train.epochs=9", "train.num_workers=1", "data.decode_cpus=0.5")
-    jobs.check_resume(longer, _tracked(tmp_path, first, 2))  # same training, more epochs
+    _check_resume(longer, _tracked(tmp_path, first, 2))  # same training, more epochs
     cosine = identity.training_fields(_job(tmp_path, "optim.schedule.kind=cosine").config, "k")
     longer_cosine = _job(tmp_path, "optim.schedule.kind=cosine", "train.epochs=9").config
     changed = identity.differences(cosine, identity.training_fields(longer_cosine, "k"))
@@ -89,17 +91,16 @@ def test_other_data_is_another_training(tmp_path):
     first = _job(tmp_path)
     _store_checkpoint(first, 1, "checkpoint_a")
     fields = identity.training_fields(first.config, data_key="prepared-key-2")
-    other = dataclasses.replace(first, loop_config={"settings": dataclasses.replace(
-        first.settings, training_fields=fields)})  # fmt: skip
+    other = dataclasses.replace(first, plan=dataclasses.replace(first.plan, training_fields=fields))
     with pytest.raises(ConfigError, match="data.prepared_key 'prepared-key-1' -> 'prepared-key-2'"):
-        jobs.check_resume(other, _tracked(tmp_path, first, 1))
+        _check_resume(other, _tracked(tmp_path, first, 1))
 
 
 def test_a_history_whose_checkpoints_are_gone_is_refused_and_left_as_found(tmp_path):
     job = _job(tmp_path)
     run = _tracked(tmp_path, job, last_checkpoint_epoch=3)  # MLflow: epochs up to 3
     with pytest.raises(ConfigError) as error:
-        jobs.check_resume(job, run)  # the storage holds no checkpoint
+        _check_resume(job, run)  # the storage holds no checkpoint
     assert "holds epochs up to 3 with a checkpoint" in str(error.value)
     assert "none is there: deleted, or storage_path changed" in str(error.value)
     assert run.client.get_run(run.run_id).info.status == "FINISHED"  # not left RUNNING

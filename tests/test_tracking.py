@@ -11,18 +11,15 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_into_plain_alexnet
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import ConfigError
-from orchestrator.tracking import (
-    EpochLogger,
-    MetricBuffer,
-    TrackedRun,
-    TrackingConfig,
-    replay_buffers,
-)
+from orchestrator.metrics import EPOCH_METRICS, EpochMetrics
+from orchestrator.tracking import TrackedRun, TrackingConfig
+from orchestrator.tracking_buffer import MetricBuffer, replay_buffers
+from orchestrator.tracking_callback import EpochLogger
 
 DEAD_URI = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
@@ -39,9 +36,7 @@ def test_unreachable_server_fails_fast_unless_tracking_is_optional(tmp_path, cap
     run.log_start({"a": 1}, {}, "a: 1\n")  # all no-ops
     run.finish()
     logger = run.epoch_logger()
-    report = {"epoch": 1, "train_loss": 1.0, "val_top1_error": 0.5, "val_top5_error": 0.1,
-              "lr": 0.01, "images_per_second": 10.0, "data_wait_fraction": 0.0}  # fmt: skip
-    logger.after_report(None, [report], None)
+    logger.after_report(None, [epoch_report(1)], None)
     assert "epoch   1" in capsys.readouterr().out  # still printed
 
 
@@ -68,9 +63,7 @@ def test_epoch_logger_buffers_while_the_server_is_away(tmp_path, mlflow_server):
     logger = run.epoch_logger()
 
     def report(epoch):
-        values = {"train_loss": 1.0 / epoch, "val_top1_error": 0.5, "val_top5_error": 0.1,
-                  "lr": 0.01, "images_per_second": 10.0, "data_wait_fraction": 0.0}  # fmt: skip
-        logger.after_report(None, [{"epoch": epoch, **values}], None)
+        logger.after_report(None, [epoch_report(epoch)], None)
 
     report(1)
     mlflow_server.stop()
@@ -79,7 +72,8 @@ def test_epoch_logger_buffers_while_the_server_is_away(tmp_path, mlflow_server):
         report(2)
         report(3)
     assert sum("unreachable" in str(w.message) for w in caught) == 1  # warned once per outage
-    assert MetricBuffer.for_run(config, run.run_id).count() == 12  # 2 epochs x 6 metrics
+    logged_per_epoch = len(EPOCH_METRICS)  # every value of the record but the epoch
+    assert MetricBuffer.for_run(config, run.run_id).count() == 2 * logged_per_epoch
     mlflow_server.start()
     report(4)
     assert not MetricBuffer.for_run(config, run.run_id).path.exists()
@@ -97,6 +91,7 @@ def test_training_survives_a_tracking_server_outage(
     args = tiny_train_args(
         f"train.epochs={epochs}", "train.log_every_n_steps=0", "tracking.experiment=outage",
         f"tracking.uri={mlflow_server.uri}", "name=outage",
+        "train.parallel=towers", "train.num_workers=1",  # the paper's split, on the CPU twice
     )  # fmt: skip
     log = tmp_path / "train.log"
     process = start_cli(*args, env={"RAY_ADDRESS": ray_cluster}, log=log)
@@ -122,8 +117,10 @@ def test_training_survives_a_tracking_server_outage(
 
     output = log.read_text()
     assert "is unreachable" in output and "to be replayed when it is back" in output
+    assert "towers split: tower 0 on cpu, tower 1 on cpu" in output
     run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and run.data.params["train.parallel"] == "towers"
+    load_into_plain_alexnet(tmp_path / "results" / "outage")
     for key in ("train_loss", "val_top1_error", "val_top5_error", "lr"):
         steps = [m.step for m in client.get_metric_history(run_id, key)]
         assert sorted(steps) == list(range(1, epochs + 1)), (key, steps)  # every epoch, once
@@ -217,16 +214,18 @@ def sqlite_run(tmp_path) -> tuple[MlflowClient, str, str]:
 
 
 def epoch_report(epoch: int) -> dict:
-    return {"epoch": epoch, "train_loss": 1.0 / epoch, "val_top1_error": 0.5,
-            "val_top5_error": 0.1, "lr": 0.01, "images_per_second": 10.0,
-            "data_wait_fraction": 0.0}  # fmt: skip
+    """What rank 0 reports for an epoch (made up numbers)."""
+    return EpochMetrics(epoch=epoch, train_loss=1.0 / epoch, train_top1_error=0.6, val_loss=1.2,
+                        val_top1_error=0.5, val_top5_error=0.1, lr=0.01, lr_drops=0,
+                        images_per_second=10.0, data_wait_fraction=0.0,
+                        epoch_seconds=1.0).as_report()  # fmt: skip
 
 
 APPENDER = """
 import sys, time
 from pathlib import Path
 from mlflow.entities import Metric
-from orchestrator.tracking import MetricBuffer
+from orchestrator.tracking_buffer import MetricBuffer
 
 buffer = MetricBuffer(Path(sys.argv[1]), max_values=1_000_000)
 for step in range(int(sys.argv[3])):
@@ -249,14 +248,16 @@ def test_no_buffered_value_is_lost_while_processes_append_and_replay(tmp_path, c
     ]
     try:
         while any(p.poll() is None for p in appenders):
-            replay_buffers(client, config)  # races the appends
+            replay_buffers(client, config.buffer_dir, config.buffer_max_values)  # races the appends
             time.sleep(0.005)
     finally:
         for process in appenders:
             process.wait(timeout=60)
     assert [p.returncode for p in appenders] == [0, 0]
     racing_replays = capsys.readouterr().out.count("MLflow: replayed")
-    replay_buffers(client, config)  # what was appended after the last racing replay
+    replay_buffers(
+        client, config.buffer_dir, config.buffer_max_values
+    )  # what was appended after the last racing replay
     for key in ("a", "b"):
         steps = sorted(m.step for m in client.get_metric_history(run_id, key))
         assert steps == list(range(values_per_appender)), (key, len(steps))  # each exactly once
@@ -326,7 +327,7 @@ def test_a_replay_of_a_dead_process_is_taken_over_and_a_live_one_waited_for(tmp_
     try:
         with pytest.raises(TimeoutError, match="another process"):
             buffer.flush(client, run_id, wait_s=0)
-        replay_buffers(client, TrackingConfig(buffer_dir=str(buffer.path.parent)))  # skips it
+        replay_buffers(client, str(buffer.path.parent), 100)  # skips it
         assert buffer.count() == 3 and client.get_metric_history(run_id, "loss") == []
     finally:
         os.close(live)

@@ -7,6 +7,8 @@ without a host sync per step, and so that workers can all-reduce the sums before
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -127,33 +129,18 @@ def train_step(
 
 
 @torch.no_grad()
-def eval_step(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    autocast_dtype: torch.dtype | None = None,
-) -> dict[str, torch.Tensor]:
+def eval_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+              autocast_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
     """Centre-crop (or any single-view) evaluation of one batch. Returns sums over the batch."""
     model.eval()
     with _autocast(images.device, autocast_dtype):
         logits = model(images).float()  # (B, num_classes)
-    loss = F.cross_entropy(logits, labels, reduction="sum")
-    correct1, correct5 = topk_correct(logits, labels, ks=(1, 5))
-    return {
-        "loss_sum": loss,
-        "correct1": correct1,
-        "correct5": correct5,
-        "count": torch.tensor(labels.shape[0], device=labels.device),
-    }
+    return _eval_sums(F.cross_entropy(logits, labels, reduction="sum"), logits, labels)
 
 
 @torch.no_grad()
-def eval_step_multiview(
-    model: nn.Module,
-    views: torch.Tensor,
-    labels: torch.Tensor,
-    autocast_dtype: torch.dtype | None = None,
-) -> dict[str, torch.Tensor]:
+def eval_step_multiview(model: nn.Module, views: torch.Tensor, labels: torch.Tensor,
+                        autocast_dtype: torch.dtype | None = None) -> dict:  # fmt: skip
     """Ten-crop evaluation: views (B, V, 3, C, C); the softmax is averaged over the V views."""
     model.eval()
     b, v = views.shape[:2]
@@ -161,13 +148,14 @@ def eval_step_multiview(
         logits = model(views.flatten(0, 1)).float()  # (B * V, num_classes)
     probs = logits.softmax(dim=1).view(b, v, -1).mean(dim=1)  # (B, num_classes)
     loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum")
-    correct1, correct5 = topk_correct(probs, labels, ks=(1, 5))
-    return {
-        "loss_sum": loss,
-        "correct1": correct1,
-        "correct5": correct5,
-        "count": torch.tensor(b, device=labels.device),
-    }
+    return _eval_sums(loss, probs, labels)
+
+
+def _eval_sums(loss_sum: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> dict:
+    """An evaluation step's sums: loss, top-1 and top-5 hits by `scores` (B, classes), count."""
+    correct1, correct5 = topk_correct(scores, labels, ks=(1, 5))
+    count = torch.tensor(labels.shape[0], device=labels.device)
+    return {"loss_sum": loss_sum, "correct1": correct1, "correct5": correct5, "count": count}
 
 
 def accumulate(total: dict[str, torch.Tensor] | None, step: dict[str, torch.Tensor]):
@@ -177,6 +165,21 @@ def accumulate(total: dict[str, torch.Tensor] | None, step: dict[str, torch.Tens
     for k, v in step.items():
         total[k] += v.to(torch.float64)
     return total
+
+
+def timed(batches: Iterable, sync: Callable[[], None] | None = None) -> Iterator[tuple]:
+    """Yields (batch, seconds spent waiting for it): the data feed's share of an epoch.
+    `sync` (e.g. `torch.cuda.synchronize`) makes the wait exclude queued device work."""
+    batches = iter(batches)
+    while True:
+        before = time.perf_counter()
+        batch = next(batches, None)
+        if sync is not None:
+            sync()
+        waited = time.perf_counter() - before
+        if batch is None:
+            return
+        yield batch, waited
 
 
 def evaluate(

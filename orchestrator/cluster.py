@@ -1,0 +1,40 @@
+"""Joining the Ray cluster (or starting a local one), quietly, and describing its shape."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+import ray.data
+
+
+def ensure_ray() -> None:
+    """Join the cluster in RAY_ADDRESS (or the job's cluster), else start a local one."""
+    if ray.is_initialized():
+        return
+    # Ray Data logs several INFO lines per dataset execution (every epoch), which would bury the
+    # epoch summaries; its warnings still show. The processes of a local Ray inherit this
+    # setting; RAY_DATA_LOG_LEVEL=INFO brings the lines back.
+    if "RAY_DATA_LOG_LEVEL" not in os.environ:
+        os.environ["RAY_DATA_LOG_LEVEL"] = "WARNING"
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # configured at import
+    ray.init(address=os.environ.get("RAY_ADDRESS"))
+    quiet_progress_bars()
+
+
+def quiet_progress_bars() -> None:
+    """Our own lines report progress (per shard, per step, per epoch); Ray Data's bars, drawn by
+    actors whose output is relayed line by line, turn into noise in logs."""
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    # ... and its warning that they are off (here; Ray Data's own actors still say it once)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def cluster_shape() -> dict[str, str]:
+    resources = ray.cluster_resources()
+    return {
+        "cluster_nodes": str(len([n for n in ray.nodes() if n["Alive"]])),
+        "cluster_cpus": f"{resources.get('CPU', 0):g}",
+        "cluster_gpus": f"{resources.get('GPU', 0):g}",
+    }

@@ -1,0 +1,14 @@
+"""`demo`, the default command: `train` on configs/demo.yaml (a CPU-sized AlexNet on a
+generated dataset)."""
+
+from __future__ import annotations
+
+from orchestrator.commands import train
+from orchestrator.paths import DEMO_CONFIG
+
+
+def add_arguments(parser) -> None:
+    train.add_arguments(parser, default_config=DEMO_CONFIG)
+
+
+run = train.run

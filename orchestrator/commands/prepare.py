@@ -1,0 +1,74 @@
+"""`prepare`: decode a raw image tree once into Parquet shards and statistics (a Ray Data job)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from orchestrator import cluster, tracking
+from orchestrator import data as data_pipeline
+from orchestrator import prepare as prepare_job
+from orchestrator.commands import add_config, add_overrides, load
+from orchestrator.config import ExperimentConfig, flatten, to_yaml
+from orchestrator.errors import ConfigError, InputError
+from orchestrator.prepare import PrepareResult
+from orchestrator.storage import Location
+
+OPTIONS = {  # sugar for --set prepare.<option>=<value>
+    "--source": "imagefolder (train/<class>/*, val/<class>/*) or imagenet (ILSVRC-2012 layouts)",
+    "--root": "the raw dataset folder",
+    "--out": "where to write the shards: a folder or a pyarrow filesystem URI (s3://, gs://)",
+}
+
+
+def add_arguments(parser) -> None:
+    add_config(parser, None)
+    add_overrides(parser)
+    for option, option_help in OPTIONS.items():
+        parser.add_argument(option, help=f"{option_help} (prepare.{option[2:]})")
+
+
+def run(args) -> None:
+    for option in OPTIONS:
+        value = getattr(args, option[2:])
+        if value is not None:
+            args.overrides.append(f"prepare.{option[2:]}={json.dumps(value)}")
+    prepare(load(args))
+
+
+def prepare(config: ExperimentConfig) -> PrepareResult:
+    """Decode a raw image tree once into shards (a Ray Data job), logged to MLflow."""
+    job = config.prepare
+    if job.out is None:
+        raise ConfigError("prepare.out: required (--out)")
+    splits = prepare_job.list_source(job)  # bad paths and layouts fail here, before Ray starts
+    try:
+        Location.of(job.out)  # and so does an --out that no filesystem here opens
+    except InputError as error:
+        raise ConfigError(f"prepare.out: {error}") from None
+    cluster.ensure_ray()
+    result = prepare_job.run_prepare(job, splits=splits)
+    data_pipeline.report_prepare(result)
+    if not result.skipped:
+        run = tracking.TrackedRun(config.tracking, f"prepare-{Path(job.root).name}")
+        run.log_start(
+            params={**flatten(job, "prepare."), "prepare.files": result.total},
+            tags={**tracking.provenance_tags(), **cluster.cluster_shape(), "kind": "prepare"},
+            config_yaml=to_yaml(job),
+        )
+        run.log_metrics(
+            {
+                "images_written": sum(result.images.values()),
+                "rejects": result.rejects,
+                "seconds": result.seconds,
+                "images_per_second": result.images_per_second,
+                "images_per_second_per_core": result.images_per_second_per_core,
+            }
+        )
+        out = Location.of(result.out)
+        run.log_text(out.read_bytes("rejects.csv").decode(), "rejects.csv")
+        if result.complete:
+            run.log_text(out.read_bytes("manifest.json").decode(), "manifest.json")
+        run.finish("FINISHED" if result.complete else "FAILED")
+    data_pipeline.check_rejects(result, job)
+    return result

@@ -1,0 +1,23 @@
+"""`sweep`: a Ray Tune sweep over config fields, one TorchTrainer per trial, nested MLflow runs
+(orchestrator/sweep.py)."""
+
+from __future__ import annotations
+
+from orchestrator import sweep
+from orchestrator.commands import add_config, add_overrides, load
+from orchestrator.paths import SWEEP_CONFIG
+
+
+def add_arguments(parser) -> None:
+    add_config(parser, SWEEP_CONFIG)
+    add_overrides(parser)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted sweep of this sweep.name: unfinished trials go on, "
+        "finished ones are not run again, each keeps its one MLflow run",
+    )
+
+
+def run(args) -> None:
+    sweep.sweep(load(args), resume=args.resume)
