@@ -17,13 +17,12 @@ uint8 S*S*3), `path` (relative to the source root). Each shard task streams its 
 row groups and returns its statistics as partial sums (exact integers for the mean image), saved
 beside it in `_work/`:
 the driver merges them one shard at a time, so memory never grows with the number of images, and
-an interrupted run redoes only the shards that have no saved result.
+an interrupted run redoes only the shards that have no saved result (orchestrator/shards.py).
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import io
 import math
@@ -35,22 +34,17 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from orchestrator.errors import ConfigError
+from orchestrator.shards import merge, plan_shards, run_shards
 from orchestrator.storage import Busy, Location
 from workloads.datasets import codec
-from workloads.datasets.image_folder import ImageList, is_utf8, list_image_folder, printable
+from workloads.datasets.image_folder import ImageList, list_image_folder
 from workloads.datasets.imagenet import list_imagenet
 from workloads.datasets.statistics import rgb_statistics
 
 FORMAT_VERSION = 1
-ROW_GROUP_ROWS = 128
-SHARD_SCHEMA = pa.schema(
-    [("id", pa.int64()), ("label", pa.int64()), ("image", pa.binary()), ("path", pa.string())]
-)
 
 
 @dataclass(frozen=True)
@@ -88,20 +82,6 @@ class PrepareConfig:
             "jpeg_quality": self.jpeg_quality if self.encoding == "jpeg" else None,
             "seed": self.seed,
         }
-
-
-@dataclass(frozen=True)
-class Shard:
-    split: str
-    index: int
-    of: int
-    ids: list[int]
-    paths: list[str]
-    labels: list[int]
-
-    @property
-    def name(self) -> str:
-        return f"shard-{self.index:05d}-of-{self.of:05d}"
 
 
 @dataclass(frozen=True)
@@ -190,128 +170,6 @@ def _bytes_per_image(config: PrepareConfig, paths: list[str]) -> float:
     return float(np.mean(sizes)) if sizes else config.image_size**2 * 3 / 8
 
 
-def plan_shards(splits: dict[str, ImageList], images_per_shard: int, seed: int) -> list[Shard]:
-    """Each split shuffled once (by `seed`) across classes, then cut into equal shards."""
-    shards = []
-    for split_number, (split, images) in enumerate(splits.items()):
-        order = np.random.default_rng([seed, split_number]).permutation(len(images))
-        count = max(1, math.ceil(len(images) / images_per_shard))
-        for index, chunk in enumerate(np.array_split(order, count)):
-            shards.append(
-                Shard(
-                    split=split,
-                    index=index,
-                    of=count,
-                    ids=[int(i) for i in chunk],
-                    paths=[images.paths[i] for i in chunk],
-                    labels=[images.labels[i] for i in chunk],
-                )
-            )
-    return shards
-
-
-def _second_moments(pixels: np.ndarray) -> np.ndarray:
-    """sum over pixels of x x^T (3 x 3), x the RGB values 0..255 of a uint8 (H, W, 3) image."""
-    planes = pixels.reshape(-1, 3).T.astype(np.float32)  # (3, H*W); float32 sums: ~1e-7 relative
-    moments = np.empty((3, 3))
-    for i in range(3):
-        for j in range(i, 3):
-            moments[i, j] = moments[j, i] = np.dot(planes[i], planes[j])  # 6 dots beat one gemm
-    return moments
-
-
-def write_shard(
-    shard: Shard, out_uri: str, root: str, image_size: int, encoding: str, quality: int
-) -> dict:
-    """Decode, resize, crop, encode and write one shard; save its statistics beside it.
-
-    Runs as a Ray Data task. Memory: one row group of encoded images at a time. A file that
-    cannot become a row (unreadable, not an image, a decompression bomb, a name that is not
-    UTF-8) is a reject `(path, reason)`, both valid UTF-8 text, never an exception.
-    """
-    out = Location.of(out_uri)
-    image_sum = np.zeros((image_size, image_size, 3), np.uint32)  # exact up to 16 M images
-    rgb_outer_sum = np.zeros((3, 3), np.float64)  # sum over pixels of x x^T (x in 0..255)
-    per_class: dict[int, int] = {}
-    rejects: list[tuple[str, str]] = []
-    digest = hashlib.sha256()
-    rows: dict[str, list] = {name: [] for name in SHARD_SCHEMA.names}
-    final = out.join(shard.split, f"{shard.name}.parquet")
-    temporary = out.join("_work", f"{shard.split}-{shard.name}.parquet.tmp")
-    compression = {"image": "NONE", "path": "SNAPPY", "id": "SNAPPY", "label": "SNAPPY"}
-    with (
-        out.fs.open_output_stream(temporary) as stream,
-        pq.ParquetWriter(
-            stream,
-            SHARD_SCHEMA,
-            compression=compression,  # JPEG bytes do not compress
-        ) as writer,
-    ):
-        for image_id, path, label in zip(shard.ids, shard.paths, shard.labels):
-            if not is_utf8(path):  # Parquet, CSV and MLflow hold UTF-8 text only
-                rejects.append((printable(path), "file name is not valid UTF-8"))
-                continue
-            try:
-                with open(path, "rb") as handle:
-                    pixels = codec.decode_resize_center_crop(handle.read(), image_size)
-            except (OSError, ValueError) as error:
-                rejects.append((path, printable(str(error)[:300]) or type(error).__name__))
-                continue
-            except Exception as error:  # no malformed file may fail the job: a reject, named
-                reason = f"unexpected {type(error).__name__} while decoding: {error}"
-                rejects.append((path, printable(reason[:300])))
-                continue
-            image_sum += pixels
-            rgb_outer_sum += _second_moments(pixels)
-            per_class[label] = per_class.get(label, 0) + 1
-            data = codec.encode_jpeg(pixels, quality) if encoding == "jpeg" else pixels.tobytes()
-            digest.update(f"{image_id}:{label}:".encode() + hashlib.sha256(data).digest())
-            rows["id"].append(image_id)
-            rows["label"].append(label)
-            rows["image"].append(data)
-            rows["path"].append(os.path.relpath(path, root))
-            if len(rows["id"]) == ROW_GROUP_ROWS:
-                writer.write_table(pa.table(rows, schema=SHARD_SCHEMA))
-                rows = {name: [] for name in SHARD_SCHEMA.names}
-        if rows["id"]:
-            writer.write_table(pa.table(rows, schema=SHARD_SCHEMA))
-    out.fs.move(temporary, final)
-    written = len(shard.ids) - len(rejects)
-    out.write_arrays(
-        {"image_sum": image_sum.astype(np.int64), "rgb_outer_sum": rgb_outer_sum},
-        "_work",
-        f"{shard.split}-{shard.name}.npz",
-    )
-    result = {
-        "split": shard.split,
-        "name": shard.name,
-        "images": written,
-        "per_class": {str(k): v for k, v in sorted(per_class.items())},
-        "rejects": rejects,
-        "digest": digest.hexdigest(),
-    }
-    out.write_json(result, "_work", f"{shard.split}-{shard.name}.json")  # marks the shard done
-    return result
-
-
-def _write_shard_batch(batch: dict, **kwargs) -> dict:
-    """Ray Data adapter: a batch of one shard description -> one row of summary."""
-    shard = Shard(
-        split=str(batch["split"][0]),
-        index=int(batch["index"][0]),
-        of=int(batch["of"][0]),
-        ids=[int(i) for i in batch["ids"][0]],
-        paths=[str(p) for p in batch["paths"][0]],
-        labels=[int(i) for i in batch["labels"][0]],
-    )
-    result = write_shard(shard, **kwargs)
-    return {
-        "split": [shard.split],
-        "images": [result["images"]],
-        "rejects": [len(result["rejects"])],
-    }
-
-
 class _Progress:
     """A progress bar on a terminal, a line per finished shard otherwise."""
 
@@ -335,49 +193,6 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _run_shards(todo: list[Shard], config: PrepareConfig, out: Location, progress) -> None:
-    items = [dataclasses.asdict(shard) for shard in todo]
-    shards = ray.data.from_items(items, override_num_blocks=len(items))
-    shards.context.op_resource_reservation_enabled = False  # the shard writes get every CPU
-    results = shards.map_batches(
-        _write_shard_batch,
-        batch_size=1,
-        num_cpus=config.cpus_per_task,
-        fn_kwargs={
-            "out_uri": out.uri,
-            "root": str(Path(config.root).expanduser().resolve()),
-            "image_size": config.image_size,
-            "encoding": config.encoding,
-            "quality": config.jpeg_quality,
-        },
-    )
-    left = len(todo)
-    for row in results.iter_rows():
-        left -= 1
-        progress.update(row["split"], int(row["images"]), int(row["rejects"]), left)
-
-
-def _merge(out: Location, shards: list[Shard], classes: list[str], image_size: int):
-    """Merge the saved per-shard results, one shard at a time."""
-    image_sum = np.zeros((image_size, image_size, 3), np.int64)
-    rgb_outer_sum = np.zeros((3, 3), np.float64)
-    per_class = {"train": [0] * len(classes), "val": [0] * len(classes)}
-    images = {"train": 0, "val": 0}
-    rejects, digests = [], hashlib.sha256()
-    for shard in shards:
-        result = out.read_json("_work", f"{shard.split}-{shard.name}.json")
-        images[shard.split] += result["images"]
-        for label, count in result["per_class"].items():
-            per_class[shard.split][int(label)] += count
-        rejects += [(shard.split, path, reason) for path, reason in result["rejects"]]
-        digests.update(result["digest"].encode())
-        if shard.split == "train":
-            sums = out.read_arrays("_work", f"{shard.split}-{shard.name}.npz")
-            image_sum += sums["image_sum"]
-            rgb_outer_sum += sums["rgb_outer_sum"]
-    return image_sum, rgb_outer_sum, per_class, images, rejects, digests.hexdigest()
 
 
 def _images_per_shard(config: PrepareConfig, train: ImageList, out: Location, key: str) -> int:
@@ -491,18 +306,14 @@ def _prepare_locked(config, out: Location, key: str, root: Path, splits: dict, s
     progress = _Progress(total, already)
     try:
         if todo:
-            _run_shards(todo, config, out, progress)
+            run_shards(todo, config, out, progress)
     finally:
         progress.close()
 
-    image_sum, rgb_outer_sum, per_class, images, rejects, digest = _merge(
+    image_sum, rgb_outer_sum, per_class, images, rejects, digest = merge(
         out, shards, train.classes, config.image_size
     )
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["split", "path", "reason"])
-    writer.writerows(rejects)
-    out.write_bytes(buffer.getvalue().encode(), "rejects.csv")
+    _write_rejects(out, rejects)
     result_args = dict(
         out=out.uri, skipped=False, images=images, rejects=len(rejects), total=total,
         processed=total - already, rejects_file=out.uri_of("rejects.csv"),
@@ -513,15 +324,33 @@ def _prepare_locked(config, out: Location, key: str, root: Path, splits: dict, s
 
     _write_statistics(out, image_sum, rgb_outer_sum, images["train"])
     out.write_json(dict(enumerate(train.classes)), "classes.json")
-    manifest = {
+    manifest = _manifest(config, key, root, total, train.classes, shards, splits, images,
+                         per_class, len(rejects), digest)  # fmt: skip
+    out.write_json(manifest, "manifest.json")  # the dataset is complete from here on
+    out.delete_dir("_work")
+    return PrepareResult(**result_args, manifest=manifest)
+
+
+def _write_rejects(out: Location, rejects: list) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["split", "path", "reason"])
+    writer.writerows(rejects)
+    out.write_bytes(buffer.getvalue().encode(), "rejects.csv")
+
+
+def _manifest(config, key, root, total, classes, shards, splits, images, per_class, rejects,
+              digest) -> dict:  # fmt: skip
+    """manifest.json: what the dataset holds and how it was made (written last)."""
+    return {
         "format": FORMAT_VERSION,
         "key": key,
         "source": {"type": config.source, "root": str(root), "files": total},
         "params": config.shard_params(),
-        "classes": train.classes,
+        "classes": classes,
         "images": images,
         "per_class": per_class,
-        "rejects": len(rejects),
+        "rejects": rejects,
         "shards": {
             split: [f"{split}/{s.name}.parquet" for s in shards if s.split == split]
             for split in splits
@@ -529,9 +358,6 @@ def _prepare_locked(config, out: Location, key: str, root: Path, splits: dict, s
         "digest": digest,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out.write_json(manifest, "manifest.json")  # the dataset is complete from here on
-    out.delete_dir("_work")
-    return PrepareResult(**result_args, manifest=manifest)
 
 
 def _already_complete(out: Location, manifest: dict, splits: dict) -> PrepareResult:

@@ -16,7 +16,8 @@ from PIL import Image
 from scipy.io import savemat
 
 from orchestrator.errors import ConfigError
-from orchestrator.prepare import PrepareConfig, Shard, list_source, write_shard
+from orchestrator.prepare import PrepareConfig, list_source
+from orchestrator.shards import Shard, write_shard
 
 
 def _write_bytes_named(folder, name: bytes, data: bytes) -> str:
