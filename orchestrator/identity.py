@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.checkpoints import newest_checkpoint
 from orchestrator.errors import ConfigError
 from orchestrator.redact import redact_text
-from orchestrator.tracking import last_checkpoint
+from orchestrator.tracking_reads import last_checkpoint
 
 if TYPE_CHECKING:
     from orchestrator.tracking import TrackedRun

@@ -22,7 +22,7 @@ import ray
 import ray.tune as tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator import cluster, identity, launch, tracking
+from orchestrator import cluster, identity, launch, tracking, tracking_reads
 from orchestrator import data as data_pipeline
 from orchestrator.checkpoints import read_checkpoint
 from orchestrator.config import ExperimentConfig, load_config_text, to_yaml
@@ -268,7 +268,7 @@ def _log_best_model(parent: tracking.TrackedRun, config: ExperimentConfig, best:
     from workloads.alexnet.model import build_model
 
     spec = config.sweep
-    checkpoint = tracking.checkpoint_of_run(config.tracking, f"runs:/{best['mlflow_run_id']}")
+    checkpoint = tracking_reads.checkpoint_of_run(config.tracking, f"runs:/{best['mlflow_run_id']}")
     state = read_checkpoint(checkpoint)
     trial_config = load_config_text(state["config"], source=f"{checkpoint} (its config)")
     data = data_pipeline.open_prepared(trial_config.data.root)

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from orchestrator import tracking
+from orchestrator import tracking, tracking_reads
 from orchestrator.config import ExperimentConfig
 from orchestrator.errors import ConfigError
 from orchestrator.search import SweepConfig
@@ -15,7 +15,7 @@ from orchestrator.search import SweepConfig
 
 def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
     """The sweep's trials from MLflow, best first, and where its plots are."""
-    record = tracking.read_sweep(config.tracking, sweep_name)
+    record = tracking_reads.read_sweep(config.tracking, sweep_name)
     if record is None:
         where = tracking.redacted(tracking.resolve_tracking_uri(config.tracking))
         raise ConfigError(f"--sweep: no sweep '{sweep_name}' in the MLflow store at {where}")

@@ -107,7 +107,7 @@ def test_a_history_whose_checkpoints_are_gone_is_refused_and_left_as_found(tmp_p
 
 
 def test_checkpoint_location_and_epoch_are_separate_tags():
-    from orchestrator.tracking import last_checkpoint
+    from orchestrator.tracking_reads import last_checkpoint
 
     tags = {"last_checkpoint": "s3://b/results/r/checkpoint_1", "last_checkpoint_epoch": "4"}
     assert last_checkpoint(tags) == ("s3://b/results/r/checkpoint_1", 4)

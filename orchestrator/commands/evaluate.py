@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from orchestrator import data as data_pipeline
-from orchestrator import tracking
+from orchestrator import tracking, tracking_reads
 from orchestrator.checkpoints import read_checkpoint
 from orchestrator.commands import add_overrides
 from orchestrator.config import ExperimentConfig, load_config, load_config_text
@@ -60,7 +60,9 @@ def evaluate(model_uri: str, ten_crop: bool, overrides: list[str]) -> dict[str, 
     with the checkpoint; `--set` overrides it (e.g. `data.root` for another prepared dataset).
     """
     if model_uri.startswith(("runs:/", "models:/")):
-        model_uri = tracking.checkpoint_of_run(load_config(None, overrides).tracking, model_uri)
+        model_uri = tracking_reads.checkpoint_of_run(
+            load_config(None, overrides).tracking, model_uri
+        )
     state = read_checkpoint(model_uri)
     config = load_config_text(state["config"], overrides, source=f"{model_uri} (its config)")
 
