@@ -25,7 +25,6 @@ from orchestrator import cluster
 from orchestrator.errors import ConfigError, check_custom_resources
 from orchestrator.prepare import PrepareConfig, PrepareResult, list_source, run_prepare
 from orchestrator.storage import Location, open_input_file
-from workloads.alexnet.transforms import BatchTransform
 from workloads.datasets import codec
 from workloads.datasets.synthetic import SyntheticConfig, generate
 
@@ -262,16 +261,3 @@ def open_data(config: DataConfig, prepare: PrepareConfig, check=None) -> Prepare
     if check is not None:
         check(data)
     return data
-
-
-def batch_transform(config: DataConfig, data: PreparedData, crop_size: int, seed: int):
-    """The augmentation and normalisation `config` asks for, with `data`'s statistics."""
-    return BatchTransform(
-        crop_size=crop_size,
-        mean_image=data.stats.mean_image if config.mean_subtraction else None,
-        eigenvalues=data.stats.eigenvalues,
-        eigenvectors=data.stats.eigenvectors,
-        pca_noise_std=config.pca_noise_std,
-        flip=config.flip,
-        seed=seed,
-    )

@@ -22,9 +22,11 @@ import ray.train.torch
 from orchestrator import data as data_pipeline
 from orchestrator import identity, tracking
 from orchestrator.config import ExperimentConfig, flatten, to_yaml
+from orchestrator.data import DataConfig
 from orchestrator.errors import ConfigError
 from orchestrator.train import TrainConfig, WorkerPlan
 from orchestrator.worker import train_fn_per_worker
+from workloads.alexnet.transforms import BatchTransform
 
 
 @dataclass
@@ -85,9 +87,7 @@ def plan_training(
         model=config.model,
         optim=config.optim,
         train=config.train,
-        transform=data_pipeline.batch_transform(
-            config.data, data, config.model.input_size, config.seed
-        ),
+        transform=batch_transform(config.data, data, config.model.input_size, config.seed),
         steps_per_epoch=max(1, images_per_worker // config.train.batch_size_per_worker),
         prefetch_batches=config.data.prefetch_batches,
         pin_memory=use_gpu,
@@ -235,3 +235,18 @@ def run_folder(config: TrainConfig, run_name: str, storage_path: str | None = No
 
 def _absolute(path: str):
     return path if "://" in path else Path(path).expanduser().resolve()
+
+
+def batch_transform(config: DataConfig, data: data_pipeline.PreparedData, crop_size: int,
+                    seed: int) -> BatchTransform:  # fmt: skip
+    """The augmentation and normalisation `config` asks for, with `data`'s statistics. (Here,
+    not in data.py: the decode tasks import data.py, and they need no torch.)"""
+    return BatchTransform(
+        crop_size=crop_size,
+        mean_image=data.stats.mean_image if config.mean_subtraction else None,
+        eigenvalues=data.stats.eigenvalues,
+        eigenvectors=data.stats.eigenvectors,
+        pca_noise_std=config.pca_noise_std,
+        flip=config.flip,
+        seed=seed,
+    )

@@ -1,11 +1,14 @@
 """Through the real code path: Ray Data -> Ray Train workers -> MLflow, on a shared Ray instance."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import REPO_ROOT
 from mlflow.tracking import MlflowClient
 
 from orchestrator import data as pipeline
@@ -59,6 +62,16 @@ def test_validation_stream_is_complete_and_in_order(prepared):
     assert batch["image"].shape == (100, 64, 64, 3) and batch["image"].dtype == np.uint8
     assert sorted(batch["id"].tolist()) == list(range(100))
     assert np.bincount(batch["label"]).tolist() == [20] * 5
+
+
+def test_decode_tasks_import_no_torch():
+    """Every Ray Data decode task imports orchestrator.data in its worker: torch there would add
+    seconds to each new worker process (the first epoch's data wait)."""
+    command = [sys.executable, "-X", "importtime", "-c", "import orchestrator.data"]
+    imported = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    modules = {line.rsplit("|", 1)[-1].strip() for line in imported.stderr.splitlines()}
+    assert "ray.data" in modules and "torch" not in modules
 
 
 def test_sweep_metrics_are_reported_every_epoch():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from orchestrator import data as data_pipeline
-from orchestrator import tracking, tracking_reads
+from orchestrator import launch, tracking, tracking_reads
 from orchestrator.checkpoints import read_checkpoint
 from orchestrator.commands import add_overrides
 from orchestrator.config import ExperimentConfig, load_config, load_config_text
@@ -103,7 +103,7 @@ def _score(state: dict, config: ExperimentConfig, data, ten_crop: bool) -> tuple
     stream = data_pipeline.decoded_stream(data, "val", config.data, seed=None)
     batches = ((batch["image"], batch["label"])
                for batch in stream.iter_torch_batches(batch_size=64, device=device))  # fmt: skip
-    transform = data_pipeline.batch_transform(config.data, data, config.model.input_size,
+    transform = launch.batch_transform(config.data, data, config.model.input_size,
                                               config.seed)  # fmt: skip
     precision = engine.autocast_dtype_for(device, config.train.precision)
     center, views = engine.evaluate(model, batches, transform, precision, ten_crop)
