@@ -231,20 +231,16 @@ def _resume(loop: _Loop, rank: int) -> int:
     checkpoint, where = checkpoint_to_resume(loop.plan.run_folder)
     if checkpoint is None:
         return 0
-    with checkpoint.as_directory() as folder:
+    with checkpoint.as_directory() as folder:  # fetched once: restored, and reported again
         done, report = restore_checkpoint(Path(folder), rank, loop.state)
-    loop.console(f"resumed from the checkpoint of epoch {done} ({where})")
-    if report:
-        # The run may have stopped after this checkpoint was saved but before its report
-        # reached the callbacks (MLflow, Tune): report it again, with the checkpoint; they keep
-        # what they already had of this epoch, and record the restart.
-        again = restart_report(report, done, where)
-        if rank == 0:
-            with checkpoint.as_directory() as folder:
-                copy = ray.train.Checkpoint.from_directory(folder)
-                ray.train.report(again, checkpoint=copy)
-        else:
-            ray.train.report(again)
+        loop.console(f"resumed from the checkpoint of epoch {done} ({where})")
+        if report:
+            # The run may have stopped after this checkpoint was saved but before its report
+            # reached the callbacks (MLflow, Tune): report it again, with the checkpoint; they
+            # keep what they already had of this epoch, and record the restart.
+            again = restart_report(report, done, where)
+            copy = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
+            ray.train.report(again, checkpoint=copy)
     return done
 
 
