@@ -14,6 +14,7 @@ after they exited. Jobs submitted to the head inherit `MLFLOW_TRACKING_URI`, so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -186,7 +187,7 @@ def start(args: argparse.Namespace) -> int:
     try:
         _wait_for(f"http://127.0.0.1:{args.dashboard_port}/api/version", ray_head, ray_log, 120)
     except SystemExit:
-        _terminate(mlflow.pid, group=True)
+        _terminate({mlflow.pid: True})
         raise
     head = {
         "pids": {"ray": ray_head.pid, "mlflow": mlflow.pid},
@@ -210,21 +211,23 @@ def start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _terminate(pid: int, group: bool, timeout: float = 10) -> None:
-    """SIGTERM the process (`group`: its whole process group), then SIGKILL whatever of the
-    group is left. `ray start --block` alone stops every process it started, in seconds; a
-    SIGTERM to all of Ray's processes at once takes it half a minute."""
-    try:
-        os.killpg(pid, signal.SIGTERM) if group else os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+def _terminate(targets: dict[int, bool], timeout: float = 10) -> None:
+    """SIGTERM each process (`targets`: pid -> whether to signal its whole process group), wait
+    for all of them together, then SIGKILL whatever of their groups is left. `ray start --block`
+    alone stops every process it started, in seconds; a SIGTERM to all of Ray's processes at once
+    takes it half a minute."""
+    for pid, group in targets.items():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM) if group else os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and any(_alive(pid) for pid in targets):
         time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    for pid in targets:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5  # a killed process takes a moment to go
+    while time.monotonic() < deadline and any(_alive(pid) for pid in targets):
+        time.sleep(0.1)
 
 
 def stop(args: argparse.Namespace) -> int:
@@ -234,9 +237,10 @@ def stop(args: argparse.Namespace) -> int:
         return 1
     head = json.loads(_state_file(state).read_text())
     started = head.get("started", {})
+    ours = {name: pid for name, pid in head["pids"].items() if _is_ours(pid, started.get(name))}
+    _terminate({pid: name == "mlflow" for name, pid in ours.items()})
     for name, pid in head["pids"].items():
-        if _is_ours(pid, started.get(name)):
-            _terminate(pid, group=name == "mlflow")
+        if name in ours:
             print(f"stopped {name} (pid {pid})")
         elif (now := _start_time(pid)) is None:
             print(f"{name} (pid {pid}) had already exited")

@@ -3,6 +3,7 @@
 import pytest
 
 from orchestrator.capacity import MEASURED_FEED_PER_CORE, plan_capacity
+from orchestrator.run import main
 
 
 def test_cores_per_gpu_node_follow_the_formula():
@@ -14,10 +15,10 @@ def test_cores_per_gpu_node_follow_the_formula():
     assert MEASURED_FEED_PER_CORE == pytest.approx(2303 / 2, rel=0.01)  # the README's benchmark
 
 
-def test_capacity_command(run_cli):
-    result = run_cli("capacity", "--gpu-images-per-second", "3000", "--gpus-per-node", "4",
-                     "--set", "train.cpus_per_worker=2")  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "= 22 CPU cores per GPU node" in result.stdout  # 13 + 4 x 2 + 1
-    bad = run_cli("capacity", "--gpu-images-per-second", "-5")
-    assert bad.returncode == 2 and "--gpu-images-per-second: got -5.0" in bad.stderr
+def test_capacity_command(capsys):
+    argv = ["capacity", "--gpu-images-per-second", "3000", "--gpus-per-node", "4",
+            "--set", "train.cpus_per_worker=2"]  # fmt: skip
+    assert main(argv) == 0
+    assert "= 22 CPU cores per GPU node" in capsys.readouterr().out  # 13 + 4 x 2 + 1
+    assert main(["capacity", "--gpu-images-per-second", "-5"]) == 2
+    assert "--gpu-images-per-second: got -5.0" in capsys.readouterr().err

@@ -1,12 +1,13 @@
 """Several nodes (ray.cluster_utils.Cluster, on this machine): decoding only on preprocessing
 nodes, training workers only on trainer nodes, as the config says; a trainer node lost
-mid-training, and the run resumes from its checkpoint on the other one."""
+mid-training, and the run resumes from its checkpoint on the other one. The worker trains the
+paper's two towers (both on the node's CPU here), so its checkpoints also show the single-device
+layout."""
 
-import os
 import time
 
 import pytest
-from conftest import free_port
+from conftest import free_port, load_into_plain_alexnet
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.ray
@@ -56,7 +57,7 @@ def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
 
     settings = [
         "data.source=prepared", f"data.root={tiny_prepared}", "data.resources={preprocess: 0.01}",
-        "train.num_workers=1", "train.cpus_per_worker=1",
+        "train.num_workers=1", "train.cpus_per_worker=1", "train.parallel=towers",
         "train.resources_per_worker={trainer: 0.01}",
         f"train.epochs={EPOCHS}", "train.global_batch_size=32", "train.log_every_n_steps=0",
         f"train.storage_path={tmp_path / 'results'}", "name=multinode",
@@ -87,6 +88,7 @@ def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
     assert process.wait(timeout=400) == 0, log.read_text()[-3000:]
     output = log.read_text()
     assert "resumed from the checkpoint of epoch" in output
+    assert "towers split: tower 0 on cpu, tower 1 on cpu" in output
     (run,) = client.search_runs([client.get_experiment_by_name("multinode").experiment_id])
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_top1_error")]
@@ -100,4 +102,5 @@ def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
     assert decodes, "no decode tasks were recorded"
     preprocess = {node.node_id for node in cluster.roles["preprocess"]}
     assert {t.node_id for t in decodes} == preprocess
-    assert os.path.exists(tmp_path / "results" / "multinode")
+    assert run.data.params["train.parallel"] == "towers"
+    load_into_plain_alexnet(tmp_path / "results" / "multinode")
