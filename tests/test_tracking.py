@@ -16,7 +16,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import ConfigError
-from orchestrator.metrics import EPOCH_METRICS, EpochMetrics
+from orchestrator.metrics import EpochMetrics
 from orchestrator.tracking import TrackedRun, TrackingConfig
 from orchestrator.tracking_buffer import MetricBuffer, replay_buffers
 from orchestrator.tracking_callback import EpochLogger
@@ -54,33 +54,6 @@ def test_buffer_is_bounded_and_replays_into_the_run(tmp_path):
     steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert steps == [4, 5, 6, 7]
     assert client.get_run(run_id).data.tags["last_checkpoint"] == "epoch 7"
-
-
-def test_epoch_logger_buffers_while_the_server_is_away(tmp_path, mlflow_server):
-    config = TrackingConfig(uri=mlflow_server.uri, experiment="away",
-                            buffer_dir=str(tmp_path / "buffer"))  # fmt: skip
-    run = TrackedRun(config, "away")
-    logger = run.epoch_logger()
-
-    def report(epoch):
-        logger.after_report(None, [epoch_report(epoch)], None)
-
-    report(1)
-    mlflow_server.stop()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        report(2)
-        report(3)
-    assert sum("unreachable" in str(w.message) for w in caught) == 1  # warned once per outage
-    logged_per_epoch = len(EPOCH_METRICS)  # every value of the record but the epoch
-    assert MetricBuffer.for_run(config, run.run_id).count() == 2 * logged_per_epoch
-    mlflow_server.start()
-    report(4)
-    assert not MetricBuffer.for_run(config, run.run_id).path.exists()
-    run.finish()
-    client = MlflowClient(mlflow_server.uri)
-    assert [m.step for m in client.get_metric_history(run.run_id, "train_loss")] == [1, 2, 3, 4]
-    assert client.get_run(run.run_id).info.status == "FINISHED"
 
 
 def test_secrets_are_masked_in_params_tags_and_config_dumps(tmp_path, monkeypatch):
