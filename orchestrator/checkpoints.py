@@ -10,6 +10,7 @@ every file it lists has its listed size: a copy cut short by a dying worker neve
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 
 from orchestrator.errors import InputError
 from orchestrator.redact import redact_text
-from orchestrator.storage import Location
+from orchestrator.storage import Location, uri_of
 from workloads.alexnet.placement import Placement
 from workloads.alexnet.schedule import LearningRateSchedule
 
@@ -134,26 +135,34 @@ def checkpoint_to_resume(run_folder: str):
         checkpoint = ray.train.Checkpoint(path=location.path, filesystem=location.fs)
         return checkpoint, redact_text(stored.uri)
     checkpoint = ray.train.get_checkpoint()  # one written before checkpoints had meta.json
-    return checkpoint, (redact_text(checkpoint.path) if checkpoint is not None else "")
+    if checkpoint is None:
+        return None, ""
+    return checkpoint, redact_text(uri_of(checkpoint.filesystem, checkpoint.path))
 
 
 def read_checkpoint(path: str | Path) -> dict:
     """A checkpoint's training state: "model" (single-device weights), "config" (YAML), "epoch",
     "classes" (names in label order; empty in checkpoints written before they were kept).
 
-    `path`: a checkpoint folder (as written by `train`) or its checkpoint.pt.
+    `path`: a checkpoint folder (as written by `train`) or its checkpoint.pt; a local path or a
+    URI (`s3://...`).
     """
-    path = Path(path).expanduser()
-    file = path / CHECKPOINT_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise InputError(f"--model: {path} is not a checkpoint (no {CHECKPOINT_FILE})")
+    where = Location.of(str(path))
+    if where.exists(CHECKPOINT_FILE):
+        where = Location(where.fs, where.join(CHECKPOINT_FILE), where.uri_of(CHECKPOINT_FILE))
+    elif where.fs.get_file_info(where.path).type != pafs.FileType.File:
+        raise InputError(f"--model: {redact_text(where.uri)} is not a checkpoint "
+                         f"(no {CHECKPOINT_FILE})")  # fmt: skip
     try:
-        state = torch.load(file, weights_only=True, map_location="cpu")
+        state = torch.load(io.BytesIO(where.read_bytes()), weights_only=True, map_location="cpu")
     except Exception as error:  # noqa: BLE001 - not a torch file, truncated, foreign objects
         raise InputError(  # torch's own text advises weights_only=False: not for us
-            f"--model: {file} is not a checkpoint written by train (it does not load as one: "
-            f"{type(error).__name__})"
+            f"--model: {redact_text(where.uri)} is not a checkpoint written by train (it does "
+            f"not load as one: {type(error).__name__})"
         ) from None
     if not isinstance(state, dict) or not {"model", "config", "epoch"} <= set(state):
-        raise InputError(f"--model: {file} is a torch file but not a checkpoint written by train")
+        raise InputError(
+            f"--model: {redact_text(where.uri)} is a torch file but not a checkpoint written by "
+            "train"
+        )
     return state

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import ray
 import ray.data
@@ -20,7 +19,7 @@ import ray.train
 import ray.train.torch
 
 from orchestrator import data as data_pipeline
-from orchestrator import identity, tracking
+from orchestrator import identity, storage, tracking
 from orchestrator.config import ExperimentConfig, flatten, to_yaml
 from orchestrator.data import DataConfig
 from orchestrator.errors import ConfigError
@@ -206,6 +205,7 @@ def fit(
     resources = {**train_config.resources_per_worker, "CPU": train_config.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = train_config.devices_per_worker  # two for the towers
+    path, filesystem = storage.for_ray(storage_path or train_config.storage_path)
     torch_trainer = ray.train.torch.TorchTrainer(
         train_fn_per_worker,
         train_loop_config={"plan": plan},
@@ -218,7 +218,8 @@ def fit(
         dataset_config=dataset_config,
         run_config=ray.train.RunConfig(
             name=run_name,  # the same name in the same storage_path resumes that run
-            storage_path=str(_absolute(storage_path or train_config.storage_path)),
+            storage_path=path,
+            storage_filesystem=filesystem,
             callbacks=callbacks,
             failure_config=ray.train.FailureConfig(max_failures=train_config.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=train_config.keep_checkpoints),
@@ -230,11 +231,7 @@ def fit(
 
 def run_folder(config: TrainConfig, run_name: str, storage_path: str | None = None) -> str:
     """Where Ray Train keeps the run `run_name`: `<storage_path>/<run_name>` (a path or URI)."""
-    return f"{_absolute(storage_path or config.storage_path)}/{run_name}"
-
-
-def _absolute(path: str):
-    return path if "://" in path else Path(path).expanduser().resolve()
+    return f"{storage.absolute(storage_path or config.storage_path)}/{run_name}"
 
 
 def batch_transform(config: DataConfig, data: data_pipeline.PreparedData, crop_size: int,

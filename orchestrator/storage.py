@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,58 @@ import pyarrow.fs as pafs
 from orchestrator.errors import InputError
 from orchestrator.redact import redact_exception, redact_text
 
+# Where an S3-compatible store other than AWS is (MinIO, Ceph, a test server): the variables
+# boto3, the AWS CLI and MLflow's S3 artifact store read. pyarrow reads neither, so filesystem()
+# passes them on.
+S3_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem of a URI and the path in its terms (`s3://b/x` -> `b/x`).
+
+    For `s3://` the standard AWS settings apply: credentials from AWS_ACCESS_KEY_ID /
+    AWS_SECRET_ACCESS_KEY (or ~/.aws, or the instance's role), the region from AWS_REGION /
+    AWS_DEFAULT_REGION, and the endpoint from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL. Options in
+    the URI's query (pyarrow's `?endpoint_override=...&scheme=http`) take precedence.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    endpoint = next((os.environ[v] for v in S3_ENDPOINT_VARIABLES if os.environ.get(v)), "")
+    if parts.scheme != "s3" or parts.query or not endpoint:
+        return pafs.FileSystem.from_uri(uri)
+    where = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    s3 = pafs.S3FileSystem(endpoint_override=where.netloc, scheme=where.scheme, region=region)
+    return s3, f"{parts.netloc}{parts.path}".rstrip("/")
+
+
+def uri_of(fs: pafs.FileSystem, path: str) -> str:
+    """The URI of `path` on `fs` (a plain path on the local filesystem): what Ray Train's
+    checkpoints, which keep a filesystem and a path without its scheme, are called elsewhere."""
+    if isinstance(fs, pafs.LocalFileSystem) or "://" in path:
+        return path
+    scheme = {"s3": "s3", "gcs": "gs"}.get(fs.type_name, fs.type_name)
+    return f"{scheme}://{path}"
+
+
+def absolute(uri_or_path: str) -> str:
+    """A URI as it is; a local path made absolute (work runs in other processes and folders)."""
+    return uri_or_path if "://" in uri_or_path else str(Path(uri_or_path).expanduser().resolve())
+
+
+def for_ray(uri_or_path: str) -> tuple[str, pafs.FileSystem | None]:
+    """`storage_path` and `storage_filesystem` for Ray Train's and Ray Tune's RunConfig: a local
+    path made absolute, or a URI's path with the filesystem `filesystem()` gives it (which
+    carries the endpoint of an S3-compatible store; Ray's own URI parsing would not)."""
+    if "://" not in uri_or_path:
+        return absolute(uri_or_path), None
+    fs, path = filesystem(uri_or_path)
+    return path, fs
+
 
 def open_input_file(uri_or_path: str) -> pafs.NativeFile:
     """A seekable file handle for a local path or a filesystem URI."""
     if "://" in uri_or_path:
-        fs, path = pafs.FileSystem.from_uri(uri_or_path)
+        fs, path = filesystem(uri_or_path)
         return fs.open_input_file(path)
     return pafs.LocalFileSystem().open_input_file(str(Path(uri_or_path).expanduser().resolve()))
 
@@ -45,7 +93,7 @@ class Location:
         """The folder at a local path or URI; InputError for a URI no filesystem here opens."""
         if "://" in uri_or_path:
             try:
-                fs, path = pafs.FileSystem.from_uri(uri_or_path)
+                fs, path = filesystem(uri_or_path)
             except (OSError, ValueError) as error:  # an unknown scheme, a missing library
                 raise InputError(
                     f"{redact_text(uri_or_path)}: no filesystem here opens it "
@@ -111,8 +159,9 @@ class Location:
 
         Local folders: an `fcntl` lock, released by the kernel when its holder dies. Object
         stores have no atomic create here, so there the lock is an object with a heartbeat
-        (renewed every LOCK_HEARTBEAT_S; one older than LOCK_STALE_S is taken over): it stops
-        a second run that starts while one is at work, not two that start in the same second.
+        (renewed every LOCK_HEARTBEAT_S; one older than LOCK_STALE_S, or whose holder ran on
+        this machine and has exited, is taken over): it stops a second run that starts while
+        one is at work, not two that start in the same second.
         """
         self.make_dirs()
         owner = {"host": socket.gethostname(), "pid": os.getpid(), "what": what}
@@ -150,6 +199,20 @@ def _local_lock(path: str, owner: dict):
         os.close(handle)  # releases the lock; the file stays (deleting it would race a waiter)
 
 
+def _exited(owner: dict) -> bool:
+    """Whether a lock's holder ran on this machine and is gone (e.g. killed): its lock is taken
+    over at once. A holder on another machine is waited for until its heartbeat is stale."""
+    if owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+    return False
+
+
 @contextlib.contextmanager
 def _object_lock(location: "Location", name: str, owner: dict):
     token = uuid.uuid4().hex
@@ -157,7 +220,8 @@ def _object_lock(location: "Location", name: str, owner: dict):
         held = location.read_json(name)
     except (OSError, ValueError):
         held = None
-    if held and time.time() - held.get("heartbeat", 0) < LOCK_STALE_S:
+    fresh = held and time.time() - held.get("heartbeat", 0) < LOCK_STALE_S
+    if fresh and not _exited(held.get("owner") or {}):
         raise Busy(f"held by {json.dumps(held.get('owner'))}")
 
     def beat() -> None:

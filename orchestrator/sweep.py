@@ -27,12 +27,14 @@ from orchestrator import data as data_pipeline
 from orchestrator.checkpoints import read_checkpoint
 from orchestrator.config import ExperimentConfig, load_config_text, to_yaml
 from orchestrator.errors import ConfigError
+from orchestrator.redact import redact_text
 from orchestrator.search import (
     param_space,
     sample_overrides,
     scheduler,
     search_algorithm,
 )
+from orchestrator.storage import absolute, for_ray
 from orchestrator.sweep_results import format_table, log_plots, trial_rows
 
 # A trial's own process only waits on its TorchTrainer, whose workers hold the real CPUs.
@@ -91,12 +93,12 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
             config.tracking, uri=tracking.resolve_tracking_uri(config.tracking)
         ),
     )
-    storage = str(Path(config.train.storage_path).expanduser().resolve() / "sweeps")
-    path = f"{storage}/{spec.name}"
-    if not resume and tune.Tuner.can_restore(path):
+    storage_uri = f"{absolute(config.train.storage_path)}/sweeps"  # a folder or a URI
+    path = f"{storage_uri}/{spec.name}"
+    if not resume and _can_restore(path):
         raise ConfigError(
-            f"sweep.name: '{spec.name}' already ran in {path}; pass --resume to continue it, or "
-            "choose another sweep.name"
+            f"sweep.name: '{spec.name}' already ran in {redact_text(path)}; pass --resume to "
+            "continue it, or choose another sweep.name"
         )
     parent = tracking.TrackedRun(
         config.tracking, f"sweep-{spec.name}", resume=resume, refuse_existing=not resume
@@ -112,7 +114,7 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
     data = data_pipeline.open_data(config.data, config.prepare)
     config = _share_cpus(config)
     _log_start(parent, config)
-    tuner = _tuner(config, data.uri, parent.run_id, storage, resume)
+    tuner = _tuner(config, data.uri, parent.run_id, storage_uri, resume)
     try:
         results = tuner.fit()
     except BaseException:
@@ -155,9 +157,12 @@ def _tuner(config: ExperimentConfig, data_uri: str, parent_run_id: str, storage:
         ),
         {"cpu": TRIAL_DRIVER_CPUS},
     )
-    if resume and tune.Tuner.can_restore(path):
-        print(f"resuming sweep '{spec.name}' from {path}", flush=True)
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True)
+    if resume and _can_restore(path):
+        print(f"resuming sweep '{spec.name}' from {redact_text(path)}", flush=True)
+        in_storage, filesystem = for_ray(path)
+        return tune.Tuner.restore(in_storage, trainable=trainable, resume_unfinished=True,
+                                  storage_filesystem=filesystem)  # fmt: skip
+    in_storage, filesystem = for_ray(storage)
     return tune.Tuner(
         trainable,
         param_space=param_space(spec.space, spec.search),
@@ -169,8 +174,15 @@ def _tuner(config: ExperimentConfig, data_uri: str, parent_run_id: str, storage:
             num_samples=spec.num_samples,
             max_concurrent_trials=spec.max_concurrent_trials,
         ),
-        run_config=tune.RunConfig(name=spec.name, storage_path=storage),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=in_storage, storage_filesystem=filesystem
+        ),
     )
+
+
+def _can_restore(path: str) -> bool:
+    in_storage, filesystem = for_ray(path)
+    return tune.Tuner.can_restore(in_storage, storage_filesystem=filesystem)
 
 
 def _share_cpus(config: ExperimentConfig) -> ExperimentConfig:

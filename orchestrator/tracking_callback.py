@@ -11,6 +11,7 @@ import ray.train
 
 from orchestrator.metrics import EpochMetrics, restart_of
 from orchestrator.redact import redact_exception, redact_text
+from orchestrator.storage import uri_of
 from orchestrator.tracking_buffer import MetricBuffer, failing_fast
 
 
@@ -60,7 +61,7 @@ class EpochLogger(ray.train.UserCallback):
         timestamp = int(time.time() * 1000)
         values = [Metric(key, value, timestamp, epoch) for key, value in record.logged().items()]
         if checkpoint is not None:
-            tags["last_checkpoint"] = checkpoint.path
+            tags["last_checkpoint"] = uri_of(checkpoint.filesystem, checkpoint.path)
             tags["last_checkpoint_epoch"] = str(epoch)
         self._log(values, tags, epoch)
 

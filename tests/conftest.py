@@ -17,12 +17,63 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
+S3_BUCKET = "pytest"
+
+
 @pytest.fixture(scope="session")
-def ray_cluster():
+def s3_server(tmp_path_factory):
+    """An S3 API on 127.0.0.1 (moto's server, in its own process) with the bucket `pytest`,
+    and the standard AWS variables pointing at it in this process's environment: the commands
+    the tests start, and every process of the Ray clusters started after it, inherit them, as
+    every node of a cluster reading a MinIO bucket would. Yields the endpoint URL."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=open(log, "w"),  # noqa: SIM115 - lives with the process
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        assert server.poll() is None, log.read_text()[-3000:]
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "moto_server did not answer within 60 s"
+            time.sleep(0.2)
+    os.environ.update({
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "pytest-access-key",
+        "AWS_SECRET_ACCESS_KEY": "pytest-secret-" + os.urandom(8).hex(),
+        "AWS_DEFAULT_REGION": "us-east-1",
+    })  # fmt: skip
+    import boto3  # what MLflow's S3 artifact store uses; it reads the same variables
+    import pyarrow.fs as pafs
+
+    from orchestrator.storage import filesystem
+
+    boto3.client("s3").create_bucket(Bucket=S3_BUCKET)
+    fs, path = filesystem(f"s3://{S3_BUCKET}")
+    assert fs.get_file_info(path).type == pafs.FileType.Directory  # pyarrow finds it there too
+    try:
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server):
     """A local Ray instance shared by every Ray-level test (ray.init costs seconds).
 
     Yields its address, so a test can run `orchestrator/run.py` in a subprocess on the same
-    instance by setting RAY_ADDRESS.
+    instance by setting RAY_ADDRESS. Started after `s3_server`: its processes reach the bucket.
     """
     import ray
 
@@ -53,6 +104,20 @@ def tiny_prepared(ray_cluster, tiny_dataset, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("prepared") / "tiny"
     run_prepare(PrepareConfig(root=str(root), out=str(out), image_size=64))
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared_s3(s3_server, tiny_prepared) -> str:
+    """`tiny_prepared` copied into the S3 server's bucket; returns its `s3://` URI."""
+    import pyarrow.fs as pafs
+
+    from orchestrator.storage import filesystem
+
+    uri = f"s3://{S3_BUCKET}/prepared/tiny"
+    fs, path = filesystem(uri)
+    pafs.copy_files(tiny_prepared, path, source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=fs)  # fmt: skip
+    return uri
 
 
 @pytest.fixture
@@ -202,17 +267,23 @@ def mlflow_server(tmp_path):
     server.stop()
 
 
-def load_into_plain_alexnet(run_folder: Path) -> None:
-    """Every checkpoint of a run holds single-device weights, whatever the run's placement:
-    they load strictly into a plain AlexNet built from the checkpoint's own config."""
+def load_into_plain_alexnet(run_folder: Path | str) -> None:
+    """Every checkpoint of a run (a folder or a URI) holds single-device weights, whatever the
+    run's placement: they load strictly into a plain AlexNet built from the checkpoint's own
+    config."""
+    import io
+
     import torch
     import yaml
 
+    from orchestrator.storage import Location
     from workloads.alexnet.model import ModelConfig, build_model
 
-    files = sorted(run_folder.glob("checkpoint_*/checkpoint.pt"))
-    assert files, f"no checkpoint in {run_folder}"
-    for file in files:
-        state = torch.load(file, weights_only=True)
+    run = Location.of(str(run_folder))
+    names = [name for name in run.names() if name.startswith("checkpoint_")]
+    names = [name for name in names if run.exists(name, "checkpoint.pt")]
+    assert names, f"no checkpoint in {run_folder}"
+    for name in names:
+        state = torch.load(io.BytesIO(run.read_bytes(name, "checkpoint.pt")), weights_only=True)
         model = build_model(ModelConfig(**yaml.safe_load(state["config"])["model"]))
         model.load_state_dict(state["model"], strict=True)

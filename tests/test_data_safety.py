@@ -92,3 +92,53 @@ def test_partial_work_of_another_plan_is_discarded(tmp_path, capsys):
     _discard_other_plans(out, "new")
     assert out.names() == []
     assert "partial work of an interrupted prepare" in capsys.readouterr().out
+
+
+def test_a_bucket_lock_of_a_process_that_died_here_is_taken_over_at_once(s3_server):
+    """On object storage the lock is an object with a heartbeat: a fresh one whose holder ran on
+    another machine is respected; one whose holder ran here and is gone is taken over."""
+    import socket
+    import time
+
+    from conftest import S3_BUCKET
+
+    from orchestrator.storage import Busy
+
+    out = Location.of(f"s3://{S3_BUCKET}/locks")
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    holders = [("elsewhere", 1, True), (socket.gethostname(), int(exited.stdout), False)]
+    for host, pid, respected in holders:
+        owner = {"host": host, "pid": pid, "what": "prepare"}
+        out.write_json({"token": "t", "owner": owner, "heartbeat": time.time()}, LOCK_FILE)
+        if respected:
+            with pytest.raises(Busy, match="elsewhere"), out.exclusive(LOCK_FILE, "prepare"):
+                pass
+        else:
+            with out.exclusive(LOCK_FILE, "prepare"):
+                assert out.read_json(LOCK_FILE)["owner"]["pid"] != pid
+    assert not out.exists(LOCK_FILE)  # released
+
+
+def test_s3_endpoint_from_the_standard_aws_variables(monkeypatch):
+    import pyarrow.fs as pafs
+
+    from orchestrator.storage import filesystem, uri_of
+
+    def s3(endpoint: str, scheme: str) -> pafs.S3FileSystem:
+        return pafs.S3FileSystem(endpoint_override=endpoint, scheme=scheme, region="us-east-1")
+
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    fs, path = filesystem("s3://bucket/prepared/tiny/")
+    assert path == "bucket/prepared/tiny" and fs.equals(s3("127.0.0.1:9", "http"))
+    assert uri_of(fs, f"{path}/checkpoint_1") == "s3://bucket/prepared/tiny/checkpoint_1"
+    assert uri_of(pafs.LocalFileSystem(), "/data/x") == "/data/x"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "minio.internal:9000")  # the S3-specific one wins
+    assert filesystem("s3://bucket/x")[0].equals(s3("minio.internal:9000", "https"))
+    # pyarrow's own options in the URI take precedence over the variables
+    uri = "s3://bucket/x?endpoint_override=127.0.0.1:8&scheme=http&region=us-east-1"
+    fs, path = filesystem(uri)
+    assert path == "bucket/x" and fs.equals(s3("127.0.0.1:8", "http"))

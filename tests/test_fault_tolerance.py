@@ -3,7 +3,9 @@ middle of an epoch, then the driver killed and started again. The run finishes e
 epoch from its newest checkpoint, its loss goes on from where it was, and MLflow holds one run
 with every epoch's metrics once and the restarts in its tags. The run uses the hybrid layout
 (the paper's two towers in each worker, both on the CPU here, DDP across the two workers), so
-its checkpoints also show the single-device layout. (A lost node: test_multinode.py.)"""
+its checkpoints also show the single-device layout. Its data and its checkpoints are in an S3
+bucket (moto's server), as on a cluster; `evaluate` reads the last checkpoint back from there.
+(A lost node: test_multinode.py.)"""
 
 import os
 import re
@@ -11,7 +13,7 @@ import signal
 import time
 
 import pytest
-from conftest import load_into_plain_alexnet
+from conftest import S3_BUCKET, load_into_plain_alexnet
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.ray
@@ -54,11 +56,14 @@ def _step_losses(text: str) -> list[tuple[int, int, int, float]]:
 
 
 def test_killed_worker_then_killed_driver_resume_from_the_newest_checkpoint(
-    ray_cluster, tiny_train_args, tmp_path, start_cli
+    ray_cluster, tiny_prepared_s3, tiny_train_args, tmp_path, start_cli, run_cli
 ):
+    results = f"s3://{S3_BUCKET}/{tmp_path.name}/results"
     args = tiny_train_args(
         f"train.epochs={EPOCHS}", "train.log_every_n_steps=3", "tracking.experiment=faults",
         "name=faults", "train.parallel=hybrid", "train.num_workers=2",
+        "data.source=prepared", f"data.root={tiny_prepared_s3}", f"train.storage_path={results}",
+        "model.width=0.125", "train.ten_crop=true",  # checkpoints of 8 MB: moto keeps them in RAM
     )  # fmt: skip
     env = {"RAY_ADDRESS": ray_cluster}
     first_log = tmp_path / "first.log"
@@ -106,12 +111,28 @@ def test_killed_worker_then_killed_driver_resume_from_the_newest_checkpoint(
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert sorted(steps) == list(range(1, EPOCHS + 1)), (key, steps)  # each epoch once
     assert run.data.params["train.parallel"] == "hybrid"
-    load_into_plain_alexnet(tmp_path / "results" / "faults")
+    load_into_plain_alexnet(f"{results}/faults")
     tags = run.data.tags
     assert tags["last_checkpoint_epoch"] == str(EPOCHS)
+    assert tags["last_checkpoint"].startswith(f"{results}/faults/checkpoint_")  # a full URI
     assert tags["resumed_from_epoch"] == str(resumed_at)
     restarts = tags["restarts"]
     assert "from the checkpoint of epoch 2" in restarts  # the killed worker
     assert f"from the checkpoint of epoch {resumed_at}" in restarts  # the restarted driver
     # Nothing was trained twice: the newest checkpoint is never older than what MLflow holds
     assert restarts.count("trained again: none") == restarts.count("from the checkpoint of") == 2
+
+    # `evaluate` on the run reads its last checkpoint back from the bucket and scores as the
+    # last epoch did, centre crop and ten-crop (MLflow records it as a run of its own).
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    evaluated = run_cli("evaluate", "--model", f"runs:/{run.info.run_id}", "--ten-crop",
+                        "--set", f"tracking.uri={uri}",
+                        env={"RAY_ADDRESS": ray_cluster})  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
+    (evaluation,) = client.search_runs([run.info.experiment_id], "tags.kind = 'evaluate'")
+    assert evaluation.data.params["epoch"] == str(EPOCHS)
+    one_image = 1 / 100 + 1e-9  # other batch sizes may round a borderline logit the other way
+    for key in ("val_top1_error", "val_top1_error_10crop"):
+        (trained,) = [m.value for m in client.get_metric_history(run.info.run_id, key)
+                      if m.step == EPOCHS]  # fmt: skip
+        assert evaluation.data.metrics[key] == pytest.approx(trained, abs=one_image), key

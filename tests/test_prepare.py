@@ -2,14 +2,16 @@
 
 import csv
 import os
-import shutil
+import re
 import signal
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from conftest import S3_BUCKET
 from image_zoo import BLUE, RED, write_zoo
 from mlflow.tracking import MlflowClient
 
@@ -18,6 +20,7 @@ from orchestrator.config import load_config
 from orchestrator.data import open_prepared
 from orchestrator.errors import ConfigError
 from orchestrator.prepare import PrepareConfig, run_prepare
+from orchestrator.storage import filesystem, open_input_file
 from workloads.datasets.synthetic import SyntheticConfig, generate
 
 pytestmark = pytest.mark.ray
@@ -141,12 +144,32 @@ def test_uri_output_and_too_many_rejects(ray_cluster, zoo, tmp_path):
     assert len(open(rejects).read().splitlines()) == 13  # header + 12
 
 
-def test_interrupted_prepare_resumes_without_redoing_shards(ray_cluster, tmp_path, start_cli):
+DONE_MARKER = re.compile(r"_work/train-shard-.*\.json")  # a finished training shard's record
+
+
+def _objects(uri: str) -> dict[str, int]:
+    """{name under `uri`: modification time (ns)} of every file below a folder or URI."""
+    fs, root = filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return {i.path[len(root) + 1 :]: i.mtime_ns for i in infos if i.type == pafs.FileType.File}
+
+
+def _rows_in(uri: str) -> int:
+    with open_input_file(uri) as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
+
+
+def test_interrupted_prepare_into_a_bucket_resumes_without_redoing_shards(
+    ray_cluster, s3_server, tmp_path, start_cli
+):
+    """`prepare --out s3://...` on an S3 server, found through the standard AWS variables:
+    killed midway, it resumes without redoing finished shards; resumed with other parameters it
+    reuses nothing of the old plan; once complete, a re-run is a no-op."""
     source = SyntheticConfig(num_classes=8, train_per_class=250, val_per_class=10)
     root = generate(tmp_path / "src", source)
-    out = tmp_path / "out"
+    out = f"s3://{S3_BUCKET}/{tmp_path.name}/out"
     process = start_cli(
-        "prepare", "--root", str(root), "--out", str(out),
+        "prepare", "--root", str(root), "--out", out,
         "--set", "prepare.image_size=128", "--set", "prepare.shard_mb=1",
         "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db",
         env={"RAY_ADDRESS": ray_cluster},
@@ -154,36 +177,47 @@ def test_interrupted_prepare_resumes_without_redoing_shards(ray_cluster, tmp_pat
     done = []
     deadline = time.monotonic() + 120
     while len(done) < 2 and time.monotonic() < deadline and process.poll() is None:
-        done = (
-            sorted((out / "_work").glob("train-shard-*.json")) if (out / "_work").exists() else []
-        )
-        time.sleep(0.02)
+        done = [name for name in _objects(out) if DONE_MARKER.fullmatch(name)]
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert not (out / "manifest.json").exists(), "finished before it could be interrupted"
-    finished = [out / "train" / f"{p.stem.removeprefix('train-')}.parquet"
-                for p in (out / "_work").glob("train-shard-*.json")]  # fmt: skip
+    objects = _objects(out)
+    assert "manifest.json" not in objects, "finished before it could be interrupted"
+    finished = [f"train/{Path(name).stem.removeprefix('train-')}.parquet"
+                for name in objects if DONE_MARKER.fullmatch(name)]  # fmt: skip
     assert finished
-    stamps = {shard: shard.stat().st_mtime_ns for shard in finished}
-    already = sum(pq.read_metadata(shard).num_rows for shard in finished)
+    stamps = {name: objects[name] for name in finished}
+    already = sum(_rows_in(f"{out}/{name}") for name in finished)
 
     # The same interrupted output, resumed with other parameters: nothing of the old plan is
     # reused (its shards hold other bytes), every image is decoded again at the new quality.
-    other = tmp_path / "other"
-    shutil.copytree(out, other)
+    other = f"s3://{S3_BUCKET}/{tmp_path.name}/other"
+    fs, out_path = filesystem(out)
+    pafs.copy_files(out_path, filesystem(other)[1], source_filesystem=fs, destination_filesystem=fs)
     redone = run_prepare(
-        PrepareConfig(root=str(root), out=str(other), image_size=128, shard_mb=1, jpeg_quality=70)
+        PrepareConfig(root=str(root), out=other, image_size=128, shard_mb=1, jpeg_quality=70)
     )
     assert redone.complete and redone.processed == 2080
     assert redone.manifest["params"]["jpeg_quality"] == 70
     assert redone.images == {"train": 2000, "val": 80}
-    shards = sorted((other / "train").glob("*.parquet"))
-    assert [f"train/{p.name}" for p in shards] == redone.manifest["shards"]["train"]  # no stale
-    ids = [i for p in shards for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
-    assert sorted(ids) == list(range(2000))  # every image once
+    shards = sorted(name for name in _objects(other) if name.startswith("train/"))
+    assert shards == redone.manifest["shards"]["train"]  # no stale shard left
+    assert sum(_rows_in(f"{other}/{name}") for name in shards) == 2000
 
-    result = run_prepare(PrepareConfig(root=str(root), out=str(out), image_size=128, shard_mb=1))
+    config = PrepareConfig(root=str(root), out=out, image_size=128, shard_mb=1)
+    result = run_prepare(config)
     assert result.complete and result.images == {"train": 2000, "val": 80}
     assert result.processed == 2080 - already  # only the unfinished shards were decoded
-    assert {shard: shard.stat().st_mtime_ns for shard in finished} == stamps  # not rewritten
-    assert not (out / "_work").exists()
+    objects = _objects(out)
+    assert {name: objects[name] for name in finished} == stamps  # not rewritten
+    assert {"manifest.json", "stats.npz", "rejects.csv"} <= set(objects)
+    assert not [name for name in objects if name.startswith("_work/")]
+    ids = []
+    for name in result.manifest["shards"]["train"]:
+        with open_input_file(f"{out}/{name}") as handle:
+            ids += pq.read_table(handle, columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == list(range(2000))  # every image once
+    assert open_prepared(out).count("train") == 2000  # what training opens
+
+    again = run_prepare(config)
+    assert again.skipped and again.processed == 0 and _objects(out) == objects  # a no-op

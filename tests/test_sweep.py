@@ -1,6 +1,6 @@
 """Sweeps through the real code path: search spaces sampled by Ray Tune (TPE, grid), and a killed
-sweep resumed with every trial in MLflow exactly once. (The 4-trial ASHA sweep runs as a Ray job
-in test_cluster.py.)"""
+sweep resumed with every trial in MLflow exactly once, its data, trials and checkpoints in an S3
+bucket (moto's server). (The 4-trial ASHA sweep runs as a Ray job in test_cluster.py.)"""
 
 import os
 import re
@@ -8,6 +8,7 @@ import signal
 import time
 
 import pytest
+from conftest import S3_BUCKET
 from mlflow.tracking import MlflowClient
 
 from orchestrator.config import SWEEP_CONFIG, load_config
@@ -87,13 +88,15 @@ def _epochs(client, run) -> list[tuple[int, int]]:
 
 
 def test_killed_sweep_resumes_without_running_anything_twice(
-    ray_cluster, tiny_train_args, tmp_path, start_cli
+    ray_cluster, tiny_prepared_s3, tiny_train_args, tmp_path, start_cli
 ):
     """ASHA over 2 trials of 2 epochs; the driver killed while the first trial is in the middle
     of its second epoch; `--resume` trains nothing twice and keeps one MLflow run per trial."""
+    results = f"s3://{S3_BUCKET}/{tmp_path.name}/results"
     sets = tiny_train_args(
         "train.epochs=2", "sweep.num_samples=2", "sweep.scheduler=asha",
-        "sweep.name=pytest-resume", "tracking.experiment=resume",
+        "sweep.name=pytest-resume", "tracking.experiment=resume", "model.width=0.125",
+        "data.source=prepared", f"data.root={tiny_prepared_s3}", f"train.storage_path={results}",
     )[3:]  # fmt: skip
     args = ["sweep", "--config", "configs/sweep.yaml", *sets]
     env = {"RAY_ADDRESS": ray_cluster}
@@ -121,7 +124,7 @@ def test_killed_sweep_resumes_without_running_anything_twice(
     second = start_cli(*args, "--resume", env=env, log=log)
     assert second.wait(timeout=500) == 0, log.read_text()[-3000:]
     output = log.read_text()
-    assert "resuming sweep 'pytest-resume'" in output
+    assert f"resuming sweep 'pytest-resume' from {results}/sweeps/pytest-resume" in output
     # The trial stopped midway goes on from its newest checkpoint: epoch 1's, or epoch 2's when
     # the kill came between that checkpoint's upload and its report reaching MLflow
     assert re.search(r"resumed from the checkpoint of epoch [12] ", output)
@@ -138,5 +141,6 @@ def test_killed_sweep_resumes_without_running_anything_twice(
         steps = [step for step, _ in epochs]
         assert steps in ([1], [1, 2]), steps  # each epoch once (ASHA may stop after epoch 1)
         assert (child.data.tags.get("early_stopped") == "true") == (steps == [1])
+        assert child.data.tags["last_checkpoint"].startswith(f"{results}/sweeps/pytest-resume/")
         before = logged.get(child.info.run_id, [])
         assert epochs[: len(before)] == before  # what was logged before the kill: not retrained

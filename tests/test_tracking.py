@@ -1,16 +1,16 @@
-"""MLflow tracking against a real `mlflow server`: fail fast at start, survive an outage mid-run,
-buffer on disk (bounded) and replay."""
+"""MLflow tracking: fail fast at start, buffer on disk (bounded) and replay, basic auth against a
+real `mlflow server`, redaction. (A training run through an outage: test_pipeline.py.)"""
 
 import fcntl
 import os
 import subprocess
 import sys
 import time
-import types
 import warnings
 from pathlib import Path
 
 import pytest
+import ray.train
 from conftest import REPO_ROOT
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
@@ -281,7 +281,7 @@ def test_an_unwritable_buffer_folder_costs_a_warning_not_the_training(tmp_path, 
     client, uri, _ = sqlite_run(tmp_path)
     run = TrackedRun(TrackingConfig(uri=uri, buffer_dir=str(buffer_dir)), "no-buffer")
     logger = run.epoch_logger()
-    checkpoint = types.SimpleNamespace(path="/results/checkpoint_000001")
+    checkpoint = ray.train.Checkpoint("/results/checkpoint_000001")  # as Ray Train reports it
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         logger.after_report(None, [epoch_report(1)], None)
