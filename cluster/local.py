@@ -1,6 +1,7 @@
 """A local Ray head with token auth and an MLflow server, both on 127.0.0.1; and their stop.
 
-    python cluster/local.py start [--mlflow-backend postgresql://...] [--num-cpus N]
+    python cluster/local.py start [--mlflow-backend postgresql://...]
+                                  [--artifacts-destination s3://...] [--num-cpus N]
     python cluster/local.py stop
     python cluster/local.py env      # the exports again
 
@@ -124,7 +125,9 @@ def start(args: argparse.Namespace) -> int:
             stop = f"python cluster/local.py stop --state-dir {state}"
             print(f"a local head is already running; stop it first: {stop}", file=sys.stderr)
             return 1
-    backend = args.mlflow_backend or f"sqlite:///{state / 'mlflow.db'}"
+    backend = (args.mlflow_backend or os.environ.get("MLFLOW_BACKEND_STORE_URI")
+               or f"sqlite:///{state / 'mlflow.db'}")  # fmt: skip
+    artifacts = args.artifacts_destination or str(state / "mlartifacts")
     mlflow_uri = f"http://127.0.0.1:{args.mlflow_port}"
     env = {
         **os.environ,
@@ -134,12 +137,12 @@ def start(args: argparse.Namespace) -> int:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_BACKEND_STORE_URI", None)  # the database's password: MLflow's alone
 
     mlflow_log = state / "mlflow.log"
     mlflow_command = [
         _tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(args.mlflow_port),
-        "--backend-store-uri", backend,
-        "--artifacts-destination", str(state / "mlartifacts"),
+        "--artifacts-destination", artifacts,
         "--workers", str(args.mlflow_workers),
     ]  # fmt: skip
     mlflow = subprocess.Popen(
@@ -147,12 +150,13 @@ def start(args: argparse.Namespace) -> int:
         cwd=state,
         stdout=open(mlflow_log, "a"),  # noqa: SIM115 - the server keeps it
         stderr=subprocess.STDOUT,
-        env=env,
+        # the store's URI (with its password) in the environment, not on a command line that
+        # every user of the machine can list
+        env={**env, "MLFLOW_BACKEND_STORE_URI": backend},
         start_new_session=True,
     )
-    print(
-        f"MLflow server starting on {mlflow_uri} (backend {redact_text(backend)}) ...", flush=True
-    )
+    print(f"MLflow server starting on {mlflow_uri} (backend {redact_text(backend)}, "
+          f"artifacts {redact_text(artifacts)}) ...", flush=True)  # fmt: skip
     _wait_for(f"{mlflow_uri}/health", mlflow, mlflow_log, timeout=120)
 
     if not (env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH")):
@@ -197,6 +201,7 @@ def start(args: argparse.Namespace) -> int:
         "dashboard_port": args.dashboard_port,
         "mlflow_port": args.mlflow_port,
         "mlflow_backend": redact_text(backend),
+        "mlflow_artifacts": redact_text(artifacts),
     }
     _state_file(state).write_text(json.dumps(head, indent=2))
     print(f"\nRay dashboard and job server: http://127.0.0.1:{args.dashboard_port} "
@@ -289,7 +294,12 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--mlflow-port", type=int, default=5000)
             sub.add_argument("--mlflow-backend", default=None,
                              help="MLflow's store: sqlite:///<state>/mlflow.db by default, or a "
-                             "postgresql://user:password@host/db URI")  # fmt: skip
+                             "postgresql://user:password@host:port/db URI (or set "
+                             "MLFLOW_BACKEND_STORE_URI)")  # fmt: skip
+            sub.add_argument("--artifacts-destination", default=None,
+                             help="where the server stores runs' artifacts: <state>/mlartifacts "
+                             "by default, or a bucket: s3://<bucket>/<prefix> (credentials and "
+                             "endpoint from the AWS variables)")  # fmt: skip
             sub.add_argument("--mlflow-workers", type=int, default=1)
             sub.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use")
             sub.add_argument("--resources", default=None,

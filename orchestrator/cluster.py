@@ -38,3 +38,22 @@ def cluster_shape() -> dict[str, str]:
         "cluster_cpus": f"{resources.get('CPU', 0):g}",
         "cluster_gpus": f"{resources.get('GPU', 0):g}",
     }
+
+
+# What Ray Tune copies from the driver's environment into every trial actor's runtime
+# environment (ray/tune/execution/class_cache.py, Ray 2.60), which Ray's runtime_env_agent then
+# writes to its log in plain text.
+_TUNE_PROPAGATED_SECRETS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN",
+                            "AWS_SESSION_TOKEN"}  # fmt: skip
+
+
+def keep_credentials_out_of_ray_logs() -> None:
+    """Stop Ray Tune from copying the driver's AWS credentials into its trials' runtime
+    environments (and so into the cluster's logs). The trials lose nothing: like Ray Data's
+    tasks and Ray Train's workers, they run in worker processes that inherit their node's
+    environment, which is where a cluster's credentials are set."""
+    from ray.tune.execution import class_cache
+
+    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if isinstance(propagated, set | frozenset):
+        class_cache.ENV_VARS_TO_PROPAGATE = set(propagated) - _TUNE_PROPAGATED_SECRETS

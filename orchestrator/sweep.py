@@ -16,6 +16,7 @@ import io
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import ray
@@ -29,6 +30,7 @@ from orchestrator.config import ExperimentConfig, load_config_text, to_yaml
 from orchestrator.errors import ConfigError
 from orchestrator.redact import redact_text
 from orchestrator.search import (
+    SweepConfig,
     param_space,
     sample_overrides,
     scheduler,
@@ -51,11 +53,14 @@ def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, s
     )
     run_name = f"{config.sweep.name}-{trial_id}"
     run = tracking.TrackedRun(config.tracking, run_name, resume=True, parent_run_id=parent_run_id)
-    if len(run.metric_history(config.sweep.metric)) >= config.train.epochs:
-        # Finished before the sweep's driver stopped, after Tune last saved its state: report
-        # the run's final metrics instead of training it again.
+    done = len(run.metric_history(config.sweep.metric))
+    if run.previous_status == "FINISHED" or done >= config.train.epochs:
+        # Ended (all its epochs, or stopped by the scheduler: `CloseTrialRuns`) before the
+        # sweep's driver stopped, after Tune last saved its state: report the run's final
+        # metrics instead of training it again.
         print(f"trial {trial_id} already finished (MLflow run {run.run_id})", flush=True)
-        tune.report({**run.final_metrics(), "epoch": config.train.epochs})
+        run.abandon()  # its status as it was
+        tune.report({**run.final_metrics(), "epoch": done})
         return
     cluster.quiet_progress_bars()
     job = launch.plan_training(config, data_pipeline.open_prepared(data_uri), run_name)
@@ -109,18 +114,66 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
             "--resume through their MLflow runs); start the tracking server first"
         )
     cluster.ensure_ray()
+    cluster.keep_credentials_out_of_ray_logs()
     if spec.scheduler != "fifo":
         _require_state_api()
     data = data_pipeline.open_data(config.data, config.prepare)
     config = _share_cpus(config)
     _log_start(parent, config)
     tuner = _tuner(config, data.uri, parent.run_id, storage_uri, resume)
+    CloseTrialRuns.open_sweeps[parent.run_id] = parent
     try:
         results = tuner.fit()
     except BaseException:
         parent.finish("FAILED")
         raise
+    finally:
+        CloseTrialRuns.open_sweeps.pop(parent.run_id)
     summarize(parent, config, results)
+
+
+class CloseTrialRuns(tune.Callback):
+    """Ends a trial's MLflow run as soon as Tune ends the trial (all epochs done, stopped by
+    the scheduler, or failed), in the sweep's driver: the UI shows each trial's status while
+    the sweep goes on, and a resumed sweep does not run a trial that already ended.
+
+    Tune saves its callbacks with the sweep's state (in storage), so this one holds no tracking
+    URI, which may carry a password: it finds its parent run among the driver's open sweeps."""
+
+    open_sweeps: dict[str, tracking.TrackedRun] = {}  # parent run id -> the driver's handle
+
+    def __init__(self, parent_run_id: str, spec: SweepConfig, epochs: int):
+        self.parent_run_id, self.spec, self.epochs = parent_run_id, spec, epochs
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial.trial_id, failed=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial.trial_id, failed=True)
+
+    def _close(self, trial_id: str, failed: bool) -> None:
+        parent = self.open_sweeps.get(self.parent_run_id)
+        if parent is None:
+            return
+        try:
+            for run in parent.child_runs():
+                if run.data.tags.get("trial_id") == trial_id:
+                    close_trial_run(parent, run.info.run_id, self.spec, self.epochs, failed)
+        except Exception as error:  # noqa: BLE001 - the tracking server is away: not fatal
+            warnings.warn(f"trial {trial_id}: its MLflow run stays open until the sweep ends "
+                          f"({redact_text(str(error))[:200]})", stacklevel=2)  # fmt: skip
+
+
+def close_trial_run(parent: tracking.TrackedRun, run_id: str, spec: SweepConfig, epochs: int,
+                    failed: bool) -> None:  # fmt: skip
+    """End a trial's run with an honest status: FAILED, or FINISHED, tagged early-stopped when
+    the scheduler ended it before its last epoch. The epochs it trained are those its run holds:
+    a trial's workers go on while the scheduler decides, and may finish the next epoch before
+    they are stopped. Closing again (at the sweep's end) corrects an earlier close."""
+    done = len(tracking.metric_history(parent.client, run_id, spec.metric))
+    early = not failed and done < epochs
+    tags = {"early_stopped": str(early).lower(), "stopped_after_epoch": done}
+    parent.close_child(run_id, "FAILED" if failed else "FINISHED", tags)
 
 
 def _log_start(parent: tracking.TrackedRun, config: ExperimentConfig) -> None:
@@ -175,7 +228,10 @@ def _tuner(config: ExperimentConfig, data_uri: str, parent_run_id: str, storage:
             max_concurrent_trials=spec.max_concurrent_trials,
         ),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=in_storage, storage_filesystem=filesystem
+            name=spec.name,
+            storage_path=in_storage,
+            storage_filesystem=filesystem,
+            callbacks=[CloseTrialRuns(parent_run_id, spec, config.train.epochs)],
         ),
     )
 
@@ -243,12 +299,8 @@ def summarize(parent: tracking.TrackedRun, config: ExperimentConfig, results) ->
     for result in results:
         metrics = result.metrics or {}
         child = children.get(metrics.get("trial_id") or _trial_id_from_path(result.path))
-        done = int(metrics.get("epoch", 0))
-        early = result.error is None and done < epochs
         if child is not None:
-            stopped = {"early_stopped": "true", "stopped_after_epoch": done} if early else {}
-            status = "FAILED" if result.error is not None else "FINISHED"
-            parent.close_child(child.info.run_id, status, stopped)
+            close_trial_run(parent, child.info.run_id, spec, epochs, result.error is not None)
     rows = trial_rows(parent.client, parent.child_runs(), spec)  # as `report` shows them
     if rows and not math.isnan(rows[0][spec.metric]):
         best = rows[0]

@@ -69,6 +69,47 @@ def s3_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A PostgreSQL server on 127.0.0.1 (the binaries of the `pgserver` wheel) with password
+    authentication and an empty database `mlflow`. Yields (URI with the password, password,
+    data folder). Run as root, it runs as the user `pgserver` (PostgreSQL refuses root), which
+    pgserver's helpers create."""
+    import shutil
+
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    folder = tmp_path_factory.mktemp("postgres")
+    data, password = folder / "data", "pg-pass-" + os.urandom(6).hex()
+    (folder / "password").write_text(password + "\n")
+    data.mkdir()
+    user = None
+    if os.geteuid() == 0:
+        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+
+        user = ensure_user_exists("pgserver").pw_name
+        for path in (folder, folder / "password", data):
+            shutil.chown(path, user)
+        ensure_prefix_permissions(data)  # the server's user can reach its folder
+
+    def pg(program: str, *args: str) -> None:
+        env = {**os.environ, "PGPASSWORD": password}
+        done = subprocess.run([str(POSTGRES_BIN_PATH / program), *args], user=user, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, f"{program}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+
+    port = free_port()
+    pg("initdb", "-D", str(data), "-U", "mlflow", f"--pwfile={folder / 'password'}",
+       "--auth=scram-sha-256", "--encoding=utf8")  # fmt: skip
+    pg("pg_ctl", "-D", str(data), "-w", "-l", str(folder / "postgres.log"),
+       "-o", f"-h 127.0.0.1 -p {port} -k {data}", "start")  # fmt: skip
+    try:
+        pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow")
+        yield f"postgresql://mlflow:{password}@127.0.0.1:{port}/mlflow", password, data
+    finally:
+        pg("pg_ctl", "-D", str(data), "-m", "fast", "stop")
+
+
+@pytest.fixture(scope="session")
 def ray_cluster(s3_server):
     """A local Ray instance shared by every Ray-level test (ray.init costs seconds).
 

@@ -1,21 +1,27 @@
 """Jobs end to end on a real local head (cluster/local.py: Ray with token auth and an MLflow
-server, both on 127.0.0.1): `ray job submit` of a 4-trial ASHA sweep tracked into the head's
-server, then of `report` on it with the head's default tracking URI."""
+server, both on 127.0.0.1, the server's runs in PostgreSQL and its artifacts in an S3 bucket):
+`ray job submit` of a 4-trial ASHA sweep on data and storage in the bucket, its driver killed
+after a trial finished and the sweep resubmitted with `--resume`; then `report` as a job with the
+head's default tracking URI, and `evaluate` of the registered model."""
 
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import psutil
+import psycopg
 import pytest
 import yaml
-from conftest import free_port
-from test_sweep import sweep_runs
+from conftest import S3_BUCKET, free_port
+from mlflow.tracking import MlflowClient
 
 from orchestrator.config import REPO_ROOT
 
@@ -24,20 +30,24 @@ pytestmark = pytest.mark.ray
 # server ignores them), in the environment of every process on the head, in a config value.
 URI_SECRET = "uri-pass-" + os.urandom(6).hex()
 ENV_SECRET = "env-key-" + os.urandom(6).hex()
+ARTIFACTS = f"s3://{S3_BUCKET}/mlartifacts"
 
 
 @pytest.fixture(scope="module")
-def local_head(tmp_path_factory):
+def local_head(tmp_path_factory, postgres_server, s3_server):
     state = tmp_path_factory.mktemp("head")
     ports = {"--ray-port": free_port(), "--dashboard-port": free_port(),
              "--mlflow-port": free_port()}  # fmt: skip
     command = [sys.executable, "cluster/local.py", "start", "--state-dir", str(state),
-               "--num-cpus", "2", *(str(x) for item in ports.items() for x in item)]  # fmt: skip
+               "--num-cpus", "2", *(str(x) for item in ports.items() for x in item),
+               "--mlflow-backend", postgres_server[0],
+               "--artifacts-destination", ARTIFACTS]  # fmt: skip
     env = {**os.environ, "PYTEST_SERVICE_SECRET_KEY": ENV_SECRET}  # inherited by every job
     started = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                              env=env)  # fmt: skip
     assert started.returncode == 0, started.stdout + started.stderr
     assert f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{ports['--mlflow-port']}" in started.stdout
+    assert "(backend postgresql://mlflow:***@127.0.0.1:" in started.stdout
     head = json.loads((state / "head.json").read_text())
     mlflow_port = ports["--mlflow-port"]
     yield {
@@ -46,90 +56,184 @@ def local_head(tmp_path_factory):
         "mlflow_with_password": f"http://pytest:{URI_SECRET}@127.0.0.1:{mlflow_port}",
         "pids": head["pids"],
         "state": state,
+        "printed": [started.stdout, started.stderr],
     }
+    started_processes = [psutil.Process(pid) for pid in head["pids"].values()]
+    family = started_processes + [child for process in started_processes
+                                  for child in process.children(recursive=True)]  # fmt: skip
     stop = [sys.executable, "cluster/local.py", "stop", "--state-dir", str(state)]
     stopped = subprocess.run(stop, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert stopped.returncode == 0, stopped.stderr
     for pid in head["pids"].values():  # exactly what start started is gone
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    _, alive = psutil.wait_procs(family, timeout=10)  # and every process they started
+    assert alive == [], [(p.pid, p.name()) for p in alive]
 
 
-def submit(head: dict, *run_args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`ray job submit ... -- python orchestrator/run.py ARGS`, as cluster/README.md says."""
-    command = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", head["jobs"],
-               "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--",
-               "python", "orchestrator/run.py", *run_args]  # fmt: skip
+def ray_command(head: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`ray job ARGS --address <the head>`, as a client with the token would run it."""
+    command = [str(Path(sys.executable).parent / "ray"), "job", args[0], "--address", head["jobs"],
+               *args[1:]]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env["RAY_AUTH_MODE"] = "token"
     return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
 
 
-def _sets(tiny_prepared, tmp_path, *overrides) -> list[str]:
+def submit(head: dict, *run_args: str, options=(), timeout=600) -> subprocess.CompletedProcess:
+    """`ray job submit ... -- python orchestrator/run.py ARGS`, as cluster/README.md says."""
+    return ray_command(head, "submit", *options, "--working-dir", ".", "--runtime-env",
+                       "cluster/runtime_env.yaml", "--", "python", "orchestrator/run.py",
+                       *run_args, timeout=timeout)  # fmt: skip
+
+
+def _sets(data: str, storage: str, tmp_path, *overrides) -> list[str]:
     settings = [
-        "data.source=prepared", f"data.root={tiny_prepared}",
-        f"train.storage_path={tmp_path / 'results'}", "train.global_batch_size=32",
-        f"tracking.buffer_dir={tmp_path / 'mlflow-buffer'}", *overrides,
+        "data.source=prepared", f"data.root={data}", f"train.storage_path={storage}",
+        "train.global_batch_size=32", f"tracking.buffer_dir={tmp_path / 'mlflow-buffer'}",
+        *overrides,
     ]  # fmt: skip
     return [part for setting in settings for part in ("--set", setting)]
 
 
-def test_sweep_job_asha_four_trials_nested_in_mlflow(
-    local_head, ray_cluster, tiny_prepared, tmp_path, run_cli
+def sweep_runs(tracking_uri: str, experiment_name: str):
+    """(client, parent runs, trial runs) of a sweep's experiment."""
+    client = MlflowClient(tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(experiment_name)
+    except Exception:  # noqa: BLE001 - the database may not exist yet
+        return client, [], []
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    return client, parents, children
+
+
+def _histories(client, runs) -> dict[str, list[tuple[int, int]]]:
+    """Each run's (epoch, timestamp) of every val_top1_error it logged, by run id."""
+    return {run.info.run_id: [(m.step, m.timestamp) for m in client.get_metric_history(
+        run.info.run_id, "val_top1_error")] for run in runs}  # fmt: skip
+
+
+def _kill_driver_after_a_trial_finished(head: dict, timeout: float = 400):
+    """Waits for a trial's MLflow run to finish, then SIGKILLs the sweep job's driver (the
+    `python orchestrator/run.py sweep` process under the head), as a crash would end it.
+    Returns (trial runs, their histories) as they were at the kill."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert time.monotonic() < deadline, f"no trial finished within {timeout:g} s"
+        _, _, children = sweep_runs(head["mlflow"], "alexnet-sweeps")
+        if any(child.info.status == "FINISHED" for child in children):
+            break
+        time.sleep(0.5)
+    ray_head = psutil.Process(head["pids"]["ray"])
+    (driver,) = [p for p in ray_head.children(recursive=True) if _is_driver(p)]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    client, parents, children = sweep_runs(head["mlflow"], "alexnet-sweeps")
+    assert len(parents) == 1
+    return parents[0], children, _histories(client, children)
+
+
+def _is_driver(process: psutil.Process) -> bool:
+    try:
+        return process.name().startswith("python") and "orchestrator/run.py" in process.cmdline()
+    except psutil.Error:  # gone, or a zombie
+        return False
+
+
+def test_killed_sweep_job_resumes_on_postgres_and_s3_and_registers_its_best_model(
+    local_head, postgres_server, ray_cluster, tiny_prepared_s3, tmp_path, run_cli
 ):
-    """The issue's sweep: 4 trials, 2 at a time, ASHA; 1 parent and 4 child runs in MLflow."""
+    """The issue's sweep: 4 trials, 2 at a time, ASHA, data and Tune state in the bucket, killed
+    after a trial finished and resumed: 1 parent and 4 child runs in PostgreSQL, nothing trained
+    twice, the best trial's model registered with its artifacts in the bucket."""
     # The password goes in a config file, not on the command line: Ray writes a job's command
     # line at the top of its log, as typed
     config = {"base": str(REPO_ROOT / "configs" / "sweep.yaml"),  # all but the password
               "tracking": {"uri": local_head["mlflow_with_password"]}}  # fmt: skip
     secret_config = tmp_path / "sweep-with-password.yaml"
     secret_config.write_text(yaml.safe_dump(config))
-    result = submit(local_head, "sweep", "--config", str(secret_config),
-                    *_sets(tiny_prepared, tmp_path, "train.epochs=2", "sweep.num_samples=4",
-                           "sweep.name=pytest-sweep", "sweep.register_model=pytest-alexnet",
-                           "tracking.system_metrics_interval_s=1"))  # fmt: skip
+    storage = f"s3://{S3_BUCKET}/{tmp_path.name}/results"
+    args = ["sweep", "--config", str(secret_config),
+            *_sets(tiny_prepared_s3, storage, tmp_path, "train.epochs=2", "sweep.num_samples=4",
+                   "sweep.name=pytest-sweep", "sweep.register_model=pytest-alexnet",
+                   "model.width=0.125", "tracking.system_metrics_interval_s=1")]  # fmt: skip
+    first = submit(local_head, *args, options=["--no-wait", "--submission-id", "pytest-sweep-1"])
+    assert first.returncode == 0, first.stdout + first.stderr
+    parent, children, before = _kill_driver_after_a_trial_finished(local_head)
+    finished = {c.info.run_id for c in children if c.info.status == "FINISHED"}
+    killed_log = ray_command(local_head, "logs", "pytest-sweep-1")
+    printed = [first.stdout, first.stderr, killed_log.stdout, killed_log.stderr]
+    assert "epoch   1  train loss" in killed_log.stdout  # trials' progress reaches the job's log
+
+    result = submit(local_head, *args, "--resume")
     output = result.stdout + result.stderr
-    printed = [output]
+    printed.append(output)
     assert result.returncode == 0 and "succeeded" in output, output[-4000:]
+    assert f"resuming sweep 'pytest-sweep' from {storage}/sweeps/pytest-sweep" in output
     assert ENV_SECRET not in output  # every process of the job has it in its environment
-    assert "epoch   1  train loss" in output  # the trials' progress reaches the job's log
+    midway = [run_id for run_id, epochs in before.items()
+              if [step for step, _ in epochs] == [1] and run_id not in finished]  # fmt: skip
+    if midway:  # a trial killed in its second epoch goes on from its newest checkpoint
+        assert re.search(r"resumed from the checkpoint of epoch [12] ", output), output[-4000:]
 
     client, parents, children = sweep_runs(local_head["mlflow"], "alexnet-sweeps")
-    assert len(parents) == 1 and len(children) == 4
-    parent = parents[0]
-    assert parent.info.status == "FINISHED"
-    tags = parent.data.tags
+    assert [p.info.run_id for p in parents] == [parent.info.run_id]  # the same parent, resumed
+    tags = parents[0].data.tags
+    assert parents[0].info.status == "FINISHED"
     assert tags["scheduler"] == "asha" and tags["search_algorithm"] == "random"
     assert "optim.lr" in tags["search_space"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"trials.csv", "plots"}
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert "plots/learning_curves.png" in plots and "plots/val_top1_error_vs_optim.lr.png" in plots
 
-    lowest = min(child.data.metrics["val_top1_error"] for child in children)
-    (best,) = [child for child in children if child.info.run_id == tags["best_run_id"]]
-    assert parent.data.metrics["best_val_top1_error"] == lowest  # (trials may tie)
-    assert best.data.metrics["val_top1_error"] == lowest
+    # One run per trial, each epoch logged once; what was logged before the kill is kept as it
+    # was (a finished trial did not run again), every trial's run finished
+    assert len(children) == len({c.data.tags["trial_id"] for c in children}) == 4
+    after = _histories(client, children)
+    assert after.keys() >= before.keys()
     lrs = set()
     for child in children:
+        run_id = child.info.run_id
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id  # nested
         assert child.info.status == "FINISHED"
         assert child.data.tags["git_sha"] and child.data.tags["cluster_cpus"] == "2"
+        assert child.data.tags["last_checkpoint"].startswith(f"{storage}/sweeps/pytest-sweep/")
         lrs.add(child.data.params["optim.lr"])
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_top1_error")]
-        assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) <= 2
+        steps = [step for step, _ in after[run_id]]
+        assert steps in ([1], [1, 2]), steps
         early = child.data.tags.get("early_stopped") == "true"
-        assert early == (len(steps) < 2)  # ASHA's stops are tagged, and only they
+        assert early == (steps == [1])  # ASHA's stops are tagged, and only they
+        assert after[run_id][: len(before.get(run_id, []))] == before.get(run_id, [])
+        assert run_id not in finished or after[run_id] == before[run_id]
     assert len(lrs) == 4  # every trial drew its own learning rate
     assert any("system/cpu_utilization_percentage" in c.data.metrics for c in children)
 
-    # The best trial's model, registered under an alias, serves uint8 images at the prepared size
+    with psycopg.connect(postgres_server[0]) as db:  # the server's store is PostgreSQL
+        params = db.execute("SELECT COUNT(DISTINCT run_uuid) FROM params WHERE key = 'optim.lr'")
+        metrics = db.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics "
+                             "WHERE key = 'val_top1_error' AND step > 0")  # fmt: skip
+        assert (params.fetchone()[0], metrics.fetchone()[0]) == (4, 4)
+
+    lowest = min(child.data.metrics["val_top1_error"] for child in children)
+    (best,) = [child for child in children if child.info.run_id == tags["best_run_id"]]
+    assert parents[0].data.metrics["best_val_top1_error"] == lowest  # (trials may tie)
+    assert best.data.metrics["val_top1_error"] == lowest
+
+    # The best trial's model, registered under an alias, its files in the bucket, serves uint8
+    # images at the prepared size
     version = client.get_model_version_by_alias("pytest-alexnet", "best")
     assert version.run_id == parent.info.run_id and version.tags["trial"] == tags["best_trial"]
     mlflow.set_tracking_uri(local_head["mlflow"])
     model = mlflow.pyfunc.load_model("models:/pytest-alexnet@best")
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     assert model.predict(images).shape == (3, 5)  # 5 classes in tiny_dataset
+    stored = _bucket_objects("")  # the artifacts, the sweep's Tune state, its trials
+    assert any(key.startswith("mlartifacts/") and key.endswith("/MLmodel") for key in stored)
+    assert any(key.startswith("mlartifacts/") and key.endswith("/trials.csv") for key in stored)
+    assert not (local_head["state"] / "mlartifacts").exists()  # nothing beside the bucket
 
     # `report` as a job, given no tracking URI: the head's server is every job's default
     report = submit(local_head, "report", "--sweep", "pytest-sweep", timeout=180)
@@ -148,17 +252,27 @@ def test_sweep_job_asha_four_trials_nested_in_mlflow(
                         env={"RAY_ADDRESS": ray_cluster,
                              "PYTEST_SERVICE_SECRET_KEY": ENV_SECRET})  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
-    printed += [evaluated.stdout, evaluated.stderr]
+    printed += [evaluated.stdout, evaluated.stderr, *local_head["printed"]]
     (line,) = [x for x in evaluated.stdout.splitlines() if x.split()[:1] == ["val_top1_error"]]
     assert float(line.split()[1]) == pytest.approx(best.data.metrics["val_top1_error"], abs=0.011)
 
     # No secret anywhere: what the commands printed (the jobs' logs included), Ray's own logs
-    # of both clusters, and the whole MLflow store (its database and every artifact's bytes).
-    stores = [local_head["state"], Path(tempfile.gettempdir()) / "ray"]
-    secrets = (URI_SECRET, ENV_SECRET)
+    # of both clusters, the whole MLflow store (PostgreSQL's files, every artifact's bytes in
+    # the bucket) and the head's state folder (the server's log).
+    secrets = (URI_SECRET, ENV_SECRET, postgres_server[1], os.environ["AWS_SECRET_ACCESS_KEY"])
+    stores = [local_head["state"], Path(tempfile.gettempdir()) / "ray", postgres_server[2]]
     assert (_around(secrets, printed), _files_holding(secrets, stores)) == ([], [])
-    assert (local_head["state"] / "mlflow.db").exists()
-    assert any((local_head["state"] / "mlartifacts").rglob("MLmodel"))  # artifacts were searched
+    assert [key for key, data in stored.items() if any(s.encode() in data for s in secrets)] == []
+
+
+def _bucket_objects(prefix: str) -> dict[str, bytes]:
+    """Every object in the test bucket under `prefix`: key -> bytes."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET, Prefix=prefix)
+    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    return {key: s3.get_object(Bucket=S3_BUCKET, Key=key)["Body"].read() for key in keys}
 
 
 def _around(secrets: tuple[str, ...], texts: list[str]) -> list[str]:

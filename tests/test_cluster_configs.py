@@ -241,6 +241,35 @@ def test_kubernetes_jobs_log_in_as_the_non_admin_user():
     assert holders == ["mlflow"]
 
 
+def test_kubernetes_data_results_and_artifacts_are_in_one_bucket():
+    """As the tests ran them (test_cluster.py, test_fault_tolerance.py): the shards, the trials'
+    checkpoints and the sweep's state, and MLflow's artifacts in a bucket, which every Ray pod
+    and the MLflow server reach with the same optional Secret."""
+    (job,) = _documents(CLUSTER / "kubernetes" / "rayjob-sweep.yaml")
+    settings = dict(re.findall(r"--set (\S+?)=(\S+)", job["spec"]["entrypoint"]))
+    buckets = {settings["data.root"].split("/")[2], settings["train.storage_path"].split("/")[2]}
+    (deployment,) = [d for d in _documents(CLUSTER / "kubernetes" / "mlflow.yaml")
+                     if d["kind"] == "Deployment"]  # fmt: skip
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    (artifacts,) = re.findall(r"--artifacts-destination (\S+)", args)
+    assert {settings["data.root"][:5], settings["train.storage_path"][:5], artifacts[:5]} == {
+        "s3://"
+    }
+    assert buckets == {artifacts.split("/")[2]}
+    for path in KUBERNETES:
+        for _, container in _containers(path):
+            env = {v["name"]: v for v in container.get("env", [])}
+            if container["name"] in ("ray-head", "ray-worker", "mlflow"):
+                assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+                    "name": "aws-credentials",
+                    "key": "secret-access-key",
+                    "optional": True,
+                }
+            for name, variable in env.items():  # credentials never as literal values
+                if re.search("PASSWORD|SECRET|KEY_ID", name):
+                    assert "secretKeyRef" in variable["valueFrom"], (path.name, variable)
+
+
 def _dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of cluster/Dockerfile, continuation lines joined."""
     lines = [line for line in (CLUSTER / "Dockerfile").read_text().splitlines()

@@ -1,13 +1,13 @@
 """Several nodes (ray.cluster_utils.Cluster, on this machine): decoding only on preprocessing
 nodes, training workers only on trainer nodes, as the config says; a trainer node lost
-mid-training, and the run resumes from its checkpoint on the other one. The worker trains the
-paper's two towers (both on the node's CPU here), so its checkpoints also show the single-device
-layout."""
+mid-training, and the run resumes on the other one from its checkpoint in the S3 bucket, where
+its data is too: the nodes share no folder of the run's. The worker trains the paper's two
+towers (both on the node's CPU here), so its checkpoints also show the single-device layout."""
 
 import time
 
 import pytest
-from conftest import free_port, load_into_plain_alexnet
+from conftest import S3_BUCKET, free_port, load_into_plain_alexnet
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.ray
@@ -53,16 +53,18 @@ def _alive_worker_node(cluster) -> str | None:
 
 
 def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
-    cluster, tiny_prepared, tmp_path, start_cli
+    cluster, tiny_prepared_s3, tmp_path, start_cli
 ):
     from ray.util.state import list_actors, list_tasks
 
+    results = f"s3://{S3_BUCKET}/{tmp_path.name}/results"
     settings = [
-        "data.source=prepared", f"data.root={tiny_prepared}", "data.resources={preprocess: 0.01}",
+        "data.source=prepared", f"data.root={tiny_prepared_s3}",
+        "data.resources={preprocess: 0.01}",
         "train.num_workers=1", "train.cpus_per_worker=1", "train.parallel=towers",
         "train.resources_per_worker={trainer: 0.01}",
         f"train.epochs={EPOCHS}", "train.global_batch_size=32", "train.log_every_n_steps=0",
-        f"train.storage_path={tmp_path / 'results'}", "name=multinode",
+        f"train.storage_path={results}", "name=multinode",
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "tracking.experiment=multinode",
     ]  # fmt: skip
     args = ["train", "--config", "configs/demo.yaml"]
@@ -105,4 +107,5 @@ def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
     preprocess = {node.node_id for node in cluster.roles["preprocess"]}
     assert {t.node_id for t in decodes} == preprocess
     assert run.data.params["train.parallel"] == "towers"
-    load_into_plain_alexnet(tmp_path / "results" / "multinode")
+    assert run.data.tags["last_checkpoint"].startswith(f"{results}/multinode/checkpoint_")
+    load_into_plain_alexnet(f"{results}/multinode")
