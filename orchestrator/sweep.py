@@ -16,7 +16,6 @@ import io
 import json
 import math
 import time
-import warnings
 from pathlib import Path
 
 import ray
@@ -30,7 +29,6 @@ from orchestrator.config import ExperimentConfig, load_config_text, to_yaml
 from orchestrator.errors import ConfigError
 from orchestrator.redact import redact_text
 from orchestrator.search import (
-    SweepConfig,
     param_space,
     sample_overrides,
     scheduler,
@@ -38,6 +36,7 @@ from orchestrator.search import (
 )
 from orchestrator.storage import absolute, for_ray
 from orchestrator.sweep_results import format_table, log_plots, trial_rows
+from orchestrator.trial_runs import CloseTrialRuns, close_trial_run
 
 # A trial's own process only waits on its TorchTrainer, whose workers hold the real CPUs.
 TRIAL_DRIVER_CPUS = 0.01
@@ -130,50 +129,6 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
     finally:
         CloseTrialRuns.open_sweeps.pop(parent.run_id)
     summarize(parent, config, results)
-
-
-class CloseTrialRuns(tune.Callback):
-    """Ends a trial's MLflow run as soon as Tune ends the trial (all epochs done, stopped by
-    the scheduler, or failed), in the sweep's driver: the UI shows each trial's status while
-    the sweep goes on, and a resumed sweep does not run a trial that already ended.
-
-    Tune saves its callbacks with the sweep's state (in storage), so this one holds no tracking
-    URI, which may carry a password: it finds its parent run among the driver's open sweeps."""
-
-    open_sweeps: dict[str, tracking.TrackedRun] = {}  # parent run id -> the driver's handle
-
-    def __init__(self, parent_run_id: str, spec: SweepConfig, epochs: int):
-        self.parent_run_id, self.spec, self.epochs = parent_run_id, spec, epochs
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._close(trial.trial_id, failed=False)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(trial.trial_id, failed=True)
-
-    def _close(self, trial_id: str, failed: bool) -> None:
-        parent = self.open_sweeps.get(self.parent_run_id)
-        if parent is None:
-            return
-        try:
-            for run in parent.child_runs():
-                if run.data.tags.get("trial_id") == trial_id:
-                    close_trial_run(parent, run.info.run_id, self.spec, self.epochs, failed)
-        except Exception as error:  # noqa: BLE001 - the tracking server is away: not fatal
-            warnings.warn(f"trial {trial_id}: its MLflow run stays open until the sweep ends "
-                          f"({redact_text(str(error))[:200]})", stacklevel=2)  # fmt: skip
-
-
-def close_trial_run(parent: tracking.TrackedRun, run_id: str, spec: SweepConfig, epochs: int,
-                    failed: bool) -> None:  # fmt: skip
-    """End a trial's run with an honest status: FAILED, or FINISHED, tagged early-stopped when
-    the scheduler ended it before its last epoch. The epochs it trained are those its run holds:
-    a trial's workers go on while the scheduler decides, and may finish the next epoch before
-    they are stopped. Closing again (at the sweep's end) corrects an earlier close."""
-    done = len(tracking.metric_history(parent.client, run_id, spec.metric))
-    early = not failed and done < epochs
-    tags = {"early_stopped": str(early).lower(), "stopped_after_epoch": done}
-    parent.close_child(run_id, "FAILED" if failed else "FINISHED", tags)
 
 
 def _log_start(parent: tracking.TrackedRun, config: ExperimentConfig) -> None:

@@ -119,7 +119,7 @@ def _histories(client, runs) -> dict[str, list[tuple[int, int]]]:
 def _kill_driver_after_a_trial_finished(head: dict, timeout: float = 400):
     """Waits for a trial's MLflow run to finish, then SIGKILLs the sweep job's driver (the
     `python orchestrator/run.py sweep` process under the head), as a crash would end it.
-    Returns (trial runs, their histories) as they were at the kill."""
+    Returns (the parent run, the trial runs, their histories) as they were at the kill."""
     deadline = time.monotonic() + timeout
     while True:
         assert time.monotonic() < deadline, f"no trial finished within {timeout:g} s"
