@@ -1,4 +1,4 @@
-"""Sweeps' search spaces: validated before Ray, sampled by Ray Tune (TPE, grid). The 4-trial ASHA
+"""Sweeps' search spaces: validated before Ray, sampled by Ray Tune (TPE, grid). The 3-trial ASHA
 sweep, killed and resumed, runs as a Ray job in test_cluster.py."""
 
 import pytest
