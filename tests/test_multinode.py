@@ -4,6 +4,7 @@ mid-training, and the run resumes on the other one from its checkpoint in the S3
 its data is too: the nodes share no folder of the run's. The worker trains the paper's two
 towers (both on the node's CPU here), so its checkpoints also show the single-device layout."""
 
+import re
 import time
 
 import pytest
@@ -91,7 +92,10 @@ def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
 
     assert process.wait(timeout=400) == 0, log.read_text()[-3000:]
     output = log.read_text()
-    assert "resumed from the checkpoint of epoch" in output
+    # the node that took over read the checkpoint back from the bucket
+    checkpoints = re.escape(f"{results}/multinode/checkpoint_")
+    resumed = rf"resumed from the checkpoint of epoch \d \({checkpoints}"
+    assert re.search(resumed, output), output[-3000:]
     assert "towers split: tower 0 on cpu, tower 1 on cpu" in output
     (run,) = client.search_runs([client.get_experiment_by_name("multinode").experiment_id])
     assert run.info.status == "FINISHED"
