@@ -1,11 +1,15 @@
 """Several nodes (ray.cluster_utils.Cluster, on this machine): decoding only on preprocessing
 nodes, training workers only on trainer nodes, as the config says; a trainer node lost
 mid-training, and the run resumes on the other one from its checkpoint in the S3 bucket, where
-its data is too: the nodes share no folder of the run's. The worker trains the paper's two
-towers (both on the node's CPU here), so its checkpoints also show the single-device layout."""
+its data is too: each node has its own Ray folder, and they share nothing but the S3 endpoint.
+The worker trains the paper's two towers (both on the node's CPU here), so its checkpoints also
+show the single-device layout."""
 
 import re
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from conftest import S3_BUCKET, free_port, load_into_plain_alexnet
@@ -32,17 +36,23 @@ def cluster():
             "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
         },  # fmt: skip
     )
-    nodes = {
-        "preprocess": [cluster.add_node(num_cpus=1, resources={"preprocess": 1},
-                                        dashboard_agent_listen_port=free_port())],
-        "trainer": [cluster.add_node(num_cpus=1, resources={"trainer": 1},
-                                     dashboard_agent_listen_port=free_port()) for _ in range(2)],
-    }  # fmt: skip
+    folders = []
+
+    def node(role: str):
+        # Ray's folder for the node's session (logs, spilled objects, runtime environments) is
+        # its own: the nodes share no local storage, only the S3 endpoint
+        folders.append(tempfile.mkdtemp(prefix="ray-node-"))
+        return cluster.add_node(num_cpus=1, resources={role: 1}, temp_dir=folders[-1],
+                                dashboard_agent_listen_port=free_port())  # fmt: skip
+
+    nodes = {"preprocess": [node("preprocess")], "trainer": [node("trainer"), node("trainer")]}
     cluster.wait_for_nodes()
     cluster.dashboard_url = f"http://127.0.0.1:{dashboard}"
-    cluster.roles = nodes
+    cluster.roles, cluster.folders = nodes, folders
     yield cluster
     cluster.shutdown()
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _alive_worker_node(cluster) -> str | None:
@@ -91,13 +101,16 @@ def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
     cluster.remove_node(trainers[victim_id], allow_graceful=False)
 
     assert process.wait(timeout=400) == 0, log.read_text()[-3000:]
-    output = log.read_text()
+    (run,) = client.search_runs([client.get_experiment_by_name("multinode").experiment_id])
     # the node that took over read the checkpoint back from the bucket
     checkpoints = re.escape(f"{results}/multinode/checkpoint_")
-    resumed = rf"resumed from the checkpoint of epoch \d \({checkpoints}"
-    assert re.search(resumed, output), output[-3000:]
-    assert "towers split: tower 0 on cpu, tower 1 on cpu" in output
-    (run,) = client.search_runs([client.get_experiment_by_name("multinode").experiment_id])
+    resumed = rf"from the checkpoint of epoch \d \({checkpoints}"
+    assert re.search(resumed, run.data.tags.get("restarts", "")), run.data.tags
+    # what the workers printed stays in their nodes' own folders
+    printed = "".join(path.read_text(errors="replace") for folder in cluster.folders
+                      for path in Path(folder).rglob("worker-*.out"))  # fmt: skip
+    assert "towers split: tower 0 on cpu, tower 1 on cpu" in printed
+    assert re.search(rf"resumed from the checkpoint of epoch \d \({checkpoints}", printed)
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_top1_error")]
     assert sorted(steps) == list(range(1, EPOCHS + 1))  # every epoch, once
