@@ -157,7 +157,6 @@ def start(args: argparse.Namespace) -> int:
     )
     print(f"MLflow server starting on {mlflow_uri} (backend {redact_text(backend)}, "
           f"artifacts {redact_text(artifacts)}) ...", flush=True)  # fmt: skip
-    _wait_for(f"{mlflow_uri}/health", mlflow, mlflow_log, timeout=120)
 
     if not (env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH")):
         # A head started with token auth needs a token; make ~/.ray/auth_token once (kept out
@@ -188,10 +187,11 @@ def start(args: argparse.Namespace) -> int:
         start_new_session=True,
     )
     print(f"Ray head starting on 127.0.0.1:{args.ray_port} (token auth) ...", flush=True)
-    try:
+    try:  # the two start side by side: the head is up in the time the slower one takes
+        _wait_for(f"{mlflow_uri}/health", mlflow, mlflow_log, timeout=120)
         _wait_for(f"http://127.0.0.1:{args.dashboard_port}/api/version", ray_head, ray_log, 120)
     except SystemExit:
-        _terminate({mlflow.pid: True})
+        _terminate({mlflow.pid: True, ray_head.pid: False})
         raise
     head = {
         "pids": {"ray": ray_head.pid, "mlflow": mlflow.pid},

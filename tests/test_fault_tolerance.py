@@ -1,39 +1,43 @@
-"""Faults in one training run, through the real code path: a Ray Train worker killed in the
-middle of an epoch, then the driver killed and started again. The run finishes every planned
-epoch from its newest checkpoint, its loss goes on from where it was, and MLflow holds one run
-with every epoch's metrics once and the restarts in its tags. The run uses the hybrid layout
-(the paper's two towers in each worker, both on the CPU here, DDP across the two workers), so
-its checkpoints also show the single-device layout. Its data and its checkpoints are in an S3
-bucket (moto's server), as on a cluster; `evaluate` reads the last checkpoint back from there.
-(A lost node: test_multinode.py.)"""
+"""Faults in one training run, through the real code path (`orchestrator/run.py train` as a
+plain script, as a user runs it): its MLflow server goes away for two epochs, a Ray Train worker
+is killed in the middle of an epoch, then the driver is killed and started again. The run
+finishes every planned epoch from its newest checkpoint, its loss goes on from where it was, it
+learns, and MLflow holds one run with every epoch's metrics once (buffered on disk during the
+outage) and the restarts in its tags. The run uses the hybrid layout (the paper's two towers in
+each worker, both on the CPU here, DDP across the two workers), so its checkpoints also show the
+single-device layout; its data is prepared from the raw tree on first use, its checkpoints go to
+an S3 bucket (moto's server), and `evaluate` reads the last one back from there. (A lost node:
+test_multinode.py.)"""
 
+import json
 import os
 import re
 import signal
 import time
 
 import pytest
+import yaml
 from conftest import S3_BUCKET, load_into_plain_alexnet
 from mlflow.tracking import MlflowClient
 
+from orchestrator.metrics import EPOCH_METRICS, TEN_CROP_METRICS
+
 pytestmark = pytest.mark.ray
-EPOCHS = 4
+EPOCHS = 5  # 1 logged; 2 and 3 in the outage; a worker killed in 4; the driver killed after 4
 STEP_LINE = re.compile(
     r"RayTrainWorker pid=(\d+)\S*\s+epoch (\d+) step (\d+): running train loss ([\d.]+)"
 )
+NOISE = ("TrainingReport", "PreemptionWatcher", "DeprecationWarning", "Progress bars",
+         "execution of Dataset", "\x1b[36m(")  # Ray's chatter; a coloured prefix  # fmt: skip
 
 
-def _runs(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def _runs(client: MlflowClient) -> list:
     experiment = client.get_experiment_by_name("faults")
-    return client, (client.search_runs([experiment.experiment_id]) if experiment else [])
+    return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-def _logged_epochs(tmp_path) -> list[int]:
-    try:
-        client, runs = _runs(tmp_path)
-    except Exception:  # noqa: BLE001 - the database may not exist yet
-        return []
+def _logged_epochs(client: MlflowClient) -> list[int]:
+    runs = _runs(client)
     if not runs:
         return []
     return [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_top1_error")]
@@ -55,84 +59,125 @@ def _step_losses(text: str) -> list[tuple[int, int, int, float]]:
     return [(int(p), int(e), int(s), float(v)) for p, e, s, v in STEP_LINE.findall(text)]
 
 
-def test_killed_worker_then_killed_driver_resume_from_the_newest_checkpoint(
-    ray_cluster, tiny_prepared_s3, tiny_train_args, tmp_path, start_cli, run_cli
+def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns(
+    ray_cluster, tiny_dataset, tiny_train_args, tmp_path, start_cli, run_cli, mlflow_server
 ):
+    _, synthetic = tiny_dataset
     results = f"s3://{S3_BUCKET}/{tmp_path.name}/results"
     args = tiny_train_args(
-        f"train.epochs={EPOCHS}", "train.log_every_n_steps=3", "tracking.experiment=faults",
-        "name=faults", "train.parallel=hybrid", "train.num_workers=2",
-        "data.source=prepared", f"data.root={tiny_prepared_s3}", f"train.storage_path={results}",
-        "model.width=0.125", "train.ten_crop=true",  # checkpoints of 8 MB: moto keeps them in RAM
+        f"train.epochs={EPOCHS}", "train.log_every_n_steps=3", "optim.lr=0.02",
+        f"tracking.uri={mlflow_server.uri}", "tracking.experiment=faults", "name=faults",
+        "train.parallel=hybrid", "train.num_workers=2", "train.ten_crop=true",
+        f"data.prepared_root={tmp_path / 'prepared'}",  # prepared on first use, here
+        f"train.storage_path={results}",
+        "model.width=0.125",  # checkpoints of 8 MB: moto keeps them in RAM
     )  # fmt: skip
     env = {"RAY_ADDRESS": ray_cluster}
+    client = MlflowClient(mlflow_server.uri)
     first_log = tmp_path / "first.log"
     first = start_cli(*args, env=env, log=first_log)
 
-    # 1. SIGKILL the rank-0 worker in the middle of epoch 3 (its step-3 line is out).
-    def mid_epoch_3():
-        return [line for line in _step_losses(first_log.read_text()) if line[1:3] == (3, 3)]
+    # 1. The MLflow server goes away once epoch 1 is in it, for two epochs.
+    _wait_for(first, lambda: 1 in _logged_epochs(client), "epoch 1 in MLflow")
+    mlflow_server.stop()
+    _wait_for(first, lambda: "MLflow still unreachable after epoch" in first_log.read_text(),
+              "two epochs in the outage")  # fmt: skip
 
-    (worker, _, _, loss_before), = _wait_for(first, mid_epoch_3, "epoch 3 step 3")  # fmt: skip
+    # 2. SIGKILL the rank-0 worker in the middle of epoch 4 (its step-3 line is out), before
+    # epoch 4 ended (the driver prints every epoch's line, outage or not).
+    def mid_epoch_4():
+        return [line for line in _step_losses(first_log.read_text()) if line[1:3] == (4, 3)]
+
+    (worker, _, _, loss_before), = _wait_for(first, mid_epoch_4, "epoch 4 step 3")  # fmt: skip
     os.kill(worker, signal.SIGKILL)
-    assert 3 not in _logged_epochs(tmp_path)  # it really died inside epoch 3
+    assert "epoch   4  train loss" not in first_log.read_text()  # it died inside epoch 4
+    mlflow_server.start()
 
-    # The new worker group resumes from the epoch-2 checkpoint and its loss goes on from there.
-    _wait_for(first, lambda: "resumed from the checkpoint of epoch 2" in first_log.read_text(),
+    # The new worker group resumes from the epoch-3 checkpoint and its loss goes on from there.
+    _wait_for(first, lambda: "resumed from the checkpoint of epoch 3" in first_log.read_text(),
               "resume after the killed worker")  # fmt: skip
 
     def resumed_step_3():
-        lines = [line for line in _step_losses(first_log.read_text()) if line[1:3] == (3, 3)]
+        lines = [line for line in _step_losses(first_log.read_text()) if line[1:3] == (4, 3)]
         return lines[1:]
 
-    (_, _, _, loss_after), *_ = _wait_for(first, resumed_step_3, "epoch 3 step 3 again")
+    (_, _, _, loss_after), *_ = _wait_for(first, resumed_step_3, "epoch 4 step 3 again")
     fresh = [line[3] for line in _step_losses(first_log.read_text()) if line[1:3] == (1, 3)][0]
     assert abs(loss_after - loss_before) < abs(loss_after - fresh), (fresh, loss_before, loss_after)
 
-    # 2. Then kill the driver (and everything it started) once epoch 3 is in MLflow, and start
-    # it again with the same name: it goes on from the epoch-3 checkpoint in the same run.
-    _wait_for(first, lambda: 3 in _logged_epochs(tmp_path), "epoch 3 in MLflow")
+    # 3. Then kill the driver (and everything it started) once epoch 4 is in MLflow (the
+    # buffered epochs with it), and start it again with the same name: it goes on from the
+    # epoch-4 checkpoint in the same run.
+    _wait_for(first, lambda: 4 in _logged_epochs(client), "epoch 4 in MLflow")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     second_log = tmp_path / "second.log"
     second = start_cli(*args, env=env, log=second_log)
     assert second.wait(timeout=400) == 0, second_log.read_text()[-3000:]
-    second_output = second_log.read_text()
+    printed, second_output = first_log.read_text(), second_log.read_text()
     assert "('faults', resumed)" in second_output
     assert "hybrid split: tower 0 on cpu, tower 1 on cpu" in second_output
     resumed_at = int(re.search(r"resumed from the checkpoint of epoch (\d+)", second_output)[1])
-    assert resumed_at >= 3
+    assert resumed_at >= 4
 
-    client, runs = _runs(tmp_path)
-    assert len(runs) == 1, [r.info.run_name for r in runs]
-    run = runs[0]
-    assert run.info.status == "FINISHED"
-    for key in ("train_loss", "val_top1_error", "lr", "images_per_second"):
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-        assert sorted(steps) == list(range(1, EPOCHS + 1)), (key, steps)  # each epoch once
-    assert run.data.params["train.parallel"] == "hybrid"
+    # The outage cost one warning, then a line per epoch; the buffer was replayed and removed.
+    # The console holds the project's own lines, not Ray's chatter.
+    assert printed.count("training goes on and") == 1
+    assert "to be replayed when it is back" in printed
+    assert list((tmp_path / "mlflow-buffer").glob("*.jsonl*")) == []
+    assert f"open {mlflow_server.uri} in a browser" in second_output
+    lines = (printed + second_output).splitlines()
+    assert [line for line in lines if any(noise in line for noise in NOISE)] == []
+
+    (run,) = _runs(client)  # one run, never one per worker or per restart
+    assert run.info.status == "FINISHED" and run.info.run_name == "faults"
+    params = run.data.params
+    assert params["model.variant"] == "paper" and params["model.towers"] == "2"
+    assert params["model.num_classes"] == "5" and params["data.num_train_images"] == "400"
+    assert params["data.image_size"] == "64" and params["data.rejects"] == "0"
+    assert params["optim.lr"] == "0.02" and params["train.num_workers"] == "2"
+    assert params["train.parallel"] == "hybrid"
+    for tag in ("git_sha", "ray_version", "torch_version", "mlflow_version", "cluster_cpus"):
+        assert run.data.tags[tag]
+    config_path = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
+    logged = yaml.safe_load(open(config_path))
+    assert logged["train"]["epochs"] == EPOCHS and logged["model"]["num_classes"] == 5
+
+    def history(key):
+        return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+
+    for key in EPOCH_METRICS:  # the names the metrics module promises, every epoch, once
+        assert sorted(step for step, _ in history(key)) == list(range(1, EPOCHS + 1)), key
+    logged = {key for key in run.data.metrics if not key.startswith("system/")}  # rank 0's node
+    assert logged == {*EPOCH_METRICS, *TEN_CROP_METRICS}  # and nothing else
+    ten_crop = dict(history("val_top1_error_10crop"))
+    assert list(ten_crop) == [EPOCHS] and ten_crop[EPOCHS] < 0.4, ten_crop  # the paper's test
+    val_error, train_loss = dict(history("val_top1_error")), dict(history("train_loss"))
+    chance = 1 - 1 / synthetic.num_classes  # 0.8
+    assert val_error[EPOCHS] < chance / 2, json.dumps(val_error)  # learned, well below chance
+    assert train_loss[EPOCHS] < train_loss[1]
+    assert dict(history("lr"))[1] == pytest.approx(0.02 * 32 / 128)  # linear scaling
+
     load_into_plain_alexnet(f"{results}/faults")
     tags = run.data.tags
     assert tags["last_checkpoint_epoch"] == str(EPOCHS)
     assert tags["last_checkpoint"].startswith(f"{results}/faults/checkpoint_")  # a full URI
     assert tags["resumed_from_epoch"] == str(resumed_at)
     restarts = tags["restarts"]
-    assert "from the checkpoint of epoch 2" in restarts  # the killed worker
+    assert "from the checkpoint of epoch 3" in restarts  # the killed worker
     assert f"from the checkpoint of epoch {resumed_at}" in restarts  # the restarted driver
     # Nothing was trained twice: the newest checkpoint is never older than what MLflow holds
     assert restarts.count("trained again: none") == restarts.count("from the checkpoint of") == 2
 
     # `evaluate` on the run reads its last checkpoint back from the bucket and scores as the
     # last epoch did, centre crop and ten-crop (MLflow records it as a run of its own).
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     evaluated = run_cli("evaluate", "--model", f"runs:/{run.info.run_id}", "--ten-crop",
-                        "--set", f"tracking.uri={uri}",
+                        "--set", f"tracking.uri={mlflow_server.uri}",
                         env={"RAY_ADDRESS": ray_cluster})  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
     (evaluation,) = client.search_runs([run.info.experiment_id], "tags.kind = 'evaluate'")
     assert evaluation.data.params["epoch"] == str(EPOCHS)
     one_image = 1 / 100 + 1e-9  # other batch sizes may round a borderline logit the other way
     for key in ("val_top1_error", "val_top1_error_10crop"):
-        (trained,) = [m.value for m in client.get_metric_history(run.info.run_id, key)
-                      if m.step == EPOCHS]  # fmt: skip
+        (trained,) = [value for step, value in history(key) if step == EPOCHS]
         assert evaluation.data.metrics[key] == pytest.approx(trained, abs=one_image), key

@@ -16,7 +16,7 @@ from conftest import S3_BUCKET, free_port, load_into_plain_alexnet
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.ray
-EPOCHS = 3  # epoch 1 on the node that is then removed; 2 and 3 on the other one
+EPOCHS = 2  # epoch 1 on the node that is then removed; epoch 2 on the other one
 
 
 @pytest.fixture
