@@ -25,8 +25,7 @@ from orchestrator.redact import redact
 from orchestrator.search import SweepConfig
 from orchestrator.tracking import TrackingConfig
 from orchestrator.train import TrainConfig
-from workloads.alexnet.engine import OptimizerConfig
-from workloads.alexnet.model import ModelConfig
+from workloads.alexnet.config import ModelConfig, OptimizerConfig
 
 
 @dataclass(frozen=True)

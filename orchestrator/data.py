@@ -15,18 +15,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import TYPE_CHECKING, Iterator, Literal
 
 import numpy as np
 import pyarrow.parquet as pq
-import ray.data
 
-from orchestrator import cluster
 from orchestrator.errors import ConfigError, check_custom_resources
 from orchestrator.prepare import PrepareConfig, PrepareResult, list_source, run_prepare
 from orchestrator.storage import Location, open_input_file
 from workloads.datasets import codec
 from workloads.datasets.synthetic import SyntheticConfig, generate
+
+if TYPE_CHECKING:  # Ray is imported where it is used: a config check needs none of it
+    import ray.data
 
 DEFAULT_SYNTHETIC_ROOT = "data/synthetic"
 DEFAULT_PREPARED_PARENT = "data/prepared"
@@ -184,6 +185,8 @@ def decoded_stream(
     `seed`: a new shard order every epoch (reproducible from the seed) and rows permuted within
     read batches; None reads in order (validation).
     """
+    import ray.data
+
     files = data.files(split)
     shards = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files))
     if seed is not None:
@@ -245,6 +248,8 @@ def open_data(config: DataConfig, prepare: PrepareConfig, check=None) -> Prepare
     Bad paths fail before Ray starts, and so does `check(data)` on prepared data (a raw source
     is checked once it is prepared).
     """
+    from orchestrator import cluster
+
     raw = raw_source(config, prepare)
     if raw is None:
         data = open_prepared(config.root)

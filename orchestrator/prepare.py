@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import ray
 
 from orchestrator.errors import ConfigError
 from orchestrator.shards import merge, plan_shards, run_shards
@@ -195,13 +194,19 @@ class _Progress:
             self.bar.close()
 
 
+def _cluster_cpus() -> float:
+    import ray  # here, not at the top: a config check imports this module, and needs no Ray
+
+    return ray.cluster_resources().get("CPU", 1.0)
+
+
 def _images_per_shard(config: PrepareConfig, train: ImageList, out: Location, key: str) -> int:
     """~`shard_mb` per shard, and at least 4 shards per concurrent task (so the last ones end
     close together); saved in `_work/plan.json`, so a resumed run cuts the same shards."""
     plan_file = ("_work", "plan.json")
     if out.exists(*plan_file) and out.read_json(*plan_file).get("key") == key:
         return out.read_json(*plan_file)["images_per_shard"]
-    cpus = max(1.0, ray.cluster_resources().get("CPU", 1.0))
+    cpus = max(1.0, _cluster_cpus())
     by_size = config.shard_mb * 2**20 / _bytes_per_image(config, train.paths)
     by_parallelism = math.ceil(len(train) / (4 * cpus / config.cpus_per_task))
     images_per_shard = max(1, int(min(by_size, by_parallelism)))
@@ -301,7 +306,7 @@ def _prepare_locked(config, out: Location, key: str, root: Path, splits: dict, s
     shards = plan_shards(splits, _images_per_shard(config, train, out, key), config.seed)
     todo = [s for s in shards if not out.exists("_work", f"{s.split}-{s.name}.json")]
     already = sum(len(s.ids) for s in shards) - sum(len(s.ids) for s in todo)
-    cpus = min(ray.cluster_resources().get("CPU", 1.0), len(todo) * config.cpus_per_task)
+    cpus = min(_cluster_cpus(), len(todo) * config.cpus_per_task)
 
     progress = _Progress(total, already)
     try:

@@ -6,8 +6,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-import ray.tune as tune
-
 from orchestrator.errors import shown
 from orchestrator.metrics import SWEEP_METRICS
 
@@ -75,6 +73,8 @@ def sample_overrides(space: dict) -> list[str]:
 
 
 def param_space(space: dict, search: str) -> dict:
+    from ray import tune  # here, not at the top: a config check needs no Ray
+
     tune_space = {}
     for key, spec in space.items():
         (kind, values), = spec.items()  # fmt: skip

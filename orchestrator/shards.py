@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray
 
 from orchestrator.storage import Location
 from workloads.datasets import codec
@@ -175,6 +174,8 @@ def _write_shard_batch(batch: dict, **kwargs) -> dict:
 def run_shards(todo: list[Shard], config, out: Location, progress) -> None:
     """Write the shards `todo` (a Ray Data job); `progress.update` after each. `config`: the
     run's PrepareConfig."""
+    import ray.data
+
     items = [dataclasses.asdict(shard) for shard in todo]
     shards = ray.data.from_items(items, override_num_blocks=len(items))
     shards.context.op_resource_reservation_enabled = False  # the shard writes get every CPU

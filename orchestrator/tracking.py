@@ -20,13 +20,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import ray
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import ConfigError
 from orchestrator.redact import redact, redact_exception, redact_text
 from orchestrator.tracking_buffer import MetricBuffer, failing_fast, replay_buffers
-from orchestrator.tracking_callback import EpochLogger
+
+if TYPE_CHECKING:  # a Ray Train callback: imported where it is made (a config check needs no Ray)
+    from orchestrator.tracking_callback import EpochLogger
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -134,6 +135,7 @@ def git_sha() -> str:
 
 def provenance_tags() -> dict[str, str]:
     import mlflow
+    import ray
     import torch
 
     return {
@@ -274,6 +276,8 @@ class TrackedRun:
             self.client.log_text(self.run_id, redact_text(text), artifact_file)
 
     def epoch_logger(self) -> "EpochLogger":
+        from orchestrator.tracking_callback import EpochLogger
+
         logged = {step for step, _ in self.metric_history("val_top1_error")}
         buffer = MetricBuffer.for_run(self.config, self.run_id)
         restarts = self.recorded_tags().get("restarts", "")

@@ -14,8 +14,7 @@ from orchestrator.errors import check_custom_resources
 
 if TYPE_CHECKING:
     from orchestrator.tracking import SystemMetricsTarget
-    from workloads.alexnet.engine import OptimizerConfig
-    from workloads.alexnet.model import ModelConfig
+    from workloads.alexnet.config import ModelConfig, OptimizerConfig
     from workloads.alexnet.transforms import BatchTransform
 
 

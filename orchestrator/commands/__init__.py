@@ -1,6 +1,8 @@
 """The subcommands of `orchestrator/run.py`: one module each, holding its arguments
 (`add_arguments`) and what it does (`run`). run.py imports only the module of the command it
-runs, so `--help` imports none of them (nor torch or Ray)."""
+runs, so `--help` imports none of them. A command module imports torch, Ray and the modules
+that need them (launch, cluster, sweep, checkpoints, the model) inside the function that uses
+them, after the config is loaded: `<command> --help` and a config error cost neither."""
 
 from __future__ import annotations
 

@@ -6,8 +6,6 @@ import dataclasses
 
 from orchestrator.commands import add_config, add_overrides, load
 from orchestrator.config import ExperimentConfig
-from workloads.alexnet.model import build_model
-from workloads.alexnet.summary import format_table, layer_table
 
 
 def add_arguments(parser) -> None:
@@ -21,6 +19,9 @@ def run(args) -> None:
 
 def describe(config: ExperimentConfig) -> None:
     """Print the model's layer table: output shape, parameters, multiply-adds per layer."""
+    from workloads.alexnet.model import build_model  # the table is measured on the module
+    from workloads.alexnet.summary import format_table, layer_table
+
     model_config = config.model.resolved()
     model = build_model(model_config)
     settings = ", ".join(

@@ -3,16 +3,11 @@ or ten-crop, logged to MLflow."""
 
 from __future__ import annotations
 
-import torch
-
 from orchestrator import data as data_pipeline
-from orchestrator import launch, tracking, tracking_reads
-from orchestrator.checkpoints import read_checkpoint
+from orchestrator import tracking, tracking_reads
 from orchestrator.commands import add_overrides
 from orchestrator.config import ExperimentConfig, load_config, load_config_text
 from orchestrator.errors import InputError
-from workloads.alexnet import engine
-from workloads.alexnet.model import build_model
 
 
 def add_arguments(parser) -> None:
@@ -59,6 +54,8 @@ def evaluate(model_uri: str, ten_crop: bool, overrides: list[str]) -> dict[str, 
     `models:/<name>/<version>`: the checkpoint it was made from). The run's own config comes
     with the checkpoint; `--set` overrides it (e.g. `data.root` for another prepared dataset).
     """
+    from orchestrator.checkpoints import read_checkpoint
+
     if model_uri.startswith(("runs:/", "models:/")):
         model_uri = tracking_reads.checkpoint_of_run(
             load_config(None, overrides).tracking, model_uri
@@ -96,6 +93,12 @@ def evaluate(model_uri: str, ten_crop: bool, overrides: list[str]) -> dict[str, 
 def _score(state: dict, config: ExperimentConfig, data, ten_crop: bool) -> tuple[dict, int]:
     """(error rates, images) of the checkpoint's weights on the data's validation split: the
     training loop's evaluation routine and precision rule."""
+    import torch
+
+    from orchestrator import launch
+    from workloads.alexnet import engine
+    from workloads.alexnet.model import build_model
+
     model = build_model(config.model)
     model.load_state_dict(state["model"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator import cluster, tracking
 from orchestrator import data as data_pipeline
 from orchestrator import prepare as prepare_job
+from orchestrator import tracking
 from orchestrator.commands import add_config, add_overrides, load
 from orchestrator.config import ExperimentConfig, flatten, to_yaml
 from orchestrator.errors import ConfigError, InputError
@@ -46,6 +46,8 @@ def prepare(config: ExperimentConfig) -> PrepareResult:
         Location.of(job.out)  # and so does an --out that no filesystem here opens
     except InputError as error:
         raise ConfigError(f"prepare.out: {error}") from None
+    from orchestrator import cluster
+
     cluster.ensure_ray()
     result = prepare_job.run_prepare(job, splits=splits)
     data_pipeline.report_prepare(result)

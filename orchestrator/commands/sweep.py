@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from orchestrator import sweep
 from orchestrator.commands import add_config, add_overrides, load
 from orchestrator.paths import SWEEP_CONFIG
 
@@ -20,4 +19,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    sweep.sweep(load(args), resume=args.resume)
+    config = load(args)
+    from orchestrator import sweep
+
+    sweep.sweep(config, resume=args.resume)

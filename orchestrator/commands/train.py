@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from orchestrator import cluster, identity, launch, tracking
 from orchestrator import data as data_pipeline
+from orchestrator import tracking
 from orchestrator.commands import add_config, add_overrides, load
 from orchestrator.config import ExperimentConfig, to_yaml
 from orchestrator.metrics import SUMMARY_COLUMNS
@@ -23,6 +23,8 @@ def run(args) -> None:
 
 def train(config: ExperimentConfig) -> tracking.TrackedRun:
     """One training run: prepared shards -> Ray Data -> Ray Train workers -> one MLflow run."""
+    from orchestrator import cluster, identity, launch
+
     run_name = config.name or f"{config.tracking.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
     data = data_pipeline.open_data(config.data, config.prepare)
     job = launch.plan_training(config, data, run_name)

@@ -9,47 +9,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workloads.alexnet.schedule import ScheduleConfig
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """The paper's SGD: momentum 0.9, weight decay 5e-4, lr 0.01 at batch 128, /10 on plateaus.
-
-    PyTorch's SGD applies the learning rate outside the momentum buffer (v = 0.9 v + g;
-    w -= lr v), the paper inside it (v = 0.9 v - lr g; w += v). With a constant lr the two are
-    the same; at an lr drop, PyTorch's step shrinks at once, while the paper's velocity still
-    carries the old, larger steps and fades over ~10 iterations (0.9^k).
-    """
-
-    lr: float = 0.01  # at `reference_batch_size`; scaled linearly with the global batch
-    reference_batch_size: int = 128
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    no_bias_decay: bool = False  # the 2012 code decayed weights only, not biases
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-
-    def __post_init__(self):
-        if not self.lr > 0:
-            raise ValueError(f"lr: got {self.lr}; allowed: a number > 0")
-        if self.reference_batch_size < 1:
-            raise ValueError(
-                f"reference_batch_size: got {self.reference_batch_size}; allowed: an integer >= 1"
-            )
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum: got {self.momentum}; allowed: 0 <= momentum < 1")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay: got {self.weight_decay}; allowed: a number >= 0")
-
-    def scaled_lr(self, global_batch_size: int) -> float:
-        """Linear scaling: batch 256 with lr 0.02 matches batch 128 with lr 0.01 (the paper)."""
-        return self.lr * global_batch_size / self.reference_batch_size
+from workloads.alexnet.config import OptimizerConfig
 
 
 def build_optimizer(

@@ -16,22 +16,11 @@ pool that brings the last feature map to 6x6 (an identity at 224 px, as in torch
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import nn
 
-# (out_channels, kernel, stride, padding) per conv layer at width 1.
-_PAPER_CONVS = ((96, 11, 4, 2), (256, 5, 1, 2), (384, 3, 1, 1), (384, 3, 1, 1), (256, 3, 1, 1))
-_TORCHVISION_CONVS = (
-    (64, 11, 4, 2),
-    (192, 5, 1, 2),
-    (384, 3, 1, 1),
-    (256, 3, 1, 1),
-    (256, 3, 1, 1),
-)
+from workloads.alexnet.config import PAPER_CONVS, TORCHVISION_CONVS, ModelConfig, pool_geometry
+
 _FC_WIDTH = 4096
 _POOLED_SIZE = 6  # the classifier sees a 6x6 map, whatever the input size
 
@@ -43,78 +32,9 @@ _PAPER_UNIT_BIAS_CONVS = (1, 3, 4)
 _PAPER_UNIT_BIAS_FCS = (0, 1)  # fc6, fc7
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """What AlexNet to build. `None` fields take the variant's own default."""
-
-    variant: Literal["paper", "torchvision"] = "paper"
-    num_classes: int | None = None  # None: from the data (1000 when there is no data)
-    input_size: int = 224  # side of the square crop the net sees, in pixels
-    width: float = 1.0  # multiplies every conv and fc width (0.25 = quarter-width for CPU runs)
-    stem_stride: int = 4  # conv1's stride; 1 or 2 keeps enough resolution for small inputs
-    activation: Literal["relu", "tanh"] = "relu"
-    lrn: bool | None = None  # paper: on, torchvision: off
-    pool: Literal["overlapping", "plain"] = "overlapping"  # max-pool 3/2 (paper) or 2/2
-    dropout: float = 0.5  # on the outputs of fc6 and fc7 (paper); before them (torchvision)
-    towers: Literal[1, 2] | None = None  # paper: 2 (groups=2 at conv2/4/5), torchvision: 1
-    init: Literal["paper", "kaiming", "pytorch"] | None = None  # paper: paper, torchvision: pytorch
-
-    def __post_init__(self):
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ValueError(f"num_classes: got {self.num_classes}; allowed: an integer >= 2")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout: got {self.dropout}; allowed: 0 <= dropout < 1")
-        if not 0.0 < self.width <= 4.0:
-            raise ValueError(f"width: got {self.width}; allowed: 0 < width <= 4")
-        if self.stem_stride not in (1, 2, 3, 4):
-            raise ValueError(f"stem_stride: got {self.stem_stride}; allowed: 1, 2, 3, 4")
-        sizes = feature_map_sizes(self)
-        if min(sizes.values()) < 1:
-            raise ValueError(
-                f"input_size: got {self.input_size}; the feature map vanishes ({sizes}); "
-                "use a larger input_size or a smaller stem_stride"
-            )
-
-    def resolved(self) -> "ModelConfig":
-        """The same config with every variant default filled in."""
-        paper = self.variant == "paper"
-        return dataclasses.replace(
-            self,
-            num_classes=self.num_classes or 1000,
-            lrn=paper if self.lrn is None else self.lrn,
-            towers=(2 if paper else 1) if self.towers is None else self.towers,
-            init=("paper" if paper else "pytorch") if self.init is None else self.init,
-        )
-
-
 def _scaled(channels: int, width: float, groups: int) -> int:
     """Channels at `width`, rounded to a multiple of the group count (at least one per group)."""
     return max(groups, round(channels * width / groups) * groups)
-
-
-def _pool_geometry(pool: str) -> tuple[int, int]:
-    return (3, 2) if pool == "overlapping" else (2, 2)
-
-
-def feature_map_sizes(config: ModelConfig) -> dict[str, int]:
-    """Side of the square feature map after each stage, for `config.input_size`."""
-
-    def conv(size, kernel, stride, padding):
-        return (size + 2 * padding - kernel) // stride + 1
-
-    pool_k, pool_s = _pool_geometry(config.pool)
-    convs = _PAPER_CONVS if config.variant == "paper" else _TORCHVISION_CONVS
-    sizes = {}
-    size = conv(config.input_size, convs[0][1], config.stem_stride, convs[0][3])
-    sizes["conv1"] = size
-    size = conv(size, pool_k, pool_s, 0)
-    sizes["pool1"] = size
-    sizes["conv2"] = size  # 5x5 pad 2 keeps the size
-    size = conv(size, pool_k, pool_s, 0)
-    sizes["pool2"] = size
-    sizes["conv5"] = size  # 3x3 pad 1 keeps the size
-    sizes["pool5"] = conv(size, pool_k, pool_s, 0)
-    return sizes
 
 
 class TowerLocalResponseNorm(nn.LocalResponseNorm):
@@ -155,12 +75,12 @@ class AlexNet(nn.Module):
         def act() -> nn.Module:
             return nn.ReLU(inplace=True) if config.activation == "relu" else nn.Tanh()
 
-        pool_k, pool_s = _pool_geometry(config.pool)
+        pool_k, pool_s = pool_geometry(config.pool)
 
         layers: list[nn.Module] = []
         in_channels = 3
         for i, (out_channels, kernel, stride, padding) in enumerate(
-            _PAPER_CONVS if paper else _TORCHVISION_CONVS
+            PAPER_CONVS if paper else TORCHVISION_CONVS
         ):
             out_channels = _scaled(out_channels, config.width, groups)
             layers += [
