@@ -13,6 +13,8 @@ into shards on first use (see orchestrator/prepare.py) and reused afterwards.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Literal
@@ -100,6 +102,18 @@ class PreparedData:
 
     def count(self, split: str) -> int:
         return self.manifest["images"][split]
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def digest(self) -> str:
+        """What `prepare` wrote, as one hash: the shards' content digest from the manifest (for
+        a manifest without one, a digest of the manifest itself)."""
+        if self.manifest.get("digest"):
+            return self.manifest["digest"]
+        return hashlib.sha256(json.dumps(self.manifest, sort_keys=True).encode()).hexdigest()
 
 
 def open_prepared(uri: str) -> PreparedData:

@@ -128,6 +128,7 @@ def run_training(
     `close_on_error=False` leaves a run that did not finish open for its owner to close (a sweep
     knows whether its scheduler stopped a trial, which the trial itself cannot tell).
     """
+    run.log_dataset(job.data, "train")
     try:
         fit(
             dataclasses.replace(job.plan, system_metrics=run.system_metrics_target()),

@@ -11,6 +11,7 @@ metrics into it (`system_metrics`).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ from orchestrator.redact import redact, redact_exception, redact_text
 from orchestrator.tracking_buffer import MetricBuffer, failing_fast, replay_buffers
 
 if TYPE_CHECKING:  # a Ray Train callback: imported where it is made (a config check needs no Ray)
+    from orchestrator.data import PreparedData
     from orchestrator.tracking_callback import EpochLogger
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -148,6 +150,9 @@ def provenance_tags() -> dict[str, str]:
 
 
 RUN_KEY_TAG = "orchestrator.run_name"  # identifies a resumable run (the Ray Train run name)
+# MLflow 3's UI opens an experiment of unknown kind in its GenAI view; this one trains models
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+DATASET_DIGEST_CHARS = 16  # MLflow keeps at most 36; the whole digest is in the profile
 
 
 class TrackedRun:
@@ -211,10 +216,14 @@ class TrackedRun:
         experiment = self.client.get_experiment_by_name(config.experiment)
         if experiment is not None:
             self.experiment_id = experiment.experiment_id
+            if not experiment.tags.keys() & EXPERIMENT_KIND.keys():  # a user's choice stays
+                for key, value in EXPERIMENT_KIND.items():
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
         else:  # a local sqlite store keeps its artifacts beside the database, not in ./mlruns
             self.experiment_id = self.client.create_experiment(
-                config.experiment, artifact_location=_artifact_location(self.tracking_uri)
-            )
+                config.experiment, artifact_location=_artifact_location(self.tracking_uri),
+                tags=EXPERIMENT_KIND,
+            )  # fmt: skip
         if resume or refuse_existing:
             found = self.client.search_runs(
                 [self.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_name}'"
@@ -270,6 +279,33 @@ class TrackedRun:
         self.client.log_batch(
             self.run_id, metrics=[Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
         )
+
+    def log_dataset(self, data: "PreparedData", context: str) -> None:
+        """The prepared dataset the run reads, as an MLflow dataset input (the UI's Dataset
+        column): its name, where it is, the manifest's digest and what it holds. `context`:
+        "train" or "eval". Logged again on a resumed run, it is kept once."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        if not self.tracked:
+            return
+        uri = redact_text(data.uri)
+        profile = {
+            "digest": data.digest,
+            "train_images": data.count("train"),
+            "val_images": data.count("val"),
+            "classes": len(data.classes),
+            "image_size": data.image_size,
+            "encoding": data.encoding,
+        }
+        dataset = Dataset(
+            name=data.name,
+            digest=data.digest[:DATASET_DIGEST_CHARS],
+            source_type=uri.split("://")[0] if "://" in uri else "local",
+            source=json.dumps({"uri": uri}),
+            profile=json.dumps(profile),
+        )
+        context_tag = InputTag("mlflow.data.context", context)
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, [context_tag])])
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.tracked:
@@ -429,6 +465,8 @@ def system_metrics(target: SystemMetricsTarget | None):
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
             logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+            # its HTTP retries in an outage, a line each: the driver reports the outage once
+            logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
             monitor = SystemMetricsMonitor(
                 target.run_id,
                 sampling_interval=target.interval_s,

@@ -28,7 +28,8 @@ STEP_LINE = re.compile(
     r"RayTrainWorker pid=(\d+)\S*\s+epoch (\d+) step (\d+): running train loss ([\d.]+)"
 )
 NOISE = ("TrainingReport", "PreemptionWatcher", "DeprecationWarning", "Progress bars",
-         "execution of Dataset", "\x1b[36m(")  # Ray's chatter; a coloured prefix  # fmt: skip
+         "execution of Dataset", "\x1b[36m(",  # Ray's chatter; a coloured prefix
+         "Retrying (Retry(")  # an HTTP client's, in the outage  # fmt: skip
 
 
 def _runs(client: MlflowClient) -> list:
@@ -139,6 +140,11 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     assert params["train.parallel"] == "hybrid"
     for tag in ("git_sha", "ray_version", "torch_version", "mlflow_version", "cluster_cpus"):
         assert run.data.tags[tag]
+    # The data it read, as MLflow's Dataset column shows it: the prepared folder, once though
+    # the run started three times, with the digest `prepare` wrote in its manifest
+    digest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())["digest"]
+    (given,) = client.get_run(run.info.run_id).inputs.dataset_inputs
+    assert (given.dataset.name, given.dataset.digest) == ("prepared", digest[:16])
     config_path = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
     logged = yaml.safe_load(open(config_path))
     assert logged["train"]["epochs"] == EPOCHS and logged["model"]["num_classes"] == 5
@@ -177,6 +183,8 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
     (evaluation,) = client.search_runs([run.info.experiment_id], "tags.kind = 'evaluate'")
     assert evaluation.data.params["epoch"] == str(EPOCHS)
+    (scored,) = client.get_run(evaluation.info.run_id).inputs.dataset_inputs
+    assert scored.dataset.digest == given.dataset.digest and scored.tags[0].value == "eval"
     one_image = 1 / 100 + 1e-9  # other batch sizes may round a borderline logit the other way
     for key in ("val_top1_error", "val_top1_error_10crop"):
         (trained,) = [value for step, value in history(key) if step == EPOCHS]

@@ -1,7 +1,9 @@
 """MLflow tracking: fail fast at start, buffer on disk (bounded) and replay, basic auth against a
-real `mlflow server`, redaction. (A training run through an outage: test_pipeline.py.)"""
+real `mlflow server`, redaction, dataset lineage. (A training run through an outage:
+test_fault_tolerance.py.)"""
 
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from conftest import REPO_ROOT
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from orchestrator.data import PreparedData
 from orchestrator.errors import ConfigError
 from orchestrator.metrics import EpochMetrics
 from orchestrator.tracking import TrackedRun, TrackingConfig
@@ -77,6 +80,30 @@ def test_secrets_are_masked_in_params_tags_and_config_dumps(tmp_path, monkeypatc
     dump = to_yaml(config)
     assert "hunter2" not in dump and "alice:***@mlflow.example.com" in dump
     assert "hunter2" in to_yaml(config, redact_secrets=False)  # for a sweep's own trials only
+
+
+def test_a_run_names_its_prepared_dataset_once_and_its_experiment_trains_models(tmp_path):
+    manifest = {"digest": "ab12" * 16, "classes": ["cat", "dog", "eel"],
+                "images": {"train": 30, "val": 6}, "shards": {"train": [], "val": []},
+                "params": {"image_size": 64, "encoding": "jpeg"}}  # fmt: skip
+    data = PreparedData(uri="s3://bucket/prepared/pets-0a1b", manifest=manifest, stats=None)
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="lineage")
+    for _ in range(2):  # a resumed run logs it again
+        run = TrackedRun(config, "pets", resume=True)
+        run.log_dataset(data, "train")
+    run.finish()
+
+    client = MlflowClient(config.uri)
+    (given,) = client.get_run(run.run_id).inputs.dataset_inputs  # kept once
+    assert given.dataset.name == "pets-0a1b" and given.dataset.digest == "ab12" * 4
+    assert json.loads(given.dataset.source) == {"uri": "s3://bucket/prepared/pets-0a1b"}
+    assert given.dataset.source_type == "s3"
+    assert json.loads(given.dataset.profile) == {
+        "digest": "ab12" * 16, "train_images": 30, "val_images": 6, "classes": 3,
+        "image_size": 64, "encoding": "jpeg"}  # fmt: skip
+    assert [(tag.key, tag.value) for tag in given.tags] == [("mlflow.data.context", "train")]
+    experiment = client.get_experiment_by_name("lineage")  # not opened in the GenAI view
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_basic_auth_server_with_credentials_from_the_environment(tmp_path, monkeypatch, capsys):

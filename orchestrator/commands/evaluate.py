@@ -85,6 +85,7 @@ def evaluate(model_uri: str, ten_crop: bool, overrides: list[str]) -> dict[str, 
         tags={**tracking.provenance_tags(), "kind": "evaluate"},
         config_yaml=state["config"],
     )
+    run.log_dataset(data, "eval")
     run.log_metrics(metrics)
     run.finish("FINISHED")
     return metrics
