@@ -8,6 +8,8 @@
     `torch.utils.data.DataLoader` with as many worker processes as Ray has CPUs, each reading its
     share of the shards and decoding with the same codec. (The random crop, flip and colour noise
     run on the training device in both cases, after this point.)
+(c) the cost of the training shuffle: the Ray Data feed of (b) through the shuffle buffer a
+    training worker draws its batches from (`data.shuffle_rows` images), against (b).
 
 The corpus: generated ImageNet-like JPEGs (short side 300-420 px, quality 92, photo-like 1/f
 texture, ~90 KB), written once under --work-dir. The last output line is one JSON object.
@@ -34,7 +36,7 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from orchestrator.data import DataConfig, decoded_stream, open_prepared  # noqa: E402
+from orchestrator.data import DataConfig, decoded_stream, open_prepared, shuffle_options  # noqa: E402
 from orchestrator.prepare import PrepareConfig, run_prepare  # noqa: E402
 from workloads.datasets import codec  # noqa: E402
 from workloads.datasets.image_folder import list_image_folder  # noqa: E402
@@ -77,11 +79,11 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
 
 def time_passes(make_batches, passes: int) -> list[float]:
-    """images/s of each full pass over the data."""
+    """images/s of each full pass over the data (`make_batches(epoch)`, epochs from 1)."""
     rates = []
-    for _ in range(passes):
+    for epoch in range(1, passes + 1):
         started, count = time.perf_counter(), 0
-        for images in make_batches():
+        for images in make_batches(epoch):
             count += len(images)
         rates.append(count / (time.perf_counter() - started))
     return rates
@@ -136,13 +138,21 @@ def main() -> None:
     out = args.work_dir / "prepared"
     data = open_prepared(str(out))
     stream = decoded_stream(data, "train", DataConfig(source="prepared", root=str(out)), seed=0)
-    ray_rates = time_passes(
-        lambda: (
-            b["image"]
-            for b in stream.iter_torch_batches(batch_size=args.batch_size, prefetch_batches=2)
-        ),
-        args.passes,
-    )
+
+    def ray_feed_passes(shuffle_rows: int) -> list[float]:
+        return time_passes(
+            lambda epoch: (
+                b["image"]
+                for b in stream.iter_torch_batches(
+                    batch_size=args.batch_size,
+                    prefetch_batches=2,
+                    **shuffle_options(shuffle_rows, seed=0, epoch=epoch),
+                )  # fmt: skip
+            ),
+            args.passes,
+        )
+
+    ray_rates = ray_feed_passes(0)
     loader = torch.utils.data.DataLoader(
         ShardDataset(data.files("train"), 64),
         batch_size=args.batch_size,
@@ -150,12 +160,18 @@ def main() -> None:
         persistent_workers=True,
         prefetch_factor=2,
     )
-    loader_rates = time_passes(lambda: (images for images, _, _ in loader), args.passes)
+    loader_rates = time_passes(lambda _: (images for images, _, _ in loader), args.passes)
     ray_feed, loader_feed = np.mean(ray_rates[1:]), np.mean(loader_rates[1:])
     print(f"(b) feed: Ray Data {ray_feed:.0f} images/s, DataLoader ({args.cpus} workers) "
           f"{loader_feed:.0f} images/s; ratio {ray_feed / loader_feed:.2f} "
           f"(passes: Ray {[round(r) for r in ray_rates]}, DataLoader "
           f"{[round(r) for r in loader_rates]})")  # fmt: skip
+    shuffle_rows = DataConfig().shuffle_rows
+    shuffled_rates = ray_feed_passes(shuffle_rows)
+    shuffled_feed = np.mean(shuffled_rates[1:])
+    print(f"(c) shuffle: Ray Data through a {shuffle_rows}-image shuffle buffer "
+          f"{shuffled_feed:.0f} images/s, {shuffled_feed / ray_feed:.2f} of (b) "
+          f"(passes {[round(r) for r in shuffled_rates]})")  # fmt: skip
     print(
         json.dumps(
             {
@@ -166,6 +182,8 @@ def main() -> None:
                 "feed_ratio": round(ray_feed / loader_feed, 3),
                 "feed_ray_data_images_per_second": round(ray_feed, 1),
                 "feed_dataloader_images_per_second": round(loader_feed, 1),
+                "feed_shuffled_images_per_second": round(shuffled_feed, 1),
+                "shuffle_rows": shuffle_rows,
                 "images": len(paths),
                 "cpus": args.cpus,
                 "image_size": args.image_size,

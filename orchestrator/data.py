@@ -52,6 +52,9 @@ class DataConfig:
     # that offer them decode (see cluster/README.md)
     resources: dict[str, float] = field(default_factory=dict)
     prefetch_batches: int = 2  # batches each training worker prefetches
+    # images each training worker holds and draws its batches from at random (Ray Data's local
+    # shuffle buffer), mixing row groups of different shards; 0: batches as the stream comes
+    shuffle_rows: int = 1024
 
     def __post_init__(self):
         if self.pca_noise_std < 0:
@@ -65,6 +68,8 @@ class DataConfig:
         check_custom_resources("resources", self.resources)
         if self.decode_rows_per_batch < 1 or self.prefetch_batches < 0:
             raise ValueError("decode_rows_per_batch: allowed >= 1; prefetch_batches: allowed >= 0")
+        if self.shuffle_rows < 0:
+            raise ValueError(f"shuffle_rows: got {self.shuffle_rows}; allowed: an integer >= 0")
 
 
 @dataclass(frozen=True)
@@ -168,27 +173,48 @@ def _read_shards(
 ) -> Iterator[dict]:
     """Shard files -> batches of {"image": uint8 (N, S, S, 3), "label", "id"}, streamed.
 
-    Reads one Parquet batch of encoded rows at a time and decodes it; when training, the rows
-    of each batch are permuted (batch composition only: augmentation is keyed by image id).
+    Reads one Parquet row group (128 images) at a time and decodes it `rows_per_batch` rows at a
+    time. When training, each shard's row groups are read in a new random order and the rows
+    of each group permuted, every pass (batch composition only: augmentation is keyed by image
+    id); the training iterator's shuffle buffer then mixes groups of different shards.
     """
     for uri in batch["file"]:
         with open_input_file(str(uri)) as handle:
             shard = pq.ParquetFile(handle)
-            for table in shard.iter_batches(rows_per_batch, columns=["id", "label", "image"]):
-                encoded = table.column("image").to_pylist()
-                if encoding == "raw":
-                    shape = (image_size, image_size, 3)
-                    images = [np.frombuffer(b, np.uint8).reshape(shape) for b in encoded]
-                else:
-                    images = [codec.decode_jpeg(b) for b in encoded]
-                order = np.arange(len(images))
+            rng = np.random.default_rng() if shuffle else None
+            groups = range(shard.num_row_groups)
+            for group in rng.permutation(shard.num_row_groups) if shuffle else groups:
+                table = shard.read_row_group(int(group), columns=["id", "label", "image"])
                 if shuffle:
-                    order = np.random.default_rng().permutation(len(images))
-                yield {
-                    "image": np.stack([images[i] for i in order]),
-                    "label": table.column("label").to_numpy()[order],
-                    "id": table.column("id").to_numpy()[order],
-                }
+                    table = table.take(rng.permutation(table.num_rows))
+                for start in range(0, table.num_rows, rows_per_batch):
+                    yield _decoded(table.slice(start, rows_per_batch), encoding, image_size)
+
+
+def _decoded(table, encoding: str, image_size: int) -> dict:
+    encoded = table.column("image").to_pylist()
+    if encoding == "raw":
+        shape = (image_size, image_size, 3)
+        images = [np.frombuffer(b, np.uint8).reshape(shape) for b in encoded]
+    else:
+        images = [codec.decode_jpeg(b) for b in encoded]
+    return {
+        "image": np.stack(images),
+        "label": table.column("label").to_numpy(),
+        "id": table.column("id").to_numpy(),
+    }
+
+
+def shuffle_options(rows: int, seed: int, epoch: int, rank: int = 0) -> dict:
+    """The shuffle buffer of a training epoch's batch iterator (`data.shuffle_rows` images;
+    `iter_torch_batches(**shuffle_options(...))`): it draws differently every epoch and rank,
+    the same way for the same seed. (The rows reach it in an order Ray Data's parallel reads
+    decide, so a batch's images are not the same from run to run; each image's crop, flip and
+    colour noise are: they are keyed by its id.)"""
+    if not rows:
+        return {}
+    (draws,) = np.random.SeedSequence([seed, epoch, rank]).generate_state(1)
+    return {"local_shuffle_buffer_size": rows, "local_shuffle_seed": int(draws)}
 
 
 def decoded_stream(
@@ -196,8 +222,9 @@ def decoded_stream(
 ) -> ray.data.Dataset:
     """{"image": uint8 (S, S, 3), "label", "id"} rows of one split, one read task per shard.
 
-    `seed`: a new shard order every epoch (reproducible from the seed) and rows permuted within
-    read batches; None reads in order (validation).
+    `seed`: a new shard order every epoch (reproducible from the seed), and each shard's row
+    groups read in a new order, their rows permuted (`_read_shards`); None reads in order
+    (validation).
     """
     import ray.data
 

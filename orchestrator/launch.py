@@ -89,6 +89,7 @@ def plan_training(
         transform=batch_transform(config.data, data, config.model.input_size, config.seed),
         steps_per_epoch=max(1, images_per_worker // config.train.batch_size_per_worker),
         prefetch_batches=config.data.prefetch_batches,
+        shuffle_rows=config.data.shuffle_rows,
         pin_memory=use_gpu,
         seed=config.seed,
         config_yaml=to_yaml(config),

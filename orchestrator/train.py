@@ -82,6 +82,7 @@ class WorkerPlan:
     transform: BatchTransform  # augmentation and normalisation, on the worker's device
     steps_per_epoch: int  # per worker: its equal share of the images, whole batches
     prefetch_batches: int
+    shuffle_rows: int  # the training iterator's shuffle buffer, images (data.shuffle_rows)
     pin_memory: bool
     seed: int
     config_yaml: str  # the run's resolved config, stored in every checkpoint

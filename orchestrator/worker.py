@@ -30,6 +30,7 @@ from orchestrator.checkpoints import (
     restore_checkpoint,
     save_checkpoint,
 )
+from orchestrator.data import shuffle_options
 from orchestrator.metrics import EpochMetrics, restart_report
 from orchestrator.train import WorkerPlan
 from workloads.alexnet.engine import (
@@ -125,9 +126,11 @@ def _all_reduce_sums(sums: dict[str, torch.Tensor], device: torch.device) -> dic
 def _run_epoch(loop: _Loop, shard, epoch: int):
     """One pass over this worker's training shard; returns sums, seconds and seconds waiting."""
     plan, schedule = loop.plan, loop.state.schedule
+    rank = ray.train.get_context().get_world_rank()
     batches = shard.iter_torch_batches(
         batch_size=plan.train.batch_size_per_worker, drop_last=True,
         prefetch_batches=plan.prefetch_batches, pin_memory=plan.pin_memory,
+        **shuffle_options(plan.shuffle_rows, plan.seed, epoch, rank),
     )  # fmt: skip
     bar = loop.console.epoch_bar(epoch, plan.steps_per_epoch * plan.train.global_batch_size)
     every = 0 if bar is not None else plan.train.log_every_n_steps

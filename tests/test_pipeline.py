@@ -54,6 +54,55 @@ def test_stream_gives_new_crops_every_epoch_and_the_same_for_the_same_seed(prepa
     assert all(torch.equal(epoch1[i], repeat[i]) for i in range(400))  # same seed: identical
 
 
+def test_a_shard_is_read_in_a_new_order_every_pass_and_in_order_for_validation(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = np.arange(40)
+    images = [np.full((2, 2, 3), i, np.uint8).tobytes() for i in ids]
+    shard = tmp_path / "shard.parquet"
+    pq.write_table(pa.table({"id": ids, "label": ids % 5, "image": images}), shard,
+                   row_group_size=10)  # four row groups  # fmt: skip
+
+    def read(shuffle: bool) -> list[int]:
+        batches = pipeline._read_shards({"file": [str(shard)]}, "raw", 2, 4, shuffle)
+        rows = [
+            (int(i), int(image[0, 0, 0])) for b in batches for i, image in zip(b["id"], b["image"])
+        ]
+        assert all(i == pixel for i, pixel in rows)  # each image stays with its id
+        return [i for i, _ in rows]
+
+    assert read(shuffle=False) == list(range(40))
+    first, second = read(shuffle=True), read(shuffle=True)
+    assert sorted(first) == sorted(second) == list(range(40)) and first != second
+    groups = [i // 10 for i in first[::10]]  # whole row groups, in a new order...
+    assert sorted(groups) == [0, 1, 2, 3] and all(
+        i // 10 == groups[k // 10] for k, i in enumerate(first)
+    )
+    assert first[:10] != sorted(first[:10]) or first[10:20] != sorted(first[10:20])  # ...permuted
+
+
+def _pairs_in_batches(stream, config, epoch: int, batch_size: int = 32) -> set:
+    """The pairs of images that shared a training batch in one epoch, batches made as a worker
+    makes them (its shuffle buffer included)."""
+    pairs, shuffle = set(), pipeline.shuffle_options(config.shuffle_rows, seed=0, epoch=epoch)
+    for batch in stream.iter_batches(batch_size=batch_size, drop_last=True, **shuffle):
+        ids = sorted(batch["id"].tolist())
+        pairs.update((a, b) for i, a in enumerate(ids) for b in ids[i + 1 :])
+    return pairs
+
+
+def test_every_epoch_mixes_the_batches_anew(prepared):
+    """Two images that shared a batch share one again in the next epoch about as often as
+    chance has it (reading shards in the order `prepare` wrote them, they mostly did)."""
+    config = pipeline.DataConfig(source="prepared", root=prepared.uri)
+    stream = pipeline.decoded_stream(prepared, "train", config, seed=0)
+    first, second = (_pairs_in_batches(stream, config, epoch) for epoch in (1, 2))
+    again = len(first & second) / len(first)
+    chance = (32 - 1) / (400 - 1)  # the chance of one given image to be in another's batch
+    assert again < 2 * chance, (again, chance)
+
+
 def test_validation_stream_is_complete_and_in_order(prepared):
     config = pipeline.DataConfig(source="prepared", root=prepared.uri)
     batch = pipeline.decoded_stream(prepared, "val", config, seed=None).take_batch(1000)
