@@ -181,9 +181,9 @@ def _read_shards(
     for uri in batch["file"]:
         with open_input_file(str(uri)) as handle:
             shard = pq.ParquetFile(handle)
-            rng = np.random.default_rng() if shuffle else None
-            groups = range(shard.num_row_groups)
-            for group in rng.permutation(shard.num_row_groups) if shuffle else groups:
+            rng = np.random.default_rng()
+            groups = shard.num_row_groups
+            for group in rng.permutation(groups) if shuffle else range(groups):
                 table = shard.read_row_group(int(group), columns=["id", "label", "image"])
                 if shuffle:
                     table = table.take(rng.permutation(table.num_rows))

@@ -27,7 +27,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.redact import redact, redact_exception, redact_text
 from orchestrator.tracking_buffer import MetricBuffer, failing_fast, replay_buffers
 
-if TYPE_CHECKING:  # a Ray Train callback: imported where it is made (a config check needs no Ray)
+if TYPE_CHECKING:  # annotations only; EpochLogger, a Ray Train callback, is imported where made
     from orchestrator.data import PreparedData
     from orchestrator.tracking_callback import EpochLogger
 
@@ -150,8 +150,8 @@ def provenance_tags() -> dict[str, str]:
 
 
 RUN_KEY_TAG = "orchestrator.run_name"  # identifies a resumable run (the Ray Train run name)
-# MLflow 3's UI opens an experiment of unknown kind in its GenAI view; this one trains models
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# MLflow 3's UI opens an experiment of unknown kind in its GenAI view; ours train models
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 DATASET_DIGEST_CHARS = 16  # MLflow keeps at most 36; the whole digest is in the profile
 
 
@@ -216,13 +216,13 @@ class TrackedRun:
         experiment = self.client.get_experiment_by_name(config.experiment)
         if experiment is not None:
             self.experiment_id = experiment.experiment_id
-            if not experiment.tags.keys() & EXPERIMENT_KIND.keys():  # a user's choice stays
-                for key, value in EXPERIMENT_KIND.items():
-                    self.client.set_experiment_tag(self.experiment_id, key, value)
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind a user chose stays
+                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
+                                               MODEL_TRAINING)  # fmt: skip
         else:  # a local sqlite store keeps its artifacts beside the database, not in ./mlruns
             self.experiment_id = self.client.create_experiment(
                 config.experiment, artifact_location=_artifact_location(self.tracking_uri),
-                tags=EXPERIMENT_KIND,
+                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING},
             )  # fmt: skip
         if resume or refuse_existing:
             found = self.client.search_runs(

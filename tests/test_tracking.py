@@ -102,8 +102,16 @@ def test_a_run_names_its_prepared_dataset_once_and_its_experiment_trains_models(
         "digest": "ab12" * 16, "train_images": 30, "val_images": 6, "classes": 3,
         "image_size": 64, "encoding": "jpeg"}  # fmt: skip
     assert [(tag.key, tag.value) for tag in given.tags] == [("mlflow.data.context", "train")]
-    experiment = client.get_experiment_by_name("lineage")  # not opened in the GenAI view
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # Not opened in MLflow's GenAI view: experiments it makes, and older ones of ours, are
+    # tagged as model training; a kind a user set stays
+    client.create_experiment("older")
+    client.create_experiment("chosen", tags={"mlflow.experimentKind": "genai_development"})
+    for name in ("older", "chosen"):
+        TrackedRun(TrackingConfig(uri=config.uri, experiment=name), "r").finish()
+    kinds = {name: client.get_experiment_by_name(name).tags["mlflow.experimentKind"]
+             for name in ("lineage", "older", "chosen")}  # fmt: skip
+    assert kinds == {"lineage": "custom_model_development", "older": "custom_model_development",
+                     "chosen": "genai_development"}  # fmt: skip
 
 
 def test_basic_auth_server_with_credentials_from_the_environment(tmp_path, monkeypatch, capsys):
