@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Literal
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.errors import ConfigError, check_custom_resources
@@ -168,10 +169,10 @@ def prepare_source(prepare: PrepareConfig, splits) -> PrepareResult:
     return run_prepare(prepare, default_parent=DEFAULT_PREPARED_PARENT, splits=splits)
 
 
-def _read_shards(
-    batch: dict, encoding: str, image_size: int, rows_per_batch: int, shuffle: bool
-) -> Iterator[dict]:
-    """Shard files -> batches of {"image": uint8 (N, S, S, 3), "label", "id"}, streamed.
+def _read_shards(batch: dict, encoding: str, image_size: int, rows_per_batch: int,
+                 shuffle: bool, with_files: bool = False) -> Iterator[dict]:  # fmt: skip
+    """Shard files -> batches of {"image": uint8 (N, S, S, 3), "label", "id"} (and "file", the
+    shard's URI, `with_files`), streamed.
 
     Reads one Parquet row group (128 images) at a time and decodes it `rows_per_batch` rows at a
     time. When training, each shard's row groups are read in a new random order and the rows
@@ -188,7 +189,10 @@ def _read_shards(
                 if shuffle:
                     table = table.take(rng.permutation(table.num_rows))
                 for start in range(0, table.num_rows, rows_per_batch):
-                    yield _decoded(table.slice(start, rows_per_batch), encoding, image_size)
+                    decoded = _decoded(table.slice(start, rows_per_batch), encoding, image_size)
+                    if with_files:
+                        decoded["file"] = np.full(len(decoded["id"]), str(uri), dtype=object)
+                    yield decoded
 
 
 def _decoded(table, encoding: str, image_size: int) -> dict:
@@ -198,11 +202,39 @@ def _decoded(table, encoding: str, image_size: int) -> dict:
         images = [np.frombuffer(b, np.uint8).reshape(shape) for b in encoded]
     else:
         images = [codec.decode_jpeg(b) for b in encoded]
-    return {
+    decoded = {
         "image": np.stack(images),
         "label": table.column("label").to_numpy(),
         "id": table.column("id").to_numpy(),
     }
+    if "path" in table.column_names:
+        decoded["path"] = np.array(table.column("path").to_pylist(), dtype=object)
+    return decoded
+
+
+def first_images(data: PreparedData, split: str, count: int) -> dict:
+    """The first `count` rows of a split in its stored order, as `decoded_stream` gives them,
+    read here without Ray."""
+    batches, rows = [], 0
+    for batch in _read_shards({"file": data.files(split)}, data.encoding, data.image_size,
+                              rows_per_batch=count, shuffle=False):  # fmt: skip
+        batches.append(batch)
+        rows += len(batch["id"])
+        if rows >= count:
+            break
+    if not batches:
+        return {}
+    return {key: np.concatenate([b[key] for b in batches])[:count] for key in batches[0]}
+
+
+def read_rows(data: PreparedData, uri: str, ids) -> dict:
+    """The rows of shard `uri` whose id is in `ids`, decoded, with their source "path"."""
+    import pyarrow.compute as pc
+
+    with open_input_file(uri) as handle:
+        table = pq.read_table(handle, columns=["id", "label", "image", "path"])
+    return _decoded(table.filter(pc.is_in(table.column("id"), pa.array(list(ids)))),
+                    data.encoding, data.image_size)  # fmt: skip
 
 
 def shuffle_options(rows: int, seed: int, epoch: int, rank: int = 0) -> dict:
@@ -218,9 +250,10 @@ def shuffle_options(rows: int, seed: int, epoch: int, rank: int = 0) -> dict:
 
 
 def decoded_stream(
-    data: PreparedData, split: str, config: DataConfig, seed: int | None
+    data: PreparedData, split: str, config: DataConfig, seed: int | None, with_files: bool = False
 ) -> ray.data.Dataset:
-    """{"image": uint8 (S, S, 3), "label", "id"} rows of one split, one read task per shard.
+    """{"image": uint8 (S, S, 3), "label", "id"} rows of one split (and "file", the shard's URI,
+    `with_files`), one read task per shard.
 
     `seed`: a new shard order every epoch (reproducible from the seed), and each shard's row
     groups read in a new order, their rows permuted (`_read_shards`); None reads in order
@@ -244,6 +277,7 @@ def decoded_stream(
             "image_size": data.image_size,
             "rows_per_batch": config.decode_rows_per_batch,
             "shuffle": seed is not None,
+            "with_files": with_files,
         },
     )
     return let_decode_use_every_cpu(stream)

@@ -19,6 +19,7 @@ import ray.train
 import ray.train.torch
 
 from orchestrator import data as data_pipeline
+from orchestrator import figures as paper_figures
 from orchestrator import identity, storage, tracking
 from orchestrator.config import ExperimentConfig, flatten, to_yaml
 from orchestrator.data import DataConfig
@@ -123,8 +124,10 @@ def run_training(
     storage_path: str | None = None,
     callbacks: tuple[ray.train.UserCallback, ...] = (),
     close_on_error: bool = True,
+    figures: bool = True,
 ) -> None:
-    """Fit the job's TorchTrainer; the MLflow run ends FINISHED, FAILED or KILLED.
+    """Fit the job's TorchTrainer; the MLflow run ends FINISHED, FAILED or KILLED. A finished
+    run gets the paper's figures (`tracking.figures`) unless `figures=False`.
 
     `close_on_error=False` leaves a run that did not finish open for its owner to close (a sweep
     knows whether its scheduler stopped a trial, which the trial itself cannot tell).
@@ -144,6 +147,8 @@ def run_training(
         if close_on_error:
             run.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
+    if figures and job.config.tracking.figures and run.tracked:
+        paper_figures.log_for_run(job, run)
     run.finish("FINISHED")
 
 

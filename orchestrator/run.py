@@ -28,6 +28,8 @@ COMMANDS = {
     "sweep": "a Ray Tune sweep: one TorchTrainer per trial, nested MLflow runs",
     "report": "a sweep's trials from MLflow, best first, and its plots",
     "evaluate": "top-1/top-5 error of a checkpoint, centre crop or ten-crop",
+    "figures": "the paper's figures for a checkpoint: kernels, top-5, neighbours, confusion",
+    "neighbors": "the training images nearest to your images in a model's fc7 space",
     "describe": "print the layer table: output shapes, params, multiply-adds",
     "capacity": "CPU cores a GPU node needs so the data feed keeps up",
 }

@@ -22,7 +22,7 @@ import ray
 import ray.tune as tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator import cluster, identity, launch, tracking, tracking_reads
+from orchestrator import cluster, figures, identity, launch, tracking, tracking_reads
 from orchestrator import data as data_pipeline
 from orchestrator.checkpoints import read_checkpoint
 from orchestrator.config import ExperimentConfig, load_config_text, to_yaml
@@ -77,9 +77,9 @@ def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, s
         },
         config_yaml=to_yaml(job.config),
     )
-    launch.run_training(
-        job, run, storage_path=storage, callbacks=(TuneReportCallback(),), close_on_error=False
-    )
+    # No figures here: Tune ends a trial at its last report; the sweep draws its best trial's
+    launch.run_training(job, run, storage_path=storage, callbacks=(TuneReportCallback(),),
+                        close_on_error=False, figures=False)  # fmt: skip
 
 
 def sweep(config: ExperimentConfig, resume: bool) -> None:
@@ -311,6 +311,8 @@ def _log_best_model(parent: tracking.TrackedRun, config: ExperimentConfig, best:
         message += f"(version {version})"
     parent.set_tags({"best_model": message})
     print(message, flush=True)
+    if config.tracking.figures:  # the best trial's, on the sweep's run
+        figures.log_figures(parent, state, data)
 
 
 def _trial_id_from_path(path: str | None) -> str | None:

@@ -47,6 +47,8 @@ class TrackingConfig:
     wait_at_end_s: float = 600  # how long a finished run waits for an unreachable server
     # CPU, memory, disk, network (and GPU) of rank 0's node as system/* metrics; 0: off
     system_metrics_interval_s: float = 10
+    # the paper's figures of a finished training run as artifacts (orchestrator/figures.py)
+    figures: bool = True
 
     def __post_init__(self):
         if self.buffer_max_values < 1 or self.wait_at_end_s < 0:

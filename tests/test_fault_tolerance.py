@@ -15,11 +15,13 @@ import re
 import signal
 import time
 
+import numpy as np
 import pytest
 import yaml
 from conftest import S3_BUCKET, load_into_plain_alexnet
 from mlflow.tracking import MlflowClient
 
+from orchestrator.figures import FILES as FIGURE_FILES
 from orchestrator.metrics import EPOCH_METRICS, TEN_CROP_METRICS
 
 pytestmark = pytest.mark.ray
@@ -145,6 +147,15 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     digest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())["digest"]
     (given,) = client.get_run(run.info.run_id).inputs.dataset_inputs
     assert (given.dataset.name, given.dataset.digest) == ("prepared", digest[:16])
+    # The paper's figures of the last epoch's checkpoint, made once the training finished (not
+    # at the killed starts); the confusion matrix's error is the last epoch's val top-1 error
+    figures = {f.path: f for f in client.list_artifacts(run.info.run_id, "figures")}
+    assert sorted(figures) == [f"figures/{name}" for name in sorted(FIGURE_FILES)]
+    assert "figures: conv1 kernels, top-5 predictions, fc7 nearest neighbours" in second_output
+    matrix = client.download_artifacts(run.info.run_id, "figures/confusion_matrix.csv",
+                                       str(tmp_path))  # fmt: skip
+    counts = np.loadtxt(matrix, delimiter=",", skiprows=1, usecols=range(1, 6))
+    figure_error = 1 - np.trace(counts) / counts.sum()
     config_path = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
     logged = yaml.safe_load(open(config_path))
     assert logged["train"]["epochs"] == EPOCHS and logged["model"]["num_classes"] == 5
@@ -163,6 +174,7 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     assert val_error[EPOCHS] < chance / 2, json.dumps(val_error)  # learned, well below chance
     assert train_loss[EPOCHS] < train_loss[1]
     assert dict(history("lr"))[1] == pytest.approx(0.02 * 32 / 128)  # linear scaling
+    assert counts.sum() == 100 and figure_error == pytest.approx(val_error[EPOCHS], abs=1 / 100)
 
     load_into_plain_alexnet(f"{results}/faults")
     tags = run.data.tags

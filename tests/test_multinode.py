@@ -77,6 +77,7 @@ def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
         f"train.epochs={EPOCHS}", "train.global_batch_size=32", "train.log_every_n_steps=0",
         f"train.storage_path={results}", "name=multinode",
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "tracking.experiment=multinode",
+        "tracking.figures=false",  # made and checked in test_fault_tolerance.py
     ]  # fmt: skip
     args = ["train", "--config", "configs/demo.yaml"]
     args += [part for setting in settings for part in ("--set", setting)]

@@ -1,0 +1,33 @@
+"""`figures`: the paper's figures for a checkpoint or a registered model, as files (a training
+run logs the same into its MLflow run): conv1's kernels, top-5 predictions, fc7 nearest
+neighbours and the confusion matrix (orchestrator/figures.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.commands import add_overrides
+from orchestrator.trained import MODEL_HELP, open_trained
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
+    parser.add_argument("--out", type=Path, default=Path("figures"),
+                        help="folder for the PNG files (default: ./figures)")  # fmt: skip
+    add_overrides(parser)
+
+
+def run(args) -> None:
+    write(args.model, args.out, args.overrides)
+
+
+def write(model_uri: str, out: Path, overrides: list[str]):
+    """The figures of `model_uri` (see orchestrator/trained.py) into `out`; returns them."""
+    from orchestrator import figures
+
+    trained = open_trained(model_uri, overrides)
+    made = figures.make_figures(figures.scoring_for(trained), trained.epoch)
+    print(f"figures of {trained.uri} (epoch {trained.epoch}) on {trained.data.uri}:")
+    for path in figures.write_figures(made, out):
+        print(f"  {path}")
+    return made
