@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from orchestrator.ablations import StudyConfig
 from orchestrator.data import DataConfig
 from orchestrator.errors import ConfigError, shown
 from orchestrator.paths import DEMO_CONFIG, REPO_ROOT, SWEEP_CONFIG  # noqa: F401 - re-exported
@@ -41,6 +42,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)  # used by the sweep command only
+    study: StudyConfig = field(default_factory=StudyConfig)  # used by the study command only
 
     def __post_init__(self):
         if self.data.source != "prepared" and self.prepare.image_size < self.model.input_size:

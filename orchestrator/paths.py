@@ -5,3 +5,4 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 SWEEP_CONFIG = REPO_ROOT / "configs" / "sweep.yaml"
+STUDY_CONFIG = REPO_ROOT / "configs" / "paper-ablations.yaml"

@@ -42,8 +42,10 @@ from orchestrator.trial_runs import CloseTrialRuns, close_trial_run
 TRIAL_DRIVER_CPUS = 0.01
 
 
-def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, storage: str):
-    """One trial: the base config with `params`, trained by its own TorchTrainer."""
+def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, storage: str,
+              tags: dict | None = None):  # fmt: skip
+    """One trial: the base config with `params` (config field -> value), trained by its own
+    TorchTrainer, in an MLflow run nested under the parent and tagged with `tags` too."""
     trial_id = tune.get_context().get_trial_id()
     overrides = [f"{key}={json.dumps(value)}" for key, value in params.items()]
     config = load_config_text(base_yaml, overrides)
@@ -74,6 +76,7 @@ def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, s
             "kind": "trial",
             "trial_id": trial_id,
             "sweep": config.sweep.name,
+            **(tags or {}),
         },
         config_yaml=to_yaml(job.config),
     )
@@ -90,45 +93,68 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
         raise ConfigError("sweep.space: empty; name at least one config field to sweep")
     # bad keys fail before Ray
     load_config_text(to_yaml(config, redact_secrets=False), sample_overrides(spec.space))
-    # Trials run in other processes and directories: give them absolute locations.
+    config, parent = open_parent(config, spec.name, "sweep", resume)
+    if spec.scheduler != "fifo":
+        _require_state_api()
+    config, data = open_data_for_trials(config, "sweep", spec.max_concurrent_trials)
+    _log_start(parent, config)
+    storage = trials_storage(config)
+    results = fit(parent, _tuner(config, data.uri, parent.run_id, storage, resume))
+    summarize(parent, config, results)
+
+
+def trials_storage(config: ExperimentConfig) -> str:
+    """Where Tune keeps its experiments' state: `<train.storage_path>/sweeps` (a path or URI)."""
+    return f"{absolute(config.train.storage_path)}/sweeps"
+
+
+def open_parent(config: ExperimentConfig, name: str, kind: str,
+                resume: bool) -> tuple[ExperimentConfig, tracking.TrackedRun]:  # fmt: skip
+    """The Tune experiment `name`'s MLflow parent run (`<kind>-<name>`), new or (`resume`) the
+    interrupted one's; and the config with an absolute tracking URI, as trials need it (they
+    run in other processes and directories). Starts Ray."""
     config = dataclasses.replace(
         config,
         tracking=dataclasses.replace(
             config.tracking, uri=tracking.resolve_tracking_uri(config.tracking)
         ),
     )
-    storage_uri = f"{absolute(config.train.storage_path)}/sweeps"  # a folder or a URI
-    path = f"{storage_uri}/{spec.name}"
+    path = f"{trials_storage(config)}/{name}"
     if not resume and _can_restore(path):
         raise ConfigError(
-            f"sweep.name: '{spec.name}' already ran in {redact_text(path)}; pass --resume to "
-            "continue it, or choose another sweep.name"
+            f"{kind}.name: '{name}' already ran in {redact_text(path)}; pass --resume to "
+            f"continue it, or choose another {kind}.name"
         )
     parent = tracking.TrackedRun(
-        config.tracking, f"sweep-{spec.name}", resume=resume, refuse_existing=not resume
+        config.tracking, f"{kind}-{name}", resume=resume, refuse_existing=not resume
     )
     if not parent.tracked:
         raise ConfigError(
-            "tracking.optional: a sweep cannot run untracked (its trials are found again on "
+            f"tracking.optional: a {kind} cannot run untracked (its trials are found again on "
             "--resume through their MLflow runs); start the tracking server first"
         )
     cluster.ensure_ray()
     cluster.keep_credentials_out_of_ray_logs()
-    if spec.scheduler != "fifo":
-        _require_state_api()
+    return config, parent
+
+
+def open_data_for_trials(config: ExperimentConfig, kind: str, concurrent: int):
+    """(config with each trial's CPU share for Ray Data, the prepared data). `concurrent`:
+    the `<kind>.max_concurrent_trials`."""
     data = data_pipeline.open_data(config.data, config.prepare)
-    config = _share_cpus(config)
-    _log_start(parent, config)
-    tuner = _tuner(config, data.uri, parent.run_id, storage_uri, resume)
+    return _share_cpus(config, kind, concurrent), data
+
+
+def fit(parent: tracking.TrackedRun, tuner: tune.Tuner):
+    """Run the Tune experiment; its trials' MLflow runs are closed as Tune ends them."""
     CloseTrialRuns.open_sweeps[parent.run_id] = parent
     try:
-        results = tuner.fit()
+        return tuner.fit()
     except BaseException:
         parent.finish("FAILED")
         raise
     finally:
         CloseTrialRuns.open_sweeps.pop(parent.run_id)
-    summarize(parent, config, results)
 
 
 def _log_start(parent: tracking.TrackedRun, config: ExperimentConfig) -> None:
@@ -154,41 +180,45 @@ def _tuner(config: ExperimentConfig, data_uri: str, parent_run_id: str, storage:
            resume: bool) -> tune.Tuner:  # fmt: skip
     """The Tuner of the sweep in `<storage>/<sweep.name>`: restored from there on `resume`."""
     spec = config.sweep
-    path = f"{storage}/{spec.name}"
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            run_trial,
-            base_yaml=to_yaml(config, redact_secrets=False),
-            data_uri=data_uri,
-            parent_run_id=parent_run_id,
-            storage=f"{path}/trials",
-        ),
-        {"cpu": TRIAL_DRIVER_CPUS},
+    trainable = tune.with_parameters(
+        run_trial,
+        base_yaml=to_yaml(config, redact_secrets=False),
+        data_uri=data_uri,
+        parent_run_id=parent_run_id,
+        storage=f"{storage}/{spec.name}/trials",
     )
+    tune_config = tune.TuneConfig(
+        metric=spec.metric,
+        mode="min",
+        search_alg=search_algorithm(spec),
+        scheduler=scheduler(spec, config.train.epochs),
+        num_samples=spec.num_samples,
+        max_concurrent_trials=spec.max_concurrent_trials,
+    )
+    callback = CloseTrialRuns(parent_run_id, spec, config.train.epochs)
+    return make_tuner("sweep", spec.name, trainable, param_space(spec.space, spec.search),
+                      tune_config, storage, resume, callback)  # fmt: skip
+
+
+def make_tuner(kind: str, name: str, trainable, space: dict, tune_config: tune.TuneConfig,
+               storage: str, resume: bool, callback: CloseTrialRuns) -> tune.Tuner:  # fmt: skip
+    """The Tuner of the `kind` (sweep, study) `name` in `<storage>/<name>`: restored from there
+    on `resume` (finished trials are not run again), else new."""
+    path = f"{storage}/{name}"
+    trainable = tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPUS})
     if resume and _can_restore(path):
-        print(f"resuming sweep '{spec.name}' from {redact_text(path)}", flush=True)
+        print(f"resuming {kind} '{name}' from {redact_text(path)}", flush=True)
         in_storage, filesystem = for_ray(path)
         return tune.Tuner.restore(in_storage, trainable=trainable, resume_unfinished=True,
                                   storage_filesystem=filesystem)  # fmt: skip
     in_storage, filesystem = for_ray(storage)
     return tune.Tuner(
         trainable,
-        param_space=param_space(spec.space, spec.search),
-        tune_config=tune.TuneConfig(
-            metric=spec.metric,
-            mode="min",
-            search_alg=search_algorithm(spec),
-            scheduler=scheduler(spec, config.train.epochs),
-            num_samples=spec.num_samples,
-            max_concurrent_trials=spec.max_concurrent_trials,
-        ),
-        run_config=tune.RunConfig(
-            name=spec.name,
-            storage_path=in_storage,
-            storage_filesystem=filesystem,
-            callbacks=[CloseTrialRuns(parent_run_id, spec, config.train.epochs)],
-        ),
-    )
+        param_space=space,
+        tune_config=tune_config,
+        run_config=tune.RunConfig(name=name, storage_path=in_storage,
+                                  storage_filesystem=filesystem, callbacks=[callback]),
+    )  # fmt: skip
 
 
 def _can_restore(path: str) -> bool:
@@ -196,21 +226,21 @@ def _can_restore(path: str) -> bool:
     return tune.Tuner.can_restore(in_storage, storage_filesystem=filesystem)
 
 
-def _share_cpus(config: ExperimentConfig) -> ExperimentConfig:
+def _share_cpus(config: ExperimentConfig, kind: str, concurrent: int) -> ExperimentConfig:
     """Give each of the concurrent trials its share of the cluster's CPUs for Ray Data.
 
     Left alone, the first trial's data streams take every CPU its trainer leaves free, and the
     next trial's workers wait for CPUs that never come (their start times out).
     """
-    spec, train, data = config.sweep, config.train, config.data
+    train, data = config.train, config.data
     cpus = ray.cluster_resources().get("CPU", 0)
     per_trial = train.num_workers * train.cpus_per_worker + TRIAL_DRIVER_CPUS
     share = data.max_cpus
     if share is None:
-        share = (cpus - spec.max_concurrent_trials * per_trial) / spec.max_concurrent_trials
+        share = (cpus - concurrent * per_trial) / concurrent
     if share < data.decode_cpus:
         raise ConfigError(
-            f"sweep.max_concurrent_trials: {spec.max_concurrent_trials} trials x "
+            f"{kind}.max_concurrent_trials: {concurrent} trials x "
             f"{train.num_workers} workers x {train.cpus_per_worker:g} CPUs leave "
             f"{max(share, 0):g} CPUs per trial for Ray Data on this {cpus:g}-CPU cluster, less "
             f"than data.decode_cpus ({data.decode_cpus:g}); run fewer trials at once"

@@ -15,7 +15,7 @@ from orchestrator.search import SweepConfig
 
 def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
     """The sweep's trials from MLflow, best first, and where its plots are."""
-    record = tracking_reads.read_sweep(config.tracking, sweep_name)
+    record = tracking_reads.read_experiment(config.tracking, "sweep", sweep_name, "plots")
     if record is None:
         where = tracking.redacted(tracking.resolve_tracking_uri(config.tracking))
         raise ConfigError(f"--sweep: no sweep '{sweep_name}' in the MLflow store at {where}")
@@ -27,7 +27,7 @@ def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
           f"{parent.data.tags.get('search_algorithm')} search, "
           f"{parent.data.tags.get('scheduler')} scheduler): {len(rows)} trials")  # fmt: skip
     print(format_table(rows, spec))
-    for plot in record.plots:
+    for plot in record.files:
         print(f"plot: {plot}")
     return rows
 

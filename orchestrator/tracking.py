@@ -73,8 +73,10 @@ def resolve_tracking_uri(config: TrackingConfig) -> str:
 def quiet_client_output() -> None:
     """MLflow's client prints a run's URL when it ends one on a server, with the password a
     tracking URI may hold: not in this process (our own lines name runs, redacted). Nor its
-    INFO lines about creating a new sqlite store's tables: not news to a user."""
+    INFO lines about creating a new sqlite store's tables: not news to a user. Nor a progress
+    bar for every artifact it downloads (a config file)."""
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -82,22 +82,23 @@ def last_checkpoint(tags: dict[str, str]) -> tuple[str | None, int]:
 
 
 @dataclass(frozen=True)
-class SweepRecord:
-    """A sweep as MLflow holds it: its parent run, the trial runs nested under it, the paths
-    of the parent's plots, and a client to read metric histories with."""
+class ExperimentRecord:
+    """A sweep or a study as MLflow holds it: its parent run, the trial runs nested under it,
+    the paths of the parent's files in `folder` (plots, tables), a client to read histories."""
 
     client: object
     parent: object
     children: list
-    plots: list[str]
+    files: list[str]
 
 
-def read_sweep(config: TrackingConfig, sweep_name: str) -> SweepRecord | None:
-    """The sweep named `sweep_name` in the tracking store, or None."""
+def read_experiment(config: TrackingConfig, kind: str, name: str,
+                    folder: str) -> ExperimentRecord | None:  # fmt: skip
+    """The `kind` (sweep, study) named `name` in the tracking store, or None."""
     client, _ = _reachable_client(config, ConfigError, "tracking.uri")
     experiments = [e.experiment_id for e in client.search_experiments()]
     parents = client.search_runs(
-        experiments, filter_string=f"tags.kind = 'sweep' and tags.sweep = '{sweep_name}'"
+        experiments, filter_string=f"tags.kind = '{kind}' and tags.{kind} = '{name}'"
     )
     if not parents:
         return None
@@ -106,6 +107,6 @@ def read_sweep(config: TrackingConfig, sweep_name: str) -> SweepRecord | None:
         [parent.info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
     )
-    plots = [f"{parent.info.artifact_uri}/{artifact.path}"
-             for artifact in client.list_artifacts(parent.info.run_id, "plots")]  # fmt: skip
-    return SweepRecord(client, parent, children, plots)
+    files = [f"{parent.info.artifact_uri}/{artifact.path}"
+             for artifact in client.list_artifacts(parent.info.run_id, folder)]  # fmt: skip
+    return ExperimentRecord(client, parent, children, files)

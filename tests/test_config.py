@@ -89,6 +89,12 @@ def test_bad_config_fails_before_ray_starts(monkeypatch, capsys):
         (["train"], "data.root: required"),  # the paper recipe needs a dataset folder
         (["prepare", "--root", "/data"], "prepare.out: required"),
         (
+            ["study", "--set", "study.ablations={x: {overrides: {model.nope: 1}}}"],
+            "study.ablations.x.overrides: unknown key 'model.nope'",
+        ),
+        (["study", "--set", "study.ablations.tanh.measure=slow"], "study.ablations.tanh.measure"),
+        (["study", "--set", "train.ten_crop=false"], "train.ten_crop: false"),
+        (
             ["prepare", "--root", "/nonexistent", "--out", "/tmp/x"],
             "prepare.root: got /nonexistent",
         ),
@@ -118,7 +124,8 @@ def test_help_and_config_errors_import_neither_torch_nor_ray():
 def test_help_describes_every_command_and_option(capsys):
     from orchestrator.run import parse_args
 
-    for command in ("demo", "train", "prepare", "evaluate", "describe"):
+    for command in ("demo", "train", "prepare", "evaluate", "describe", "figures", "neighbors",
+                    "study", "report"):  # fmt: skip
         with pytest.raises(SystemExit) as exit_status:
             parse_args([command, "--help"])
         assert exit_status.value.code == 0
@@ -127,6 +134,10 @@ def test_help_describes_every_command_and_option(capsys):
         expected = {
             "evaluate": ("--model", "--ten-crop"),
             "prepare": ("--source", "--root", "--out"),
+            "figures": ("--model", "--out"),
+            "neighbors": ("--model", "--count", "--out", "IMAGE"),
+            "study": ("--config", "--resume"),
+            "report": ("--sweep", "--study"),
         }
         for option in expected.get(command, ("--config",)):
             assert option in sub, (command, option)

@@ -1,16 +1,26 @@
-"""`report`: a sweep's trials from MLflow, best first, and the paths of its plots."""
+"""`report`: a sweep's trials from MLflow, best first, and the paths of its plots; or a
+study's table against the published numbers."""
 
 from __future__ import annotations
 
-from orchestrator import sweep_results
 from orchestrator.commands import add_config, add_overrides, load
 
 
 def add_arguments(parser) -> None:
     add_config(parser, None)
     add_overrides(parser)
-    parser.add_argument("--sweep", required=True, help="the sweep.name to report")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--sweep", help="the sweep.name to report")
+    which.add_argument("--study", help="the study.name to report")
 
 
 def run(args) -> None:
-    sweep_results.report(load(args), args.sweep)
+    config = load(args)
+    if args.sweep is not None:
+        from orchestrator import sweep_results
+
+        sweep_results.report(config, args.sweep)
+    else:
+        from orchestrator import study
+
+        study.report(config, args.study)
