@@ -207,9 +207,6 @@ def _plots(spec: StudyConfig, trials: list[Trial], epochs: int, folder: Path) ->
 def report(config: ExperimentConfig, name: str) -> list[dict]:
     """A study's table from MLflow (what the study printed at its end), and its files."""
     record = tracking_reads.read_experiment(config.tracking, "study", name, "study")
-    if record is None:
-        where = tracking.redacted(tracking.resolve_tracking_uri(config.tracking))
-        raise ConfigError(f"--study: no study '{name}' in the MLflow store at {where}")
     parent = record.parent
     logged = record.client.download_artifacts(parent.info.run_id, "config.yaml")
     study_config = load_config_text(Path(logged).read_text(), source="the study's config.yaml")

@@ -9,16 +9,12 @@ from pathlib import Path
 
 from orchestrator import tracking, tracking_reads
 from orchestrator.config import ExperimentConfig
-from orchestrator.errors import ConfigError
 from orchestrator.search import SweepConfig
 
 
 def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
     """The sweep's trials from MLflow, best first, and where its plots are."""
     record = tracking_reads.read_experiment(config.tracking, "sweep", sweep_name, "plots")
-    if record is None:
-        where = tracking.redacted(tracking.resolve_tracking_uri(config.tracking))
-        raise ConfigError(f"--sweep: no sweep '{sweep_name}' in the MLflow store at {where}")
     parent = record.parent
     space = json.loads(parent.data.tags["search_space"])
     spec = SweepConfig(name=sweep_name, space=space)

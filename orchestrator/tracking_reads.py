@@ -93,15 +93,15 @@ class ExperimentRecord:
 
 
 def read_experiment(config: TrackingConfig, kind: str, name: str,
-                    folder: str) -> ExperimentRecord | None:  # fmt: skip
-    """The `kind` (sweep, study) named `name` in the tracking store, or None."""
-    client, _ = _reachable_client(config, ConfigError, "tracking.uri")
+                    folder: str) -> ExperimentRecord:  # fmt: skip
+    """The `kind` (sweep, study) named `name` in the tracking store (`--<kind> name`)."""
+    client, uri = _reachable_client(config, ConfigError, "tracking.uri")
     experiments = [e.experiment_id for e in client.search_experiments()]
     parents = client.search_runs(
         experiments, filter_string=f"tags.kind = '{kind}' and tags.{kind} = '{name}'"
     )
     if not parents:
-        return None
+        raise ConfigError(f"--{kind}: no {kind} '{name}' in the MLflow store at {redacted(uri)}")
     parent = parents[0]
     children = client.search_runs(
         [parent.info.experiment_id],
