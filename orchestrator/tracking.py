@@ -156,6 +156,7 @@ def provenance_tags() -> dict[str, str]:
 RUN_KEY_TAG = "orchestrator.run_name"  # identifies a resumable run (the Ray Train run name)
 # MLflow 3's UI opens an experiment of unknown kind in its GenAI view; ours train models
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+DATASET_ATTEMPTS = 4  # adding a dataset two trials add at once fails for one of them
 DATASET_DIGEST_CHARS = 16  # MLflow keeps at most 36; the whole digest is in the profile
 
 
@@ -308,8 +309,21 @@ class TrackedRun:
             source=json.dumps({"uri": uri}),
             profile=json.dumps(profile),
         )
-        context_tag = InputTag("mlflow.data.context", context)
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, [context_tag])])
+        given = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
+        for attempt in range(1, DATASET_ATTEMPTS + 1):
+            try:
+                with failing_fast():
+                    self.client.log_inputs(self.run_id, datasets=given)
+                return
+            except Exception as error:  # noqa: BLE001 - lineage is worth a warning, not a run
+                # MLflow adds a dataset it has not seen in two steps: trials starting together
+                # race to add the same one, and all but the first get a unique-key violation
+                # (PostgreSQL); trying again finds it there and links it.
+                if attempt == DATASET_ATTEMPTS:
+                    warnings.warn(f"MLflow: run {self.run_id}'s dataset input was not logged "
+                                  f"({redact_exception(error, 200)})", stacklevel=2)  # fmt: skip
+                    return
+                time.sleep(0.2 * attempt)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.tracked:

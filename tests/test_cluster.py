@@ -197,7 +197,7 @@ def test_killed_sweep_job_resumes_on_postgres_and_s3_and_registers_its_best_mode
     for child in children:
         run_id = child.info.run_id
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id  # nested
-        assert child.info.status == "FINISHED"
+        assert child.info.status == "FINISHED", (child.data.tags, output[-6000:])
         assert child.data.tags["git_sha"] and child.data.tags["cluster_cpus"] == "2"
         assert child.data.tags["last_checkpoint"].startswith(f"{storage}/sweeps/pytest-sweep/")
         lrs.add(child.data.params["optim.lr"])
