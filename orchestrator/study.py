@@ -56,10 +56,10 @@ def _groups(config: ExperimentConfig) -> dict[str, dict]:
 
 def study(config: ExperimentConfig, resume: bool) -> list[dict]:
     """Run (or with `resume`, continue) the study `config.study` describes; returns its table."""
-    spec = config.study
+    spec, groups = config.study, _groups(config)
     if not spec.ablations:
         raise ConfigError("study.ablations: empty; name at least one ablation")
-    for name, overrides in _groups(config).items():  # bad fields fail before Ray
+    for name, overrides in groups.items():  # bad fields fail before Ray
         sets = [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
         try:
             load_config_text(to_yaml(config, redact_secrets=False), sets)
@@ -75,7 +75,7 @@ def study(config: ExperimentConfig, resume: bool) -> list[dict]:
     parent.log_start(
         params={
             "study.seeds": spec.seeds,
-            "study.trials": len(_groups(config)) * spec.seeds,
+            "study.trials": len(groups) * spec.seeds,
             "train.epochs": config.train.epochs,
             "data.prepared_uri": data.uri,
             "data.num_train_images": data.count("train"),
@@ -85,16 +85,16 @@ def study(config: ExperimentConfig, resume: bool) -> list[dict]:
         config_yaml=to_yaml(config),
     )
     parent.log_dataset(data, "train")
-    print(f"study '{spec.name}': {len(_groups(config))} groups x {spec.seeds} seeds, MLflow "
+    print(f"study '{spec.name}': {len(groups)} groups x {spec.seeds} seeds, MLflow "
           f"parent run {parent.run_id} in {tracking.redacted(parent.tracking_uri)}",
           flush=True)  # fmt: skip
     storage = trials_storage(config)
     trainable = tune.with_parameters(
-        run_study_trial, groups=_groups(config), seed=config.seed, study=spec.name,
+        run_study_trial, groups=groups, seed=config.seed, study=spec.name,
         base_yaml=to_yaml(config, redact_secrets=False), data_uri=data.uri,
         parent_run_id=parent.run_id, storage=f"{storage}/{spec.name}/trials",
     )  # fmt: skip
-    space = {"group": tune.grid_search(list(_groups(config))),
+    space = {"group": tune.grid_search(list(groups)),
              "seed_index": tune.grid_search(list(range(spec.seeds)))}  # fmt: skip
     tune_config = tune.TuneConfig(metric=config.sweep.metric, mode="min",
                                   max_concurrent_trials=spec.max_concurrent_trials)  # fmt: skip
