@@ -1,15 +1,23 @@
-"""Ray Data `prepare` and training feed against the plain PyTorch/PIL baselines, same machine.
+"""Ray Data `prepare` and training feed against the plain PyTorch/PIL baselines and the codec's
+own limit, same machine, same run.
 
 (a) `prepare` images/s per CPU core (the whole job: listing, Ray Data decode/resize/crop/encode,
-    Parquet shards, statistics) against a single-process PIL loop doing the same decode, resize,
-    centre crop and JPEG encode of the same files.
+    Parquet shards, statistics) against the codec limit: a single-process loop of exactly the
+    per-image calls `prepare` makes (read the file, decode + resize + centre crop, JPEG encode),
+    no Ray, no Parquet, no statistics. Also against a PIL loop doing the same (the baseline a user
+    would write).
 (b) training-time feed, images/s delivered as uint8 torch batches (N, S, S, 3) from the same
-    prepared shards: Ray Data (`decoded_stream` + `iter_torch_batches`) against a
+    prepared JPEG shards, for each place `data.decode` can put the decode (orchestrator/feed.py):
+    `worker` (the training process decodes the streamed JPEG bytes in a thread pool; the default
+    on CPU nodes) and `tasks` (Ray Data tasks decode, the pixels stream), against a
     `torch.utils.data.DataLoader` with as many worker processes as Ray has CPUs, each reading its
-    share of the shards and decoding with the same codec. (The random crop, flip and colour noise
-    run on the training device in both cases, after this point.)
-(c) the cost of the training shuffle: the Ray Data feed of (b) through the shuffle buffer a
+    share of the shards and decoding with the same codec; and against the codec limit: a
+    single-process loop of the same decode over the same bytes, times the CPUs. (The random crop,
+    flip and colour noise run on the training device in every case, after this point.)
+(c) the cost of the training shuffle: the default feed of (b) through the shuffle buffer a
     training worker draws its batches from (`data.shuffle_rows` images), against (b).
+(d) the decode-free path: the same corpus prepared with `encoding: raw` (pixels stored), fed the
+    same way, against the DataLoader of (b); and a DataLoader reading the raw shards.
 
 The corpus: generated ImageNet-like JPEGs (short side 300-420 px, quality 92, photo-like 1/f
 texture, ~90 KB), written once under --work-dir. The last output line is one JSON object.
@@ -36,7 +44,8 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from orchestrator.data import DataConfig, decoded_stream, open_prepared, shuffle_options  # noqa: E402
+from orchestrator.data import DataConfig, open_prepared, shuffle_options, split_stream  # noqa: E402
+from orchestrator.feed import Feed, decode_place  # noqa: E402
 from orchestrator.prepare import PrepareConfig, run_prepare  # noqa: E402
 from workloads.datasets import codec  # noqa: E402
 from workloads.datasets.image_folder import list_image_folder  # noqa: E402
@@ -61,32 +70,68 @@ def pil_prepare_loop(paths: list[str], size: int, quality: int) -> float:
     return len(paths) / (time.perf_counter() - started)
 
 
+def prepare_codec_limit(paths: list[str], size: int, quality: int) -> float:
+    """images/s of one process doing exactly `prepare`'s per-image calls and nothing else."""
+    started = time.perf_counter()
+    for path in paths:
+        with open(path, "rb") as handle:
+            pixels = codec.decode_resize_center_crop(handle.read(), size)
+        codec.encode_jpeg(pixels, quality)
+    return len(paths) / (time.perf_counter() - started)
+
+
+def feed_codec_limit(files: list[str], size: int, images: int) -> float:
+    """images/s of one process decoding the shards' JPEGs as the feed does (into a batch)."""
+    blobs = []
+    for file in files:
+        blobs += pq.read_table(file, columns=["image"]).column("image").to_pylist()
+        if len(blobs) >= images:
+            break
+    out = np.empty((len(blobs), size, size, 3), np.uint8)
+    started = time.perf_counter()
+    for i, data in enumerate(blobs):
+        codec.decode_jpeg(data, out=out[i])
+    return len(blobs) / (time.perf_counter() - started)
+
+
 class ShardDataset(torch.utils.data.IterableDataset):
     """The DataLoader baseline: each worker reads its share of the shards' row batches."""
 
-    def __init__(self, files: list[str], rows_per_batch: int):
-        self.files, self.rows_per_batch = files, rows_per_batch
+    def __init__(self, files: list[str], encoding: str = "jpeg", image_size: int = 0):
+        self.files, self.encoding, self.image_size = files, encoding, image_size
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         units = [(f, g) for f in self.files for g in range(pq.ParquetFile(f).num_row_groups)]
+        shape = (self.image_size, self.image_size, 3)
         for file, group in units[worker::workers]:
             table = pq.ParquetFile(file).read_row_group(group, columns=["id", "label", "image"])
             labels, ids = table.column("label").to_numpy(), table.column("id").to_numpy()
             for data, label, image_id in zip(table.column("image").to_pylist(), labels, ids):
-                yield torch.from_numpy(codec.decode_jpeg(data)), int(label), int(image_id)
+                if self.encoding == "raw":
+                    image = np.frombuffer(data, np.uint8).reshape(shape).copy()
+                else:
+                    image = codec.decode_jpeg(data)
+                yield torch.from_numpy(image), int(label), int(image_id)
 
 
-def time_passes(make_batches, passes: int) -> list[float]:
-    """images/s of each full pass over the data (`make_batches(epoch)`, epochs from 1)."""
-    rates = []
+def interleaved(feeds: dict, passes: int) -> dict[str, list[float]]:
+    """images/s of each full pass over the data of each feed (`make_batches(epoch)`, epochs
+    from 1), one pass of each feed in turn."""
+    rates: dict[str, list[float]] = {name: [] for name in feeds}
     for epoch in range(1, passes + 1):
-        started, count = time.perf_counter(), 0
-        for images in make_batches(epoch):
-            count += len(images)
-        rates.append(count / (time.perf_counter() - started))
+        for name, make_batches in feeds.items():
+            started, count = time.perf_counter(), 0
+            for images in make_batches(epoch):
+                count += len(images)
+            rates[name].append(count / (time.perf_counter() - started))
     return rates
+
+
+def later(rates: list[float]) -> float:
+    """The mean of the passes after the first (which warms up)."""
+    return float(np.mean(rates[1:]))
 
 
 def main() -> None:
@@ -96,9 +141,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--passes", type=int, default=3, help="feed passes; the first warms up")
+    parser.add_argument("--passes", type=int, default=4, help="feed passes; the first warms up")
     parser.add_argument(
-        "--baseline-images", type=int, default=1500, help="files the PIL loop times"
+        "--baseline-images", type=int, default=1500, help="files the single-process loops time"
     )
     parser.add_argument("--work-dir", type=Path, default=Path("data/bench"))
     args = parser.parse_args()
@@ -113,7 +158,7 @@ def main() -> None:
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
-    def prepare(source: Path, name: str):
+    def prepare(source: Path, name: str, encoding: str = "jpeg"):
         out = args.work_dir / name
         shutil.rmtree(out, ignore_errors=True)  # time a full preparation, not a no-op
         return run_prepare(
@@ -122,6 +167,7 @@ def main() -> None:
                 out=str(out),
                 image_size=args.image_size,
                 jpeg_quality=args.quality,
+                encoding=encoding,
             )
         )
 
@@ -130,59 +176,99 @@ def main() -> None:
     prepare(write_photo_corpus(args.work_dir / "photos-warmup", NUM_CLASSES, 2, 1), "warmup")
     result = prepare(root, "prepared")
     prepare_per_core = result.images_per_second_per_core
-    pil_per_core = pil_prepare_loop(paths[: args.baseline_images], args.image_size, args.quality)
+    sample = paths[: args.baseline_images]
+    # a limit is the best the codec did: this machine's speed varies from second to second
+    prepare_limit = max(prepare_codec_limit(sample, args.image_size, args.quality)
+                        for _ in range(2))  # fmt: skip
+    pil_per_core = pil_prepare_loop(sample, args.image_size, args.quality)
     print(f"(a) prepare: Ray Data {result.images_per_second:.0f} images/s on {result.cpus:g} "
-          f"cores = {prepare_per_core:.0f}/core; PIL loop {pil_per_core:.0f}/core; "
-          f"ratio {prepare_per_core / pil_per_core:.2f}")  # fmt: skip
+          f"cores = {prepare_per_core:.0f}/core; codec limit (one process, prepare's calls) "
+          f"{prepare_limit:.0f}/core: {prepare_per_core / prepare_limit:.2f} of it; PIL loop "
+          f"{pil_per_core:.0f}/core: ratio {prepare_per_core / pil_per_core:.2f}")  # fmt: skip
 
-    out = args.work_dir / "prepared"
-    data = open_prepared(str(out))
-    stream = decoded_stream(data, "train", DataConfig(source="prepared", root=str(out)), seed=0)
+    raw_result = prepare(root, "prepared-raw", encoding="raw")
+    data = open_prepared(str(args.work_dir / "prepared"))
+    raw = open_prepared(str(args.work_dir / "prepared-raw"))
+    config = DataConfig(source="prepared", root=data.uri)
+    cpu = torch.device("cpu")
 
-    def ray_feed_passes(shuffle_rows: int) -> list[float]:
-        return time_passes(
-            lambda epoch: (
-                b["image"]
-                for b in stream.iter_torch_batches(
-                    batch_size=args.batch_size,
-                    prefetch_batches=2,
-                    **shuffle_options(shuffle_rows, seed=0, epoch=epoch),
-                )  # fmt: skip
-            ),
-            args.passes,
+    def ray_feed(prepared, place: str, shuffle_rows: int = 0):
+        stream = split_stream(prepared, "train", config, seed=0, decode=place == "tasks")
+        feed = Feed(place, prepared.image_size, threads=args.cpus)
+        return lambda epoch: (
+            b["image"]
+            for b in feed.batches(stream, args.batch_size, cpu, prefetch_batches=2,
+                                  shuffle=shuffle_options(shuffle_rows, seed=0, epoch=epoch))
+        )  # fmt: skip
+
+    def data_loader(prepared):
+        loader = torch.utils.data.DataLoader(
+            ShardDataset(prepared.files("train"), prepared.encoding, prepared.image_size),
+            batch_size=args.batch_size,
+            num_workers=args.cpus,
+            persistent_workers=True,
+            prefetch_factor=2,
         )
+        return lambda _: (images for images, _, _ in loader)
 
-    ray_rates = ray_feed_passes(0)
-    loader = torch.utils.data.DataLoader(
-        ShardDataset(data.files("train"), 64),
-        batch_size=args.batch_size,
-        num_workers=args.cpus,
-        persistent_workers=True,
-        prefetch_factor=2,
-    )
-    loader_rates = time_passes(lambda _: (images for images, _, _ in loader), args.passes)
-    ray_feed, loader_feed = np.mean(ray_rates[1:]), np.mean(loader_rates[1:])
-    print(f"(b) feed: Ray Data {ray_feed:.0f} images/s, DataLoader ({args.cpus} workers) "
-          f"{loader_feed:.0f} images/s; ratio {ray_feed / loader_feed:.2f} "
-          f"(passes: Ray {[round(r) for r in ray_rates]}, DataLoader "
-          f"{[round(r) for r in loader_rates]})")  # fmt: skip
+    default = decode_place(config, "jpeg", use_gpu=False)
     shuffle_rows = DataConfig().shuffle_rows
-    shuffled_rates = ray_feed_passes(shuffle_rows)
-    shuffled_feed = np.mean(shuffled_rates[1:])
-    print(f"(c) shuffle: Ray Data through a {shuffle_rows}-image shuffle buffer "
-          f"{shuffled_feed:.0f} images/s, {shuffled_feed / ray_feed:.2f} of (b) "
-          f"(passes {[round(r) for r in shuffled_rates]})")  # fmt: skip
+    rates = interleaved(  # one pass of each in turn: a slow spell of the machine hits them all
+        {
+            "worker": ray_feed(data, "worker"),
+            "tasks": ray_feed(data, "tasks"),
+            "dataloader": data_loader(data),
+            "shuffled": ray_feed(data, default, shuffle_rows),
+            "raw": ray_feed(raw, decode_place(config, "raw", use_gpu=False)),
+            "raw_dataloader": data_loader(raw),
+        },
+        args.passes,
+    )
+    feeds = {name: later(values) for name, values in rates.items()}
+    decode_limit = max(feed_codec_limit(data.files("train"), args.image_size,
+                                        args.baseline_images) for _ in range(3))  # fmt: skip
+    loader_feed, ray_feed_rate = feeds["dataloader"], feeds[default]
+    print(f"(b) feed: DataLoader ({args.cpus} workers) {loader_feed:.0f} images/s; codec limit "
+          f"{decode_limit:.0f}/core x {args.cpus} = {decode_limit * args.cpus:.0f} "
+          f"(passes {[round(r) for r in rates['dataloader']]})")  # fmt: skip
+    for place in ("worker", "tasks"):
+        print(f"    Ray Data, decode in {place}{' (default)' * (place == default)}: "
+              f"{feeds[place]:.0f} images/s, {feeds[place] / loader_feed:.2f} x DataLoader, "
+              f"{feeds[place] / (decode_limit * args.cpus):.2f} of the codec limit "
+              f"(passes {[round(r) for r in rates[place]]})")  # fmt: skip
+    print(f"(c) shuffle: the default feed through a {shuffle_rows}-image shuffle buffer "
+          f"{feeds['shuffled']:.0f} images/s, {feeds['shuffled'] / ray_feed_rate:.2f} of (b) "
+          f"(passes {[round(r) for r in rates['shuffled']]})")  # fmt: skip
+    raw_feed, raw_loader = feeds["raw"], feeds["raw_dataloader"]
+    jpeg_bytes = sum(Path(f).stat().st_size
+                     for f in data.files("train")) / data.count("train")  # fmt: skip
+    raw_bytes = sum(Path(f).stat().st_size for f in raw.files("train")) / raw.count("train")
+    print(f"(d) raw shards: Ray Data {raw_feed:.0f} images/s, {raw_feed / loader_feed:.2f} x the "
+          f"JPEG DataLoader of (b); a DataLoader on the raw shards {raw_loader:.0f} images/s "
+          f"({raw_feed / raw_loader:.2f} x); prepare {raw_result.images_per_second:.0f} images/s; "
+          f"{raw_bytes / 1e3:.0f} KB per image on disk vs {jpeg_bytes / 1e3:.0f} KB as JPEG "
+          f"(passes {[round(r) for r in rates['raw']]}, "
+          f"{[round(r) for r in rates['raw_dataloader']]})")  # fmt: skip
     print(
         json.dumps(
             {
+                "prepare_of_codec_limit": round(prepare_per_core / prepare_limit, 3),
                 "prepare_per_core_ratio": round(prepare_per_core / pil_per_core, 3),
                 "prepare_images_per_second": round(result.images_per_second, 1),
                 "prepare_images_per_second_per_core": round(prepare_per_core, 1),
+                "prepare_codec_limit_per_core": round(prepare_limit, 1),
                 "pil_loop_images_per_second": round(pil_per_core, 1),
-                "feed_ratio": round(ray_feed / loader_feed, 3),
-                "feed_ray_data_images_per_second": round(ray_feed, 1),
+                "decode_place": default,
+                "feed_ratio": round(ray_feed_rate / loader_feed, 3),
+                "feed_of_codec_limit": round(ray_feed_rate / (decode_limit * args.cpus), 3),
+                "feed_images_per_second": {p: round(feeds[p], 1) for p in ("worker", "tasks")},
                 "feed_dataloader_images_per_second": round(loader_feed, 1),
-                "feed_shuffled_images_per_second": round(shuffled_feed, 1),
+                "feed_decode_limit_per_core": round(decode_limit, 1),
+                "feed_shuffled_images_per_second": round(feeds["shuffled"], 1),
+                "raw_feed_images_per_second": round(raw_feed, 1),
+                "raw_feed_ratio": round(raw_feed / loader_feed, 3),
+                "raw_dataloader_images_per_second": round(raw_loader, 1),
+                "bytes_per_image": {"jpeg": round(jpeg_bytes), "raw": round(raw_bytes)},
                 "shuffle_rows": shuffle_rows,
                 "images": len(paths),
                 "cpus": args.cpus,

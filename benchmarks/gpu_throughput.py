@@ -9,6 +9,8 @@ and the augmentation's share of the step. The last output line is one JSON objec
 
     python benchmarks/gpu_throughput.py                 # on a CUDA machine
     python benchmarks/gpu_throughput.py --tiny          # a CPU smoke run of the same code path
+
+benchmarks/device_check.sh runs it on a GPU machine with the GPU decode benchmark and tests/gpu.
 """
 
 from __future__ import annotations
@@ -159,7 +161,13 @@ def main() -> None:
         "(RAY_ADDRESS joins a running Ray, else a local one starts)",
     )
     parser.add_argument("--feed-steps", type=int, default=100)
+    parser.add_argument(
+        "--budget",
+        type=float,
+        help="seconds: start no new measurement after this (the report covers what ran)",
+    )
     args = parser.parse_args()
+    started = time.perf_counter()
 
     if args.tiny:
         device = torch.device("cpu")
@@ -179,9 +187,12 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}; AlexNet {macs / 1e9:.3f} G multiply-adds per image")
 
-    results = []
+    results, skipped = [], []
     for setting in args.settings:
         for batch_size in args.batch_sizes:
+            if args.budget is not None and time.perf_counter() - started > args.budget:
+                skipped.append({"setting": setting, "batch_size": batch_size})
+                continue
             try:
                 result = measure(
                     config, image_size, batch_size, setting, device, args.warmup, args.steps
@@ -198,6 +209,9 @@ def main() -> None:
                   "of the step", flush=True)  # fmt: skip
     best = max(results, key=lambda r: r["images_per_second"])
     report = {"device": name, "best": best, "results": results}
+    if skipped:
+        report["skipped_over_budget"] = skipped
+        print(f"over the {args.budget:g} s budget, not measured: {skipped}")
     if args.prepared:
         feed = measure_feed(
             config, args.prepared, best["batch_size"], best["setting"], device, args.feed_steps

@@ -1,7 +1,11 @@
 """The training-time data: prepared Parquet shards -> Ray Data decode -> uint8 batches.
 
-Ray Data reads the shards (a new file order every epoch, reproducible from the seed) and decodes
-their S x S JPEGs (or raw pixels) on CPU tasks into uint8 (N, S, S, 3). The random crop, flip,
+Ray Data reads the shards (a new file order every epoch, reproducible from the seed). Where their
+S x S JPEGs are decoded is `data.decode`: in the read tasks (`tasks`, which then stream uint8
+(N, S, S, 3) pixels), or by the training worker from the streamed JPEG bytes (`worker`: a thread
+pool; `device`: torchvision on the training device, nvJPEG on a GPU; see orchestrator/feed.py).
+Raw shards hold the pixels: nothing is decoded, the bytes stream as they are stored and become a
+torch batch without a copy per image. The random crop, flip,
 PCA colour noise and mean subtraction run on the training worker's device from those uint8
 batches (`workloads.alexnet.transforms.BatchTransform`), keyed by (seed, epoch, image id): new
 every epoch, identical for the same seed, whatever the batch order.
@@ -34,6 +38,7 @@ if TYPE_CHECKING:  # Ray is imported where it is used: a config check needs none
 
 DEFAULT_SYNTHETIC_ROOT = "data/synthetic"
 DEFAULT_PREPARED_PARENT = "data/prepared"
+STORED_BLOCK_BYTES = 16 << 20  # the read tasks' blocks of undecoded rows: whole row groups
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,10 @@ class DataConfig:
     # images each training worker holds and draws its batches from at random (Ray Data's local
     # shuffle buffer), mixing row groups of different shards; 0: batches as the stream comes
     shuffle_rows: int = 1024
+    # where JPEG shards are decoded: in the Ray Data read tasks, in the training worker's threads,
+    # or on its device (nvJPEG on a GPU); auto: worker when training on CPUs, tasks on GPUs
+    # (README, "Where decoding runs"). Raw shards have nothing to decode.
+    decode: Literal["auto", "tasks", "worker", "device"] = "auto"
 
     def __post_init__(self):
         if self.pca_noise_std < 0:
@@ -170,9 +179,11 @@ def prepare_source(prepare: PrepareConfig, splits) -> PrepareResult:
 
 
 def _read_shards(batch: dict, encoding: str, image_size: int, rows_per_batch: int,
-                 shuffle: bool, with_files: bool = False) -> Iterator[dict]:  # fmt: skip
+                 shuffle: bool, with_files: bool = False,
+                 decode: bool = True) -> Iterator[dict | pa.Table]:  # fmt: skip
     """Shard files -> batches of {"image": uint8 (N, S, S, 3), "label", "id"} (and "file", the
-    shard's URI, `with_files`), streamed.
+    shard's URI, `with_files`), streamed; `decode=False`: Arrow tables of the stored "image"
+    bytes, "label" and "id", untouched (the consumer decodes: orchestrator/feed.py).
 
     Reads one Parquet row group (128 images) at a time and decodes it `rows_per_batch` rows at a
     time. When training, each shard's row groups are read in a new random order and the rows
@@ -184,8 +195,17 @@ def _read_shards(batch: dict, encoding: str, image_size: int, rows_per_batch: in
             shard = pq.ParquetFile(handle)
             rng = np.random.default_rng()
             groups = shard.num_row_groups
+            stored, stored_bytes = [], 0
             for group in rng.permutation(groups) if shuffle else range(groups):
                 table = shard.read_row_group(int(group), columns=["id", "label", "image"])
+                if not decode:  # (raw rows are not permuted: a copy of 25 MB per group)
+                    stored.append(table if encoding == "raw" or not shuffle
+                                  else table.take(rng.permutation(table.num_rows)))  # fmt: skip
+                    stored_bytes += table.nbytes
+                    if stored_bytes >= STORED_BLOCK_BYTES:
+                        yield pa.concat_tables(stored)
+                        stored, stored_bytes = [], 0
+                    continue
                 if shuffle:
                     table = table.take(rng.permutation(table.num_rows))
                 for start in range(0, table.num_rows, rows_per_batch):
@@ -193,23 +213,46 @@ def _read_shards(batch: dict, encoding: str, image_size: int, rows_per_batch: in
                     if with_files:
                         decoded["file"] = np.full(len(decoded["id"]), str(uri), dtype=object)
                     yield decoded
+            if stored:
+                yield pa.concat_tables(stored)
 
 
 def _decoded(table, encoding: str, image_size: int) -> dict:
-    encoded = table.column("image").to_pylist()
     if encoding == "raw":
-        shape = (image_size, image_size, 3)
-        images = [np.frombuffer(b, np.uint8).reshape(shape) for b in encoded]
+        images = stored_pixels(table.column("image"), image_size)
     else:
-        images = [codec.decode_jpeg(b) for b in encoded]
+        images = np.empty((table.num_rows, image_size, image_size, 3), np.uint8)
+        for i, data in enumerate(table.column("image").to_pylist()):
+            codec.decode_jpeg(data, out=images[i])
     decoded = {
-        "image": np.stack(images),
+        "image": images,
         "label": table.column("label").to_numpy(),
         "id": table.column("id").to_numpy(),
     }
     if "path" in table.column_names:
         decoded["path"] = np.array(table.column("path").to_pylist(), dtype=object)
     return decoded
+
+
+def stored_values(column) -> tuple[np.ndarray, np.ndarray]:
+    """A binary Arrow column -> (all its bytes as one uint8 array, N + 1 offsets into it), both
+    views of the Arrow buffers (no copy when the column is one chunk)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offset_type = np.int64 if pa.types.is_large_binary(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], offset_type)[array.offset :]
+    offsets = offsets[: len(array) + 1]
+    values = np.frombuffer(array.buffers()[2], np.uint8) if len(array) else np.empty(0, np.uint8)
+    return values, offsets
+
+
+def stored_pixels(column, image_size: int) -> np.ndarray:
+    """The "image" column of raw shards -> uint8 (N, S, S, 3), a view of the Arrow buffer: no
+    Python work per image, no copy."""
+    values, offsets = stored_values(column)
+    count, size = len(offsets) - 1, image_size * image_size * 3
+    if offsets[-1] - offsets[0] != count * size:
+        raise ValueError(f"raw shard rows are not {image_size} x {image_size} x 3 bytes each")
+    return values[offsets[0] : offsets[-1]].reshape(count, image_size, image_size, 3)
 
 
 def first_images(data: PreparedData, split: str, count: int) -> dict:
@@ -259,7 +302,15 @@ def decoded_stream(
     data: PreparedData, split: str, config: DataConfig, seed: int | None, with_files: bool = False
 ) -> ray.data.Dataset:
     """{"image": uint8 (S, S, 3), "label", "id"} rows of one split (and "file", the shard's URI,
-    `with_files`), one read task per shard.
+    `with_files`), decoded by the read tasks, one read task per shard (`split_stream`)."""
+    return split_stream(data, split, config, seed, decode=True, with_files=with_files)
+
+
+def split_stream(data: PreparedData, split: str, config: DataConfig, seed: int | None,
+                 decode: bool, with_files: bool = False) -> ray.data.Dataset:  # fmt: skip
+    """The rows of one split, one read task per shard: decoded to {"image": uint8 (S, S, 3),
+    "label", "id"} by the read tasks (`decode`), or as stored ("image": JPEG bytes or raw pixels),
+    for the training worker to turn into a batch (orchestrator/feed.py).
 
     `seed`: a new shard order every epoch (reproducible from the seed), and each shard's row
     groups read in a new order, their rows permuted (`_read_shards`); None reads in order
@@ -284,6 +335,7 @@ def decoded_stream(
             "rows_per_batch": config.decode_rows_per_batch,
             "shuffle": seed is not None,
             "with_files": with_files,
+            "decode": decode,
         },
     )
     return let_decode_use_every_cpu(stream)

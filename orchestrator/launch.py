@@ -24,6 +24,7 @@ from orchestrator import identity, storage, tracking
 from orchestrator.config import ExperimentConfig, flatten, to_yaml
 from orchestrator.data import DataConfig
 from orchestrator.errors import ConfigError
+from orchestrator.feed import Feed, decode_place
 from orchestrator.train import TrainConfig, WorkerPlan
 from orchestrator.worker import train_fn_per_worker
 from workloads.alexnet.transforms import BatchTransform
@@ -83,6 +84,7 @@ def plan_training(
     use_gpu = resolve_use_gpu(config.train)
     check_capacity(config.train, use_gpu, config.data.decode_cpus)
     images_per_worker = data.count("train") // config.train.num_workers  # an equal split
+    place = decode_place(config.data, data.encoding, use_gpu)
     plan = WorkerPlan(
         model=config.model,
         optim=config.optim,
@@ -92,6 +94,7 @@ def plan_training(
         prefetch_batches=config.data.prefetch_batches,
         shuffle_rows=config.data.shuffle_rows,
         pin_memory=use_gpu,
+        feed=Feed(place, data.image_size, threads=max(1, round(config.train.cpus_per_worker))),
         seed=config.seed,
         config_yaml=to_yaml(config),
         classes=tuple(data.classes),
@@ -106,8 +109,10 @@ def plan_training(
         use_gpu=use_gpu,
         plan=plan,
         datasets={
-            "train": data_pipeline.decoded_stream(data, "train", config.data, seed=config.seed),
-            "val": data_pipeline.decoded_stream(data, "val", config.data, seed=None),
+            split: data_pipeline.split_stream(
+                data, split, config.data, seed=seed, decode=place == "tasks"
+            )  # fmt: skip
+            for split, seed in (("train", config.seed), ("val", None))
         },
     )
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from orchestrator.errors import check_custom_resources
 
 if TYPE_CHECKING:
+    from orchestrator.feed import Feed
     from orchestrator.tracking import SystemMetricsTarget
     from workloads.alexnet.config import ModelConfig, OptimizerConfig
     from workloads.alexnet.transforms import BatchTransform
@@ -84,6 +85,7 @@ class WorkerPlan:
     prefetch_batches: int
     shuffle_rows: int  # the training iterator's shuffle buffer, images (data.shuffle_rows)
     pin_memory: bool
+    feed: Feed  # how the worker turns its dataset shard into batches (where JPEGs are decoded)
     seed: int
     config_yaml: str  # the run's resolved config, stored in every checkpoint
     classes: tuple[str, ...] = ()  # the data's class names in label order, checked by evaluate

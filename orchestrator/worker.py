@@ -127,10 +127,10 @@ def _run_epoch(loop: _Loop, shard, epoch: int):
     """One pass over this worker's training shard; returns sums, seconds and seconds waiting."""
     plan, schedule = loop.plan, loop.state.schedule
     rank = ray.train.get_context().get_world_rank()
-    batches = shard.iter_torch_batches(
-        batch_size=plan.train.batch_size_per_worker, drop_last=True,
-        prefetch_batches=plan.prefetch_batches, pin_memory=plan.pin_memory,
-        **shuffle_options(plan.shuffle_rows, plan.seed, epoch, rank),
+    batches = plan.feed.batches(
+        shard, plan.train.batch_size_per_worker, loop.device, plan.prefetch_batches,
+        pin_memory=plan.pin_memory, drop_last=True,
+        shuffle=shuffle_options(plan.shuffle_rows, plan.seed, epoch, rank),
     )  # fmt: skip
     bar = loop.console.epoch_bar(epoch, plan.steps_per_epoch * plan.train.global_batch_size)
     every = 0 if bar is not None else plan.train.log_every_n_steps
@@ -164,10 +164,13 @@ def _evaluate(loop: _Loop, shard, ten_crop: bool):
     An empty shard contributes zeros: every rank joins the same all-reduces."""
     batches = (
         (batch["image"], batch["label"])
-        for batch in shard.iter_torch_batches(
-            batch_size=loop.plan.train.batch_size_per_worker,
-            prefetch_batches=loop.plan.prefetch_batches,
-        )
+        for batch in loop.plan.feed.batches(
+            shard,
+            loop.plan.train.batch_size_per_worker,
+            loop.device,
+            loop.plan.prefetch_batches,
+            pin_memory=loop.plan.pin_memory,
+        )  # fmt: skip
     )
     center, views = evaluate(loop.model, batches, loop.plan.transform, loop.autocast_dtype,
                              ten_crop, loop.channels_last)  # fmt: skip

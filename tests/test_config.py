@@ -55,6 +55,7 @@ def test_overrides_are_parsed_as_yaml():
         ("model.width.x=1", "'model.width' is a value, not a section"),
         ("train.parallel=towers", "num_workers: got 2; allowed with parallel 'towers': 1"),
         ("train.parallel=pipeline", "train.parallel: got 'pipeline'; allowed: 'data', 'towers'"),
+        ("data.decode=gpu", "data.decode: got 'gpu'; allowed: 'auto', 'tasks', 'worker', 'device'"),
     ],
 )
 def test_bad_values_name_the_field_and_the_allowed_values(override, message):

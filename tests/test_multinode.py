@@ -72,6 +72,7 @@ def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
     settings = [
         "data.source=prepared", f"data.root={tiny_prepared_s3}",
         "data.resources={preprocess: 0.01}",
+        "data.decode=tasks",  # decoded where data.resources sends the read tasks
         "train.num_workers=1", "train.cpus_per_worker=1", "train.parallel=towers",
         "train.resources_per_worker={trainer: 0.01}",
         f"train.epochs={EPOCHS}", "train.global_batch_size=32", "train.log_every_n_steps=0",

@@ -1,6 +1,8 @@
 """The Ray Data stream the workers read, on the shared Ray instance: its randomness and its order.
 (`run.py train` end to end, Ray Data -> Ray Train workers -> MLflow: test_fault_tolerance.py.)"""
 
+import dataclasses
+import hashlib
 import subprocess
 import sys
 
@@ -10,6 +12,7 @@ import torch
 from conftest import REPO_ROOT
 
 from orchestrator import data as pipeline
+from orchestrator.feed import Feed, decode_place
 from orchestrator.metrics import EPOCH_METRICS, SWEEP_METRICS
 from workloads.alexnet import transforms as T
 
@@ -124,3 +127,57 @@ def test_decode_tasks_import_no_torch():
 
 def test_sweep_metrics_are_reported_every_epoch():
     assert set(SWEEP_METRICS) <= set(EPOCH_METRICS)
+
+
+def _fed(prepared, place: str) -> dict:
+    """{image id: (digest of its uint8 pixels, label)} of one training epoch fed by `place`."""
+    config = pipeline.DataConfig(source="prepared", root=prepared.uri)
+    stream = pipeline.split_stream(prepared, "train", config, seed=0, decode=place == "tasks")
+    seen = {}
+    for batch in Feed(place, prepared.image_size, threads=2).batches(
+        stream, 64, torch.device("cpu"), prefetch_batches=1,
+        shuffle=pipeline.shuffle_options(128, seed=0, epoch=1),
+    ):  # fmt: skip
+        images = batch["image"]
+        assert images.dtype == torch.uint8 and tuple(images.shape[1:]) == (64, 64, 3)
+        for image_id, image, label in zip(batch["id"].tolist(), images, batch["label"].tolist()):
+            seen[image_id] = (hashlib.sha1(image.contiguous().numpy()).hexdigest(), label)
+    return seen
+
+
+def _stored_decoded(prepared, folder):
+    """The prepared JPEG dataset with its images stored as the pixels they decode to
+    (`prepare.encoding: raw`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from workloads.datasets import codec
+
+    for split in ("train", "val"):
+        for name, uri in zip(prepared.manifest["shards"][split], prepared.files(split)):
+            table = pq.read_table(uri)
+            pixels = [codec.decode_jpeg(b).tobytes() for b in table.column("image").to_pylist()]
+            column = table.schema.get_field_index("image")
+            table = table.set_column(column, "image", pa.array(pixels, pa.binary()))
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, folder / name, row_group_size=128, compression="NONE")
+    params = dict(prepared.manifest["params"], encoding="raw")
+    return dataclasses.replace(prepared, uri=str(folder), manifest={**prepared.manifest,
+                                                                    "params": params})  # fmt: skip
+
+
+def test_every_decode_place_feeds_the_same_pixels(prepared, tmp_path):
+    """data.decode moves the JPEG decode (Ray Data tasks, the training worker's threads, its
+    device) and raw shards skip it: each must give every image's exact pixels and label, so
+    training does not depend on the choice (the demo's accuracy with each: README)."""
+    config = pipeline.DataConfig()
+    assert decode_place(config, "jpeg", use_gpu=False) == "worker"  # auto, measured: README
+    assert decode_place(config, "jpeg", use_gpu=True) == "tasks"
+    assert decode_place(dataclasses.replace(config, decode="device"), "raw", True) == "stored"
+    expected = _fed(prepared, "tasks")
+    assert sorted(expected) == list(range(400))
+    assert len({digest for digest, _ in expected.values()}) == 400
+    for place in ("worker", "device"):
+        assert _fed(prepared, place) == expected, place
+    raw = _stored_decoded(prepared, tmp_path)
+    assert _fed(raw, "stored") == expected

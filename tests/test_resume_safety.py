@@ -20,7 +20,7 @@ def _job(tmp_path, *overrides):
     fields = identity.training_fields(config, data_key="prepared-key-1")
     plan = WorkerPlan(
         model=config.model, optim=config.optim, train=config.train, transform=None,
-        steps_per_epoch=1, prefetch_batches=1, shuffle_rows=0, pin_memory=False, seed=0,
+        steps_per_epoch=1, prefetch_batches=1, shuffle_rows=0, pin_memory=False, feed=None, seed=0,
         config_yaml="",
         training_digest=identity.digest(fields), training_fields=fields,
         run_folder=str(tmp_path / "results" / "same"),

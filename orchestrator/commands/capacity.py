@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from orchestrator.capacity import MEASURED_FEED_PER_CORE, CapacityPlan, plan_capacity
+from orchestrator.capacity import (
+    MEASURED_FEED_PER_CORE,
+    CapacityPlan,
+    Measured,
+    describe_places,
+    plan_capacity,
+    read_measurements,
+)
 from orchestrator.commands import add_config, add_overrides, load
 from orchestrator.config import ExperimentConfig
 from orchestrator.errors import ConfigError
@@ -14,38 +21,64 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--gpu-images-per-second",
         type=float,
-        required=True,
-        help="the training throughput of one GPU (benchmarks/gpu_throughput.py)",
+        help="the training throughput of one GPU (benchmarks/gpu_throughput.py); default: "
+        "the best setting in --measured device_check.json",
+    )
+    parser.add_argument(
+        "--measured",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="device_check.json of benchmarks/device_check.sh (GPU images/s, nvJPEG and CPU "
+        "decode rates) and/or the output of benchmarks/data_pipeline.py (feed per core)",
     )
     parser.add_argument("--gpus-per-node", type=int, default=1)
     parser.add_argument(
         "--feed-per-core",
         type=float,
-        default=MEASURED_FEED_PER_CORE,
-        help="images/s one core decodes and delivers (benchmarks/"
-        f"data_pipeline.py (b); default: {MEASURED_FEED_PER_CORE:g}, measured here)",
+        help="images/s one core decodes and delivers (benchmarks/data_pipeline.py (b)); "
+        f"default: measured here ({MEASURED_FEED_PER_CORE['tasks']:g} with tasks decoding)",
     )
     parser.add_argument("--headroom", type=float, default=1.2,
                         help="feed capacity over the GPUs' demand (default 1.2)")  # fmt: skip
 
 
 def run(args) -> None:
+    try:
+        measured = read_measurements(args.measured)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     capacity(load(args), args.gpu_images_per_second, args.gpus_per_node, args.feed_per_core,
-             args.headroom)  # fmt: skip
+             args.headroom, measured)  # fmt: skip
 
 
 def capacity(
     config: ExperimentConfig,
-    images_per_second_per_gpu: float,
+    images_per_second_per_gpu: float | None,
     gpus_per_node: int,
-    feed_per_core: float,
+    feed_per_core: float | None,
     headroom: float,
+    measured: Measured = Measured(),
 ) -> CapacityPlan:
     """The CPU cores a GPU node needs to feed its GPUs, and the config fields that set them."""
+    gpu_rate = images_per_second_per_gpu or measured.gpu_images_per_second
+    if gpu_rate is None:
+        raise ConfigError("capacity: give --gpu-images-per-second, or --measured with a "
+                          "device_check.json (benchmarks/device_check.sh)")  # fmt: skip
+    if feed_per_core is not None:
+        measured = Measured(
+            feed_per_core={place: feed_per_core for place in MEASURED_FEED_PER_CORE},
+            feed_measured=True,
+            gpu_decode_images_per_second=measured.gpu_decode_images_per_second,
+        )
     try:
-        plan = plan_capacity(images_per_second_per_gpu, gpus_per_node, feed_per_core,
+        plan = plan_capacity(gpu_rate, gpus_per_node, measured.feed("tasks"),
                              config.train.cpus_per_worker, headroom=headroom)  # fmt: skip
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if measured.sources:
+        print(f"measured: {', '.join(measured.sources)}")
     print(plan.describe())
+    print(describe_places(measured, gpu_rate, gpus_per_node, config.train.cpus_per_worker,
+                          plan.reserved_cores, headroom))  # fmt: skip
     return plan

@@ -107,9 +107,10 @@ def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(pixels), quality=quality, colorspace="RGB")
 
 
-def decode_jpeg(data: bytes) -> np.ndarray:
-    """A JPEG written by `encode_jpeg` -> uint8 (H, W, 3)."""
-    return simplejpeg.decode_jpeg(data, colorspace="RGB")
+def decode_jpeg(data, out: np.ndarray | None = None) -> np.ndarray:
+    """A JPEG written by `encode_jpeg` (bytes or any buffer) -> uint8 (H, W, 3), into `out`
+    when given (a writable C-contiguous array of that shape)."""
+    return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
 
 
 @contextlib.contextmanager
