@@ -255,12 +255,18 @@ def stored_pixels(column, image_size: int) -> np.ndarray:
     return values[offsets[0] : offsets[-1]].reshape(count, image_size, image_size, 3)
 
 
+def batches_here(data: PreparedData, files: list[str], rows: int) -> Iterator[dict]:
+    """Decoded batches of `rows` rows of shards `files` (of `data`) in their stored order, with
+    "file", as `decoded_stream(..., with_files=True)` gives them, read in this process."""
+    return _read_shards({"file": files}, data.encoding, data.image_size, rows_per_batch=rows,
+                        shuffle=False, with_files=True)  # fmt: skip
+
+
 def first_images(data: PreparedData, split: str, count: int) -> dict:
     """The first `count` rows of a split in its stored order, as `decoded_stream` gives them,
     read here without Ray."""
     batches, rows = [], 0
-    for batch in _read_shards({"file": data.files(split)}, data.encoding, data.image_size,
-                              rows_per_batch=count, shuffle=False):  # fmt: skip
+    for batch in batches_here(data, data.files(split), count):  # fmt: skip
         batches.append(batch)
         rows += len(batch["id"])
         if rows >= count:

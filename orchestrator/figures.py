@@ -44,6 +44,7 @@ NEIGHBORS = 5  # ... and five training images each
 TOP_K = 5
 KERNEL_COLUMNS = 16  # Figure 3 shows 96 kernels as 6 rows of 16, 48 per tower
 SCORE_BATCH = 512  # images per forward pass in the scoring tasks
+SCORED_HERE_UP_TO = 5000  # images: a pass over no more is scored in this process, without Ray
 FILES = ("conv1_kernels.png", "predictions.png", "neighbors.png", "confusion_matrix.png",
          "confusion_matrix.csv")  # fmt: skip
 
@@ -175,35 +176,49 @@ class _Nearest:
 
 
 def score(scoring: Scoring, queries: np.ndarray, k: int = NEIGHBORS, confusion: bool = True):
-    """One Ray Data pass of the model over the training shards (and the validation shards
-    when `confusion`): (the `k` training images nearest to each query (fc7 features (Q, D)),
-    nearest first, as `Neighbor`s; the validation confusion matrix or None)."""
-    data, config = scoring.data, scoring.data_config
+    """One pass of the model over the training shards (and the validation shards when
+    `confusion`): (the `k` training images nearest to each query (fc7 features (Q, D)), nearest
+    first, as `Neighbor`s; the validation confusion matrix or None). Ray Data tasks score the
+    batches; up to SCORED_HERE_UP_TO images, this process does, with the same scorer."""
+    data = scoring.data
     files = data.files("train") + data.files("val")
-    stream = data_pipeline.decoded_stream(data, "train", config, seed=None, with_files=True)
-    if confusion:
-        stream = stream.union(data_pipeline.decoded_stream(data, "val", config, seed=None,
-                                                           with_files=True))  # fmt: skip
-    threads = max(1, round(scoring.cpus_per_task))
-    held = ray.put((scoring.model_config, scoring.weights, scoring.transform, files, queries,
-                    threads))  # fmt: skip
-    scored = stream.map_batches(
-        _score_batch,
-        fn_kwargs={"held": [held]},
-        batch_size=SCORE_BATCH,
-        compute=ray.data.TaskPoolStrategy(size=scoring.tasks),
-        num_cpus=scoring.cpus_per_task,
-        num_gpus=scoring.gpus_per_task,
-    )
+    images = data.count("train") + (data.count("val") if confusion else 0)
+    held = (scoring.model_config, scoring.weights, scoring.transform, files, queries,
+            max(1, round(scoring.cpus_per_task * scoring.tasks)))  # fmt: skip
+    if images <= SCORED_HERE_UP_TO:  # Ray Data's start-up (~10 s) would cost more than the pass
+        scorer = _Scorer(*held)
+        read = files if confusion else data.files("train")
+        scored = (scorer(batch) for batch in data_pipeline.batches_here(data, read, SCORE_BATCH))
+    else:
+        scored = _scored_with_ray(scoring, held, confusion)
     classes, train_files = len(data.classes), len(data.files("train"))
     counts = np.zeros((classes, classes), dtype=np.int64)
     nearest = _Nearest(len(queries), k)
-    for batch in scored.iter_batches(batch_size=None):
+    for batch in scored:
         training = batch["shard"] < train_files
         nearest.add(batch["distance"][training], batch["shard"][training],
                     batch["id"][training], batch["label"][training])  # fmt: skip
         np.add.at(counts, (batch["label"][~training], batch["predicted"][~training]), 1)
     return _neighbors(data, files, nearest), counts if confusion else None
+
+
+def _scored_with_ray(scoring: Scoring, held: tuple, confusion: bool):
+    """The scored batches of a Ray Data pass over the training (and validation) shards."""
+    data, config = scoring.data, scoring.data_config
+    stream = data_pipeline.decoded_stream(data, "train", config, seed=None, with_files=True)
+    if confusion:
+        stream = stream.union(data_pipeline.decoded_stream(data, "val", config, seed=None,
+                                                           with_files=True))  # fmt: skip
+    threads = max(1, round(scoring.cpus_per_task))
+    scored = stream.map_batches(
+        _score_batch,
+        fn_kwargs={"held": [ray.put((*held[:-1], threads))]},
+        batch_size=SCORE_BATCH,
+        compute=ray.data.TaskPoolStrategy(size=scoring.tasks),
+        num_cpus=scoring.cpus_per_task,
+        num_gpus=scoring.gpus_per_task,
+    )
+    return scored.iter_batches(batch_size=None)
 
 
 def _neighbors(data: PreparedData, files: list[str], nearest: _Nearest) -> list[list[Neighbor]]:

@@ -75,6 +75,25 @@ def _second_moments(pixels: np.ndarray) -> np.ndarray:
     return moments
 
 
+class _ShardSums:
+    """A shard's statistics as exact partial sums: per-pixel sums (exact up to 16 M images) and
+    the sum over pixels of x x^T (x the RGB values 0..255)."""
+
+    def __init__(self, image_size: int):
+        self.image_sum = np.zeros((image_size, image_size, 3), np.uint32)
+        # a row group's sum (128 x 255 < 2^16): half the memory traffic of adding to image_sum
+        self.group_sum = np.zeros_like(self.image_sum, np.uint16)
+        self.rgb_outer_sum = np.zeros((3, 3), np.float64)
+
+    def add(self, pixels: np.ndarray) -> None:
+        np.add(self.group_sum, pixels, out=self.group_sum)
+        self.rgb_outer_sum += _second_moments(pixels)
+
+    def end_group(self) -> None:
+        self.image_sum += self.group_sum
+        self.group_sum[:] = 0
+
+
 def write_shard(
     shard: Shard, out_uri: str, root: str, image_size: int, encoding: str, quality: int
 ) -> dict:
@@ -85,10 +104,7 @@ def write_shard(
     UTF-8) is a reject `(path, reason)`, both valid UTF-8 text, never an exception.
     """
     out = Location.of(out_uri)
-    image_sum = np.zeros((image_size, image_size, 3), np.uint32)  # exact up to 16 M images
-    group_sum = np.zeros_like(image_sum, np.uint16)  # a row group's (128 x 255 < 2^16): half the
-    #                                                  memory traffic of adding to image_sum
-    rgb_outer_sum = np.zeros((3, 3), np.float64)  # sum over pixels of x x^T (x in 0..255)
+    sums = _ShardSums(image_size)
     per_class: dict[int, int] = {}
     rejects: list[tuple[str, str]] = []
     digest = hashlib.sha256()
@@ -109,8 +125,7 @@ def write_shard(
             if reject is not None:
                 rejects.append(reject)
                 continue
-            np.add(group_sum, pixels, out=group_sum)
-            rgb_outer_sum += _second_moments(pixels)
+            sums.add(pixels)
             per_class[label] = per_class.get(label, 0) + 1
             data = codec.encode_jpeg(pixels, quality) if encoding == "jpeg" else pixels.tobytes()
             digest.update(f"{image_id}:{label}:".encode() + hashlib.sha256(data).digest())
@@ -121,15 +136,14 @@ def write_shard(
             if len(rows["id"]) == ROW_GROUP_ROWS:
                 writer.write_table(pa.table(rows, schema=SHARD_SCHEMA))
                 rows = {name: [] for name in SHARD_SCHEMA.names}
-                image_sum += group_sum
-                group_sum[:] = 0
+                sums.end_group()
         if rows["id"]:
             writer.write_table(pa.table(rows, schema=SHARD_SCHEMA))
-        image_sum += group_sum
+        sums.end_group()
     out.fs.move(temporary, final)
     written = len(shard.ids) - len(rejects)
     out.write_arrays(
-        {"image_sum": image_sum.astype(np.int64), "rgb_outer_sum": rgb_outer_sum},
+        {"image_sum": sums.image_sum.astype(np.int64), "rgb_outer_sum": sums.rgb_outer_sum},
         "_work",
         f"{shard.split}-{shard.name}.npz",
     )

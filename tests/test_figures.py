@@ -1,7 +1,7 @@
 """The paper's figures (orchestrator/figures.py): conv1's kernels tower by tower, top-5
-predictions, fc7 nearest neighbours searched with Ray Data, the confusion matrix; the `figures`
-and `neighbors` commands on a checkpoint file. (A training run logs the figures into MLflow:
-test_fault_tolerance.py; `figures` on a registered model: test_cluster.py.)"""
+predictions, fc7 nearest neighbours searched with Ray Data (or in this process, for a small
+set), the confusion matrix; the `figures` and `neighbors` commands on a checkpoint file. (A
+training run logs the figures into MLflow: test_fault_tolerance.py.)"""
 
 import dataclasses
 
@@ -54,7 +54,9 @@ def _checkpoint(tiny_prepared, path, seed=3):
     return path
 
 
-def test_figures_and_neighbors_of_a_checkpoint(ray_cluster, tiny_dataset, tiny_prepared, tmp_path):
+def test_figures_and_neighbors_of_a_checkpoint(ray_cluster, tiny_dataset, tiny_prepared, tmp_path,
+                                               monkeypatch):  # fmt: skip
+    from orchestrator import figures as paper_figures
     from orchestrator.commands import evaluate, neighbors
     from orchestrator.commands import figures as figures_command
     from orchestrator.trained import open_trained
@@ -64,14 +66,16 @@ def test_figures_and_neighbors_of_a_checkpoint(ray_cluster, tiny_dataset, tiny_p
     image = sorted((root / "train").glob("*/*"))[17]  # a training image, as the user has it
 
     # `neighbors`: the image's nearest training image is itself (prepared the way `prepare`
-    # prepared it), at distance 0, then the others farther
+    # prepared it), at distance 0, then the others farther (scored in this process: a small set)
     (found,) = neighbors.search(checkpoint, [image], 3, tmp_path / "nb.png", [])
     assert [n.path for n in found][:1] == [str(image.relative_to(root))]
     assert found[0].distance < 1e-4 < found[1].distance <= found[2].distance
     assert (tmp_path / "nb.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # `figures`: every file; the confusion matrix counts every validation image once and its
-    # error is what `evaluate` measures; the top-5 are the model's own, highest first
+    # error is what `evaluate` measures; the top-5 are the model's own, highest first. Scored
+    # by Ray Data tasks, as a set of more than SCORED_HERE_UP_TO images is
+    monkeypatch.setattr(paper_figures, "SCORED_HERE_UP_TO", 0)
     made = figures_command.write(checkpoint, tmp_path / "figures", [])
     files = sorted(p.name for p in (tmp_path / "figures").iterdir())
     assert files == sorted(["conv1_kernels.png", "predictions.png", "neighbors.png",
