@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shutil
 import sys
 import time
@@ -37,6 +38,10 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# A training run's setting of Arrow's allocator (orchestrator/cluster.py ALLOCATOR_ENV), set
+# before Arrow loads, for every process here: Ray's, this one (which consumes the stream, as a
+# training worker does) and the DataLoader's, so that both sides run with it.
+os.environ.setdefault("MIMALLOC_PURGE_DELAY", "-1")
 
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # benchmarks/data_pipeline.py (b) on 2 cores, 256 px JPEG shards, images/s per core delivered
-# by decode place: the mean of three runs (README, Benchmarks: worker 2,326 / 2,405 / 2,265,
-# tasks 1,651 / 1,829 / 1,648 images/s on 2 cores)
-MEASURED_FEED_PER_CORE = {"tasks": 855.0, "worker": 1166.0}
+# by decode place: the mean of three runs (README, Benchmarks: worker 2,108 / 2,033 / 1,993,
+# tasks 1,992 / 1,778 / 1,928 images/s on 2 cores)
+MEASURED_FEED_PER_CORE = {"tasks": 950.0, "worker": 1022.0}
 # one core's simplejpeg decode of benchmarks/gpu_decode.py's generated 256 px JPEGs on the same
 # machine (`--cpu`, the median of three runs: 2,149 / 2,327 / 2,913): what device_check.json's
 # figure for a GPU node's cores is compared with

@@ -118,6 +118,10 @@ def test_aws_jobs_log_in_as_the_non_admin_user():
 def test_runtime_env_leaves_data_and_environments_behind():
     (env,) = _documents(CLUSTER / "runtime_env.yaml")
     assert {".venv/", "data/", "mlflow.db", "mlartifacts/", "results/"} <= set(env["excludes"])
+    # a job's processes get the allocator settings a local Ray's processes inherit
+    from orchestrator.cluster import ALLOCATOR_ENV
+
+    assert ALLOCATOR_ENV.items() <= env["env_vars"].items()
 
 
 def test_kuberay_job_and_mlflow_server():
