@@ -83,9 +83,12 @@ class Feed:
                 yield pending.popleft().result()
 
     def _batch(self, table, device: torch.device, pinned: bool, pool, buffers=None) -> dict:
-        labels = torch.from_numpy(table.column("label").to_numpy())
-        ids = torch.from_numpy(table.column("id").to_numpy())
-        if self.place == "device":
+        labels = _read_only_tensor(table.column("label").to_numpy())
+        ids = _read_only_tensor(table.column("id").to_numpy())
+        if table.num_rows == 0:  # (an empty shard's batch: nothing to decode)
+            size = self.image_size
+            images = torch.empty((0, size, size, 3), dtype=torch.uint8)
+        elif self.place == "device":
             images = decode_on(device, table.column("image"))
         elif self.place == "stored":
             images = _read_only_tensor(stored_pixels(table.column("image"), self.image_size))
@@ -149,7 +152,7 @@ def decode_on(device: torch.device, column) -> torch.Tensor:
 
 def _read_only_tensor(array: np.ndarray) -> torch.Tensor:
     """A tensor viewing a read-only Arrow buffer (from the object store) without copying it;
-    nothing writes to a batch's uint8 images (the transforms make new tensors)."""
+    nothing writes to a batch's tensors (the transforms and the loss make new ones)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(array)

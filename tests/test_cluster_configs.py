@@ -129,6 +129,10 @@ def test_kuberay_job_and_mlflow_server():
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     assert "orchestrator/run.py sweep" in job["spec"]["entrypoint"]
     check_run_command(job["spec"]["entrypoint"])
+    from orchestrator.cluster import ALLOCATOR_ENV
+
+    runtime_env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
+    assert ALLOCATOR_ENV.items() <= runtime_env["env_vars"].items()
     cluster = job["spec"]["rayClusterSpec"]
     assert cluster["authOptions"]["mode"] == "token" and cluster["rayVersion"] == "2.60.0"
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
