@@ -30,13 +30,11 @@ from orchestrator.data import DataConfig, stored_pixels, stored_values
 from workloads.datasets import codec
 from workloads.datasets.batch_decode import decode_batch
 
-PLACES = ("tasks", "worker", "device")
-
 
 def decode_place(config: DataConfig, encoding: str, use_gpu: bool) -> str:
     """Where this run decodes: "stored" for raw shards (nothing to decode), else `data.decode`,
-    whose `auto` is `worker` on CPU workers and `tasks` on GPU workers (README, "Where decoding
-    runs", has the measurements behind both)."""
+    whose `auto` is `worker` on CPU workers (measured faster) and `tasks` on GPU workers (the
+    only place that uses other nodes' cores; README, "Where decoding runs")."""
     if encoding == "raw":
         return "stored"
     if config.decode != "auto":
