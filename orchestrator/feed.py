@@ -50,10 +50,6 @@ class Feed:
     image_size: int
     threads: int = 1  # decode threads of the `worker` place
 
-    @property
-    def decoded_by_tasks(self) -> bool:
-        return self.place == "tasks"
-
     def batches(self, shard, batch_size: int, device: torch.device, prefetch_batches: int,
                 pin_memory: bool = False, drop_last: bool = False,
                 shuffle: dict | None = None) -> Iterator[dict]:  # fmt: skip
@@ -61,7 +57,7 @@ class Feed:
         Data iterator (a Train dataset shard) or dataset of `split_stream` rows."""
         options = dict(batch_size=batch_size, drop_last=drop_last,
                        prefetch_batches=prefetch_batches, **(shuffle or {}))  # fmt: skip
-        if self.decoded_by_tasks:
+        if self.place == "tasks":
             yield from shard.iter_torch_batches(device=device, pin_memory=pin_memory, **options)
             return
         tables = shard.iter_batches(batch_format="pyarrow", **options)

@@ -120,8 +120,9 @@ class _Scorer:
     """Decoded images -> per image its shard (an index into `files`), id, label, predicted
     class and fc7 distance to each query."""
 
-    def __init__(self, model_config, weights, transform, files, queries, threads):
-        torch.set_num_threads(threads)
+    def __init__(self, model_config, weights, transform, files, queries, threads=None):
+        if threads is not None:  # a Ray task's CPUs; None: the process's own setting
+            torch.set_num_threads(threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = _loaded(model_config, weights).to(self.device)
         self.transform = transform
@@ -183,14 +184,13 @@ def score(scoring: Scoring, queries: np.ndarray, k: int = NEIGHBORS, confusion: 
     data = scoring.data
     files = data.files("train") + data.files("val")
     images = data.count("train") + (data.count("val") if confusion else 0)
-    held = (scoring.model_config, scoring.weights, scoring.transform, files, queries,
-            max(1, round(scoring.cpus_per_task * scoring.tasks)))  # fmt: skip
+    scorer_args = (scoring.model_config, scoring.weights, scoring.transform, files, queries)
     if images <= SCORED_HERE_UP_TO:  # Ray Data's start-up (~10 s) would cost more than the pass
-        scorer = _Scorer(*held)
+        scorer = _Scorer(*scorer_args)  # with this process's torch threads as they are
         read = files if confusion else data.files("train")
         scored = (scorer(batch) for batch in data_pipeline.batches_here(data, read, SCORE_BATCH))
     else:
-        scored = _scored_with_ray(scoring, held, confusion)
+        scored = _scored_with_ray(scoring, scorer_args, confusion)
     classes, train_files = len(data.classes), len(data.files("train"))
     counts = np.zeros((classes, classes), dtype=np.int64)
     nearest = _Nearest(len(queries), k)
@@ -202,7 +202,7 @@ def score(scoring: Scoring, queries: np.ndarray, k: int = NEIGHBORS, confusion: 
     return _neighbors(data, files, nearest), counts if confusion else None
 
 
-def _scored_with_ray(scoring: Scoring, held: tuple, confusion: bool):
+def _scored_with_ray(scoring: Scoring, scorer_args: tuple, confusion: bool):
     """The scored batches of a Ray Data pass over the training (and validation) shards."""
     data, config = scoring.data, scoring.data_config
     stream = data_pipeline.decoded_stream(data, "train", config, seed=None, with_files=True)
@@ -212,7 +212,7 @@ def _scored_with_ray(scoring: Scoring, held: tuple, confusion: bool):
     threads = max(1, round(scoring.cpus_per_task))
     scored = stream.map_batches(
         _score_batch,
-        fn_kwargs={"held": [ray.put((*held[:-1], threads))]},
+        fn_kwargs={"held": [ray.put((*scorer_args, threads))]},
         batch_size=SCORE_BATCH,
         compute=ray.data.TaskPoolStrategy(size=scoring.tasks),
         num_cpus=scoring.cpus_per_task,

@@ -18,6 +18,11 @@ def add_config(parser: argparse.ArgumentParser, default: Path | None) -> None:
     parser.add_argument("--config", type=Path, default=default, help=help_text)
 
 
+def add_resume(parser: argparse.ArgumentParser, what: str) -> None:
+    """--resume: continue the interrupted experiment (`what` says what that means)."""
+    parser.add_argument("--resume", action="store_true", help=f"continue the interrupted {what}")
+
+
 def add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",

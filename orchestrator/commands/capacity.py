@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from orchestrator.capacity import (
     MEASURED_FEED_PER_CORE,
     CapacityPlan,
@@ -66,11 +68,8 @@ def capacity(
         raise ConfigError("capacity: give --gpu-images-per-second, or --measured with a "
                           "device_check.json (benchmarks/device_check.sh)")  # fmt: skip
     if feed_per_core is not None:
-        measured = Measured(
-            feed_per_core={place: feed_per_core for place in MEASURED_FEED_PER_CORE},
-            feed_measured=True,
-            gpu_decode_images_per_second=measured.gpu_decode_images_per_second,
-        )
+        feeds = {place: feed_per_core for place in MEASURED_FEED_PER_CORE}
+        measured = dataclasses.replace(measured, feed_per_core=feeds, feed_measured=True)
     try:
         plan = plan_capacity(gpu_rate, gpus_per_node, measured.feed("tasks"),
                              config.train.cpus_per_worker, headroom=headroom)  # fmt: skip

@@ -3,19 +3,15 @@ baseline over several seeds, summarised against the published numbers (orchestra
 
 from __future__ import annotations
 
-from orchestrator.commands import add_config, add_overrides, load
+from orchestrator.commands import add_config, add_overrides, add_resume, load
 from orchestrator.paths import STUDY_CONFIG
 
 
 def add_arguments(parser) -> None:
     add_config(parser, STUDY_CONFIG)
     add_overrides(parser)
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the interrupted study of this study.name: unfinished trials go on from "
-        "their checkpoints, finished ones are not run again",
-    )
+    add_resume(parser, "study of this study.name: unfinished trials go on from their "
+               "checkpoints, finished ones are not run again")  # fmt: skip
 
 
 def run(args) -> None:

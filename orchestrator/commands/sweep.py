@@ -3,19 +3,15 @@
 
 from __future__ import annotations
 
-from orchestrator.commands import add_config, add_overrides, load
+from orchestrator.commands import add_config, add_overrides, add_resume, load
 from orchestrator.paths import SWEEP_CONFIG
 
 
 def add_arguments(parser) -> None:
     add_config(parser, SWEEP_CONFIG)
     add_overrides(parser)
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the interrupted sweep of this sweep.name: unfinished trials go on, "
-        "finished ones are not run again, each keeps its one MLflow run",
-    )
+    add_resume(parser, "sweep of this sweep.name: unfinished trials go on, finished ones "
+               "are not run again, each keeps its one MLflow run")  # fmt: skip
 
 
 def run(args) -> None:
