@@ -39,7 +39,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.shards import merge, plan_shards, run_shards
 from orchestrator.storage import Busy, Location
 from workloads.datasets import codec
-from workloads.datasets.image_folder import ImageList, list_image_folder
+from workloads.datasets.image_folder import ImageList, list_image_folder, relative_path
 from workloads.datasets.imagenet import list_imagenet
 from workloads.datasets.statistics import rgb_statistics
 
@@ -146,7 +146,7 @@ def source_fingerprint(root: Path, splits: dict[str, ImageList]) -> str:
         digest.update(f"{split}:{','.join(images.classes)}\n".encode())
         for path, label in zip(images.paths, images.labels):
             digest.update(
-                f"{os.path.relpath(path, root)}\t{os.path.getsize(path)}\t{label}\n".encode(
+                f"{relative_path(path, str(root))}\t{os.path.getsize(path)}\t{label}\n".encode(
                     "utf-8",
                     "surrogateescape",  # names that are not UTF-8: rejected later
                 )

@@ -45,6 +45,25 @@ def is_utf8(name: str) -> bool:
     return True
 
 
+def image_files(folder: Path) -> list[str]:
+    """The image files directly in `folder` (by suffix, `IMAGE_SUFFIXES`), as absolute paths
+    under `folder` resolved once, sorted by name. (A file that is a symlink keeps its name in the
+    tree. One `resolve()` per file, a few system calls each, took 60 us: 80 s for ImageNet.)"""
+    folder = folder.resolve()
+    with os.scandir(folder) as entries:
+        names = sorted(entry.name for entry in entries
+                       if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
+                       and entry.is_file())  # fmt: skip
+    return [os.path.join(folder, name) for name in names]
+
+
+def relative_path(path: str, root: str) -> str:
+    """`path` relative to `root` (both absolute, resolved): `os.path.relpath`, without its
+    per-call normalisation when `path` lies under `root`, as listed paths do."""
+    prefix = root.rstrip(os.sep) + os.sep
+    return path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, root)
+
+
 def find_classes(root: str | Path, split: str = "train") -> list[str]:
     """Sorted class folder names of `<root>/<split>`; a name that is not UTF-8 is an error."""
     split_dir = Path(root) / split
@@ -93,10 +112,9 @@ def list_image_folder(
                 f"{printable(str(class_dir))}: class '{printable(class_dir.name)}' is not among "
                 f"the training classes ({len(classes)}: {known}); each needs a train/ folder too"
             )
-        for path in sorted(class_dir.iterdir()):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                paths.append(str(path.resolve()))
-                labels.append(index[class_dir.name])
+        files = image_files(class_dir)
+        paths += files
+        labels += [index[class_dir.name]] * len(files)
     if not paths:
         suffixes = " ".join(sorted(IMAGE_SUFFIXES))
         raise FileNotFoundError(f"no image files under {split_dir}/<class>/ (suffixes: {suffixes})")

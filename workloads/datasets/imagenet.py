@@ -20,12 +20,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from workloads.datasets.image_folder import (
-    IMAGE_SUFFIXES,
-    ImageList,
-    find_classes,
-    list_image_folder,
-)
+from workloads.datasets.image_folder import ImageList, find_classes, image_files, list_image_folder
 
 LOC_SOLUTION = "LOC_val_solution.csv"
 GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
@@ -88,9 +83,7 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _flat_files(val_dir: Path) -> list[Path]:
-    return sorted(
-        p for p in val_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    return [Path(path) for path in image_files(val_dir)]
 
 
 def _labelled(pairs: list[tuple[Path, str]], classes: list[str], source: Path) -> ImageList:
@@ -99,7 +92,7 @@ def _labelled(pairs: list[tuple[Path, str]], classes: list[str], source: Path) -
     if unknown:
         raise ValueError(f"{source}: classes not among the training classes: {unknown[:5]}")
     return ImageList(
-        paths=[str(p.resolve()) for p, _ in pairs],
+        paths=[str(p) for p, _ in pairs],
         labels=[index[wnid] for _, wnid in pairs],
         classes=list(classes),
     )
