@@ -24,7 +24,7 @@ from orchestrator import identity, storage, tracking
 from orchestrator.config import ExperimentConfig, flatten, to_yaml
 from orchestrator.data import DataConfig
 from orchestrator.errors import ConfigError
-from orchestrator.feed import Feed, decode_place
+from orchestrator.feed import Feed, decode_place, decode_threads
 from orchestrator.train import TrainConfig, WorkerPlan
 from orchestrator.worker import train_fn_per_worker
 from workloads.alexnet.transforms import BatchTransform
@@ -94,7 +94,7 @@ def plan_training(
         prefetch_batches=config.data.prefetch_batches,
         shuffle_rows=config.data.shuffle_rows,
         pin_memory=use_gpu,
-        feed=Feed(place, data.image_size, threads=max(1, round(config.train.cpus_per_worker))),
+        feed=Feed(place, data.image_size, threads=decode_threads(config.train.cpus_per_worker)),
         seed=config.seed,
         config_yaml=to_yaml(config),
         classes=tuple(data.classes),

@@ -129,15 +129,18 @@ def test_sweep_metrics_are_reported_every_epoch():
     assert set(SWEEP_METRICS) <= set(EPOCH_METRICS)
 
 
-def _fed(prepared, place: str) -> dict:
-    """{image id: (digest of its uint8 pixels, label)} of one training epoch fed by `place`."""
+def _fed(prepared, place: str, shuffle_rows: int = 128) -> dict:
+    """{image id: (digest of its uint8 pixels, label)} of one training epoch fed by `place`,
+    every batch held until the end (a batch's memory must not be reused while it is alive)."""
     config = pipeline.DataConfig(source="prepared", root=prepared.uri)
     stream = pipeline.split_stream(prepared, "train", config, seed=0, decode=place == "tasks")
-    seen = {}
-    for batch in Feed(place, prepared.image_size, threads=2).batches(
+    batches = list(Feed(place, prepared.image_size, threads=2).batches(
         stream, 64, torch.device("cpu"), prefetch_batches=1,
-        shuffle=pipeline.shuffle_options(128, seed=0, epoch=1),
-    ):  # fmt: skip
+        shuffle=pipeline.shuffle_options(shuffle_rows, seed=0, epoch=1),
+    ))  # fmt: skip
+    assert [len(batch["id"]) for batch in batches] == [64] * 6 + [16]  # 400 images
+    seen = {}
+    for batch in batches:
         images = batch["image"]
         assert images.dtype == torch.uint8 and tuple(images.shape[1:]) == (64, 64, 3)
         for image_id, image, label in zip(batch["id"].tolist(), images, batch["label"].tolist()):
@@ -181,3 +184,4 @@ def test_every_decode_place_feeds_the_same_pixels(prepared, tmp_path):
         assert _fed(prepared, place) == expected, place
     raw = _stored_decoded(prepared, tmp_path)
     assert _fed(raw, "stored") == expected
+    assert _fed(raw, "stored", shuffle_rows=0) == expected  # copied into reused batch memory
