@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # benchmarks/data_pipeline.py (b) on 2 cores, 256 px JPEG shards, images/s per core delivered
-# by decode place: the mean of three runs (README, Benchmarks: worker 2,108 / 2,033 / 1,993,
-# tasks 1,992 / 1,778 / 1,928 images/s on 2 cores)
-MEASURED_FEED_PER_CORE = {"tasks": 950.0, "worker": 1022.0}
+# by decode place: the mean of three runs (README, Benchmarks: worker 2,583 / 2,707 / 2,520,
+# tasks 2,070 / 2,116 / 2,249 images/s on 2 cores)
+MEASURED_FEED_PER_CORE = {"tasks": 1072.0, "worker": 1302.0}
 # one core's simplejpeg decode of benchmarks/gpu_decode.py's generated 256 px JPEGs on the same
 # machine (`--cpu`, the median of three runs: 2,149 / 2,327 / 2,913): what device_check.json's
 # figure for a GPU node's cores is compared with

@@ -20,16 +20,16 @@ def test_cores_per_gpu_node_follow_the_formula():
     assert plan_capacity(1150 / 1.2, feed_per_core=1150).decode_cores == 1  # exactly one core
     assert plan_capacity(1000, cpus_per_worker=0.5, reserved_cores=0).cores_per_node == 3
     # the README's benchmark: the mean of three runs on 2 cores, by decode place
-    assert MEASURED_FEED_PER_CORE["worker"] == pytest.approx((2108 + 2033 + 1993) / 6, rel=0.01)
-    assert MEASURED_FEED_PER_CORE["tasks"] == pytest.approx((1992 + 1778 + 1928) / 6, rel=0.01)
+    assert MEASURED_FEED_PER_CORE["worker"] == pytest.approx((2583 + 2707 + 2520) / 6, rel=0.01)
+    assert MEASURED_FEED_PER_CORE["tasks"] == pytest.approx((2070 + 2116 + 2249) / 6, rel=0.01)
 
 
 def test_capacity_command(capsys):
     argv = ["capacity", "--gpu-images-per-second", "3000", "--gpus-per-node", "4",
             "--set", "train.cpus_per_worker=2"]  # fmt: skip
     assert main(argv) == 0
-    # ceil(4 x 3000 x 1.2 / 950) = 16 decode cores (tasks) + 4 x 2 + 1
-    assert "= 25 CPU cores per GPU node" in capsys.readouterr().out
+    # ceil(4 x 3000 x 1.2 / 1072) = 14 decode cores (tasks) + 4 x 2 + 1
+    assert "= 23 CPU cores per GPU node" in capsys.readouterr().out
     assert main(["capacity", "--gpu-images-per-second", "-5"]) == 2
     assert "--gpu-images-per-second: got -5.0" in capsys.readouterr().err
 
