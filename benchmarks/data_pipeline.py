@@ -215,13 +215,17 @@ def main() -> None:
     prepare_per_core = result.images_per_second_per_core
     steady_per_core = result.processed / (result.seconds - fixed) / result.cpus
     pil_per_core = pil_prepare_loop(sample, args.image_size, args.quality)
-    print(f"(a) prepare: Ray Data {result.images_per_second:.0f} images/s on {result.cpus:g} "
-          f"cores = {prepare_per_core:.0f}/core; codec limit (one process, prepare's calls) "
-          f"{prepare_limit:.0f}/core: {prepare_per_core / prepare_limit:.2f} of it; PIL loop "
-          f"{pil_per_core:.0f}/core: ratio {prepare_per_core / pil_per_core:.2f}")  # fmt: skip
-    print(f"    less the fixed cost of a job (a 60-file prepare, warm: {fixed:.1f} s of "
-          f"{result.seconds:.1f}): {steady_per_core:.0f}/core, "
-          f"{steady_per_core / prepare_limit:.2f} of the codec limit")  # fmt: skip
+    print(
+        f"(a) prepare: Ray Data {result.images_per_second:.0f} images/s on {result.cpus:g} "
+        f"cores = {prepare_per_core:.0f}/core; codec limit (one process, prepare's calls) "
+        f"{prepare_limit:.0f}/core: {prepare_per_core / prepare_limit:.2f} of it; PIL loop "
+        f"{pil_per_core:.0f}/core: ratio {prepare_per_core / pil_per_core:.2f}"
+    )
+    print(
+        f"    less the fixed cost of a job (a 60-file prepare, warm: {fixed:.1f} s of "
+        f"{result.seconds:.1f}): {steady_per_core:.0f}/core, "
+        f"{steady_per_core / prepare_limit:.2f} of the codec limit"
+    )
 
     raw_result = prepare(root, "prepared-raw", encoding="raw")
     data = epoch_of(open_prepared(str(args.work_dir / "prepared")), args.epoch_reads)
@@ -234,9 +238,14 @@ def main() -> None:
         feed = Feed(place, prepared.image_size, threads=decode_threads(args.cpus))
         return lambda epoch: (
             b["image"]
-            for b in feed.batches(stream, args.batch_size, cpu, prefetch_batches=2,
-                                  shuffle=shuffle_options(shuffle_rows, seed=0, epoch=epoch))
-        )  # fmt: skip
+            for b in feed.batches(
+                stream,
+                args.batch_size,
+                cpu,
+                prefetch_batches=2,
+                shuffle=shuffle_options(shuffle_rows, seed=0, epoch=epoch),
+            )
+        )
 
     def data_loader(prepared):
         loader = torch.utils.data.DataLoader(
@@ -264,33 +273,42 @@ def main() -> None:
     )
     feeds = {name: later(values) for name, values in rates.items()}
     epoch_start = {name: round(later(values), 3) for name, values in starts.items()}
-    decode_limit = max(feed_codec_limit(data.files("train"), args.image_size,
-                                        args.baseline_images) for _ in range(3))  # fmt: skip
+    decode_limit = max(
+        feed_codec_limit(data.files("train"), args.image_size, args.baseline_images)
+        for _ in range(3)
+    )
     loader_feed, ray_feed_rate = feeds["dataloader"], feeds[default]
-    print(f"(b) feed, epochs of {args.epoch_reads} x {len(paths)} images: DataLoader "
-          f"({args.cpus} workers) {loader_feed:.0f} images/s; codec limit "
-          f"{decode_limit:.0f}/core x {args.cpus} = {decode_limit * args.cpus:.0f} "
-          f"(passes {[round(r) for r in rates['dataloader']]})")  # fmt: skip
+    print(
+        f"(b) feed, epochs of {args.epoch_reads} x {len(paths)} images: DataLoader "
+        f"({args.cpus} workers) {loader_feed:.0f} images/s; codec limit "
+        f"{decode_limit:.0f}/core x {args.cpus} = {decode_limit * args.cpus:.0f} "
+        f"(passes {[round(r) for r in rates['dataloader']]})"
+    )
     for place in ("worker", "tasks"):
-        print(f"    Ray Data, decode in {place}{' (default)' * (place == default)}: "
-              f"{feeds[place]:.0f} images/s, {feeds[place] / loader_feed:.2f} x DataLoader, "
-              f"{feeds[place] / (decode_limit * args.cpus):.2f} of the codec limit "
-              f"(passes {[round(r) for r in rates[place]]})")  # fmt: skip
-    print(f"(c) shuffle: the default feed through a {shuffle_rows}-image shuffle buffer "
-          f"{feeds['shuffled']:.0f} images/s, {feeds['shuffled'] / ray_feed_rate:.2f} of (b) "
-          f"(passes {[round(r) for r in rates['shuffled']]})")  # fmt: skip
+        print(
+            f"    Ray Data, decode in {place}{' (default)' * (place == default)}: "
+            f"{feeds[place]:.0f} images/s, {feeds[place] / loader_feed:.2f} x DataLoader, "
+            f"{feeds[place] / (decode_limit * args.cpus):.2f} of the codec limit "
+            f"(passes {[round(r) for r in rates[place]]})"
+        )
+    print(
+        f"(c) shuffle: the default feed through a {shuffle_rows}-image shuffle buffer "
+        f"{feeds['shuffled']:.0f} images/s, {feeds['shuffled'] / ray_feed_rate:.2f} of (b) "
+        f"(passes {[round(r) for r in rates['shuffled']]})"
+    )
     raw_feed, raw_loader = feeds["raw"], feeds["raw_dataloader"]
-    jpeg_bytes = sum(Path(f).stat().st_size
-                     for f in set(data.files("train"))) / data.count("train")  # fmt: skip
+    jpeg_bytes = sum(Path(f).stat().st_size for f in set(data.files("train"))) / data.count("train")
     raw_bytes = sum(Path(f).stat().st_size for f in set(raw.files("train"))) / raw.count("train")
-    print(f"(d) raw shards: Ray Data {raw_feed:.0f} images/s, {raw_feed / loader_feed:.2f} x the "
-          f"JPEG DataLoader of (b); a DataLoader on the raw shards {raw_loader:.0f} images/s "
-          f"({raw_feed / raw_loader:.2f} x); prepare {raw_result.images_per_second:.0f} images/s; "
-          f"{raw_bytes / 1e3:.0f} KB per image on disk vs {jpeg_bytes / 1e3:.0f} KB as JPEG "
-          f"(passes {[round(r) for r in rates['raw']]}, "
-          f"{[round(r) for r in rates['raw_dataloader']]}); through the shuffle buffer "
-          f"{feeds['raw_shuffled']:.0f} images/s "
-          f"({feeds['raw_shuffled'] / raw_feed:.2f} of it)")  # fmt: skip
+    print(
+        f"(d) raw shards: Ray Data {raw_feed:.0f} images/s, {raw_feed / loader_feed:.2f} x the "
+        f"JPEG DataLoader of (b); a DataLoader on the raw shards {raw_loader:.0f} images/s "
+        f"({raw_feed / raw_loader:.2f} x); prepare {raw_result.images_per_second:.0f} images/s; "
+        f"{raw_bytes / 1e3:.0f} KB per image on disk vs {jpeg_bytes / 1e3:.0f} KB as JPEG "
+        f"(passes {[round(r) for r in rates['raw']]}, "
+        f"{[round(r) for r in rates['raw_dataloader']]}); through the shuffle buffer "
+        f"{feeds['raw_shuffled']:.0f} images/s "
+        f"({feeds['raw_shuffled'] / raw_feed:.2f} of it)"
+    )
     print(f"    seconds to an epoch's first batch: {epoch_start}")
     print(
         json.dumps(

@@ -112,8 +112,10 @@ def main() -> None:
         exact = decode_batch(tensors[:16], "cpu")
         on_gpu = decode_batch(tensors[:16], "cuda").cpu()
         difference = (exact.int() - on_gpu.int()).abs()
-        report["gpu_vs_cpu_pixels"] = {"mean_abs": difference.float().mean().item(),
-                                       "max_abs": difference.max().item()}  # fmt: skip
+        report["gpu_vs_cpu_pixels"] = {
+            "mean_abs": difference.float().mean().item(),
+            "max_abs": difference.max().item(),
+        }
     print(json.dumps(report))
 
 

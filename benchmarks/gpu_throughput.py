@@ -202,11 +202,15 @@ def main() -> None:
                 torch.cuda.empty_cache()
                 continue
             tflops = result["images_per_second"] * flops_per_image / 1e12
-            results.append({"setting": setting, "batch_size": batch_size, **result,
-                            "tflops": tflops})  # fmt: skip
-            print(f"{setting:<28} batch {batch_size:>5}: {result['images_per_second']:>9.0f} "
-                  f"images/s  {tflops:6.1f} TFLOP/s  augmentation {result['augment_share']:.0%} "
-                  "of the step", flush=True)  # fmt: skip
+            results.append(
+                {"setting": setting, "batch_size": batch_size, **result, "tflops": tflops}
+            )
+            print(
+                f"{setting:<28} batch {batch_size:>5}: {result['images_per_second']:>9.0f} "
+                f"images/s  {tflops:6.1f} TFLOP/s  augmentation {result['augment_share']:.0%} "
+                "of the step",
+                flush=True,
+            )
     best = max(results, key=lambda r: r["images_per_second"])
     report = {"device": name, "best": best, "results": results}
     if skipped:
@@ -218,10 +222,12 @@ def main() -> None:
         )
         setting, batch_size = best["setting"], best["batch_size"]
         report["ray_data_feed"] = {"setting": setting, "batch_size": batch_size, **feed}
-        print(f"{setting:<28} batch {batch_size:>5}: {feed['images_per_second']:>9.0f} "
-              f"images/s from the Ray Data feed of {args.prepared} (synthetic: "
-              f"{best['images_per_second']:.0f}); waiting for data "
-              f"{feed['data_wait_fraction']:.0%} of the time")  # fmt: skip
+        print(
+            f"{setting:<28} batch {batch_size:>5}: {feed['images_per_second']:>9.0f} "
+            f"images/s from the Ray Data feed of {args.prepared} (synthetic: "
+            f"{best['images_per_second']:.0f}); waiting for data "
+            f"{feed['data_wait_fraction']:.0%} of the time"
+        )
     print(json.dumps(report))
 
 

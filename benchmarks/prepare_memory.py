@@ -58,11 +58,23 @@ def measure(root: Path, out: Path, tracking_db: Path) -> dict:
     env = {**os.environ, "RAY_ADDRESS": ""}  # a fresh local Ray: its processes are in the tree
     env.pop("RAY_ADDRESS")
     process = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "orchestrator" / "run.py"), "prepare",
-         "--root", str(root), "--out", str(out),
-         "--set", f"tracking.uri=sqlite:///{tracking_db}"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO_ROOT / "orchestrator" / "run.py"),
+            "prepare",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--set",
+            f"tracking.uri=sqlite:///{tracking_db}",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     peak_tree = peak_driver = peak_single = 0
     started = time.monotonic()
     while process.poll() is None:
@@ -95,9 +107,11 @@ def main() -> None:
         )
         results[scale] = measure(root, args.work_dir / "memory-out", args.work_dir / "memory.db")
         r = results[scale]
-        print(f"{scale:>2}x ({per_class * NUM_CLASSES} images): {r['seconds']:.0f} s, peak RSS: "
-              f"process tree {r['peak_tree_mb']:.0f} MB, driver {r['peak_driver_mb']:.0f} MB, "
-              f"largest process {r['peak_single_process_mb']:.0f} MB")  # fmt: skip
+        print(
+            f"{scale:>2}x ({per_class * NUM_CLASSES} images): {r['seconds']:.0f} s, peak RSS: "
+            f"process tree {r['peak_tree_mb']:.0f} MB, driver {r['peak_driver_mb']:.0f} MB, "
+            f"largest process {r['peak_single_process_mb']:.0f} MB"
+        )
     ratios = {
         f"{key.removesuffix('_mb')}_ratio": round(results[10][key] / results[1][key], 3)
         for key in ("peak_tree_mb", "peak_driver_mb", "peak_single_process_mb")

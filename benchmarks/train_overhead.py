@@ -83,9 +83,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     settings = {
-        "steps": args.steps, "warmup": args.warmup, "batch_size": args.batch_size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "batch_size": args.batch_size,
         "threads": args.threads,
-    }  # fmt: skip
+    }
 
     plain_before = timed_steps(settings)
     ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False)
@@ -102,9 +104,11 @@ def main() -> None:
     ray.shutdown()
     plain_after = timed_steps(settings)
     plain = (plain_before + plain_after) / 2
-    print(f"plain PyTorch loop: {plain:.0f} images/s ({plain_before:.0f} before, "
-          f"{plain_after:.0f} after); one Ray Train worker: {ray_train:.0f} images/s; "
-          f"ratio {ray_train / plain:.3f}")  # fmt: skip
+    print(
+        f"plain PyTorch loop: {plain:.0f} images/s ({plain_before:.0f} before, "
+        f"{plain_after:.0f} after); one Ray Train worker: {ray_train:.0f} images/s; "
+        f"ratio {ray_train / plain:.3f}"
+    )
     print(
         json.dumps(
             {

@@ -57,8 +57,9 @@ def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"it exited with {process.returncode}; its log {log}:\n"
-                             + log.read_text()[-3000:])  # fmt: skip
+            raise SystemExit(
+                f"it exited with {process.returncode}; its log {log}:\n" + log.read_text()[-3000:]
+            )
         if _answers(url):
             return
         time.sleep(0.5)
@@ -125,8 +126,11 @@ def start(args: argparse.Namespace) -> int:
             stop = f"python cluster/local.py stop --state-dir {state}"
             print(f"a local head is already running; stop it first: {stop}", file=sys.stderr)
             return 1
-    backend = (args.mlflow_backend or os.environ.get("MLFLOW_BACKEND_STORE_URI")
-               or f"sqlite:///{state / 'mlflow.db'}")  # fmt: skip
+    backend = (
+        args.mlflow_backend
+        or os.environ.get("MLFLOW_BACKEND_STORE_URI")
+        or f"sqlite:///{state / 'mlflow.db'}"
+    )
     artifacts = args.artifacts_destination or str(state / "mlartifacts")
     mlflow_uri = f"http://127.0.0.1:{args.mlflow_port}"
     env = {
@@ -141,10 +145,17 @@ def start(args: argparse.Namespace) -> int:
 
     mlflow_log = state / "mlflow.log"
     mlflow_command = [
-        _tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(args.mlflow_port),
-        "--artifacts-destination", artifacts,
-        "--workers", str(args.mlflow_workers),
-    ]  # fmt: skip
+        _tool("mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.mlflow_port),
+        "--artifacts-destination",
+        artifacts,
+        "--workers",
+        str(args.mlflow_workers),
+    ]
     mlflow = subprocess.Popen(
         mlflow_command,
         cwd=state,
@@ -155,25 +166,43 @@ def start(args: argparse.Namespace) -> int:
         env={**env, "MLFLOW_BACKEND_STORE_URI": backend},
         start_new_session=True,
     )
-    print(f"MLflow server starting on {mlflow_uri} (backend {redact_text(backend)}, "
-          f"artifacts {redact_text(artifacts)}) ...", flush=True)  # fmt: skip
+    print(
+        f"MLflow server starting on {mlflow_uri} (backend {redact_text(backend)}, "
+        f"artifacts {redact_text(artifacts)}) ...",
+        flush=True,
+    )
 
     if not (env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH")):
         # A head started with token auth needs a token; make ~/.ray/auth_token once (kept out
         # of the output: it is the key to the cluster).
-        subprocess.run([_tool("ray"), "get-auth-token", "--generate"], env=env,
-                       capture_output=True, check=True)  # fmt: skip
+        subprocess.run(
+            [_tool("ray"), "get-auth-token", "--generate"], env=env, capture_output=True, check=True
+        )
     ray_log = state / "ray.log"
     ray_command = [
-        _tool("ray"), "start", "--head", "--block", "--disable-usage-stats",
-        "--node-ip-address", "127.0.0.1", "--port", str(args.ray_port),
-        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(args.dashboard_port),
-    ]  # fmt: skip
+        _tool("ray"),
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(args.ray_port),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(args.dashboard_port),
+    ]
     # Ray's fixed defaults for these (52365, 10001, ...) clash with any other Ray on the machine
     # (a laptop's ray.init(), a test cluster): the job agent then never comes up.
-    for option in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-                   "--runtime-env-agent-port", "--ray-client-server-port",
-                   "--metrics-export-port"):  # fmt: skip
+    for option in (
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--runtime-env-agent-port",
+        "--ray-client-server-port",
+        "--metrics-export-port",
+    ):
         ray_command += [option, str(_free_port())]
     if args.num_cpus is not None:
         ray_command += ["--num-cpus", str(args.num_cpus)]
@@ -204,15 +233,19 @@ def start(args: argparse.Namespace) -> int:
         "mlflow_artifacts": redact_text(artifacts),
     }
     _state_file(state).write_text(json.dumps(head, indent=2))
-    print(f"\nRay dashboard and job server: http://127.0.0.1:{args.dashboard_port} "
-          f"(local only; token in ~/.ray/auth_token)")  # fmt: skip
+    print(
+        f"\nRay dashboard and job server: http://127.0.0.1:{args.dashboard_port} "
+        f"(local only; token in ~/.ray/auth_token)"
+    )
     print(f"MLflow UI: {mlflow_uri}\nLogs: {ray_log}, {mlflow_log}\n")
     print(exports(head))
-    print("\nthen, from the repository root:\n"
-          "  ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- \\\n"
-          "      python orchestrator/run.py train --config configs/demo.yaml\n"
-          f"stop with: python cluster/local.py stop"
-          f"{'' if args.state_dir == DEFAULT_STATE else ' --state-dir ' + str(state)}")  # fmt: skip
+    print(
+        "\nthen, from the repository root:\n"
+        "  ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- \\\n"
+        "      python orchestrator/run.py train --config configs/demo.yaml\n"
+        f"stop with: python cluster/local.py stop"
+        f"{'' if args.state_dir == DEFAULT_STATE else ' --state-dir ' + str(state)}"
+    )
     return 0
 
 
@@ -250,14 +283,20 @@ def stop(args: argparse.Namespace) -> int:
         elif (now := _start_time(pid)) is None:
             print(f"{name} (pid {pid}) had already exited")
         elif started.get(name) is None:
-            print(f"not signalling pid {pid}: {state / 'head.json'} records no start time for "
-                  f"{name} (written by an older local.py), so pid {pid} cannot be told apart from "
-                  f"another process that got its number; if it is {name}, end it with "
-                  f"`kill {pid}`", file=sys.stderr)  # fmt: skip
+            print(
+                f"not signalling pid {pid}: {state / 'head.json'} records no start time for "
+                f"{name} (written by an older local.py), so pid {pid} cannot be told apart from "
+                f"another process that got its number; if it is {name}, end it with "
+                f"`kill {pid}`",
+                file=sys.stderr,
+            )
         else:
-            print(f"not signalling pid {pid}: it is another process now (started "
-                  f"{_when(now)}, {name} started {_when(started[name])}); {name} had already "
-                  "exited and its pid was reused", file=sys.stderr)  # fmt: skip
+            print(
+                f"not signalling pid {pid}: it is another process now (started "
+                f"{_when(now)}, {name} started {_when(started[name])}); {name} had already "
+                "exited and its pid was reused",
+                file=sys.stderr,
+            )
     # What `ray stop` also does: forget this head as the machine's current cluster, which a
     # later `ray.init()` would otherwise try to join.
     current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
@@ -285,25 +324,36 @@ def main(argv: list[str] | None = None) -> int:
         ("env", "print the exports for clients"),
     ):
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--state-dir", default=DEFAULT_STATE,
-                         help=f"pids, logs, sqlite store (default {DEFAULT_STATE})")  # fmt: skip
+        sub.add_argument(
+            "--state-dir",
+            default=DEFAULT_STATE,
+            help=f"pids, logs, sqlite store (default {DEFAULT_STATE})",
+        )
         if name == "start":
             sub.add_argument("--ray-port", type=int, default=6379, help="the head's GCS port")
-            sub.add_argument("--dashboard-port", type=int, default=8265,
-                             help="dashboard and job server")  # fmt: skip
+            sub.add_argument(
+                "--dashboard-port", type=int, default=8265, help="dashboard and job server"
+            )
             sub.add_argument("--mlflow-port", type=int, default=5000)
-            sub.add_argument("--mlflow-backend", default=None,
-                             help="MLflow's store: sqlite:///<state>/mlflow.db by default, or a "
-                             "postgresql://user:password@host:port/db URI (or set "
-                             "MLFLOW_BACKEND_STORE_URI)")  # fmt: skip
-            sub.add_argument("--artifacts-destination", default=None,
-                             help="where the server stores runs' artifacts: <state>/mlartifacts "
-                             "by default, or a bucket: s3://<bucket>/<prefix> (credentials and "
-                             "endpoint from the AWS variables)")  # fmt: skip
+            sub.add_argument(
+                "--mlflow-backend",
+                default=None,
+                help="MLflow's store: sqlite:///<state>/mlflow.db by default, or a "
+                "postgresql://user:password@host:port/db URI (or set "
+                "MLFLOW_BACKEND_STORE_URI)",
+            )
+            sub.add_argument(
+                "--artifacts-destination",
+                default=None,
+                help="where the server stores runs' artifacts: <state>/mlartifacts "
+                "by default, or a bucket: s3://<bucket>/<prefix> (credentials and "
+                "endpoint from the AWS variables)",
+            )
             sub.add_argument("--mlflow-workers", type=int, default=1)
             sub.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use")
-            sub.add_argument("--resources", default=None,
-                             help='custom resources, JSON: \'{"preprocess": 1}\'')  # fmt: skip
+            sub.add_argument(
+                "--resources", default=None, help="custom resources, JSON: '{\"preprocess\": 1}'"
+            )
     args = parser.parse_args(argv)
     return {"start": start, "stop": stop, "env": show_env}[args.command](args)
 

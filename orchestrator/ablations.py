@@ -98,16 +98,20 @@ def _epochs_to(curve: dict[int, float], threshold: float, start: float) -> float
     return math.inf
 
 
-def change(ablation: Ablation, baseline: Trial, variant: Trial | None,
-           classes: int) -> tuple[float, float]:  # fmt: skip
+def change(
+    ablation: Ablation, baseline: Trial, variant: Trial | None, classes: int
+) -> tuple[float, float]:
     """One seed's measured change: (top-1, top-5) in points, or (times, nan) for `speed`."""
     if ablation.measure == "ten_crop":
         last = baseline.last
-        return tuple(100 * (last(f"val_{k}_error") - last(f"val_{k}_error_10crop"))
-                     for k in ("top1", "top5"))  # fmt: skip
+        return tuple(
+            100 * (last(f"val_{k}_error") - last(f"val_{k}_error_10crop")) for k in ("top1", "top5")
+        )
     if ablation.measure == "val_error":
-        return tuple(100 * (variant.last(f"val_{k}_error") - baseline.last(f"val_{k}_error"))
-                     for k in ("top1", "top5"))  # fmt: skip
+        return tuple(
+            100 * (variant.last(f"val_{k}_error") - baseline.last(f"val_{k}_error"))
+            for k in ("top1", "top5")
+        )
     if ablation.measure == "overfitting":
         gaps = [t.last("val_top1_error") - t.last("train_top1_error") for t in (baseline, variant)]
         return 100 * (gaps[1] - gaps[0]), math.nan
@@ -146,18 +150,26 @@ def study_rows(study: StudyConfig, trials: list[Trial], classes: int) -> list[di
             agrees = (top1 - expected) * (ablation.paper_top1 - expected) > 0
         elif ablation.measure == "overfitting" and not math.isnan(top1):
             agrees = top1 > 0  # the paper: substantial overfitting without dropout
-        conclusive = (len(per_seed) > 1 and len(signs) == 1
-                      and abs(top1 - expected) > top1_spread)  # fmt: skip
-        rows.append({
-            "ablation": name, "measure": ablation.measure,
-            "overrides": ", ".join(f"{k}={v}" for k, v in ablation.overrides.items())
-            or "(evaluation only)",
-            "paper": ablation.paper, "paper_top1": ablation.paper_top1,
-            "paper_top5": ablation.paper_top5, "top1": top1, "top1_spread": top1_spread,
-            "top5": top5, "top5_spread": top5_spread, "seeds": len(per_seed),
-            "per_seed_top1": [round(c[0], 4) for c in per_seed],
-            "sign_agrees": agrees, "conclusive": conclusive,
-        })  # fmt: skip
+        conclusive = len(per_seed) > 1 and len(signs) == 1 and abs(top1 - expected) > top1_spread
+        rows.append(
+            {
+                "ablation": name,
+                "measure": ablation.measure,
+                "overrides": ", ".join(f"{k}={v}" for k, v in ablation.overrides.items())
+                or "(evaluation only)",
+                "paper": ablation.paper,
+                "paper_top1": ablation.paper_top1,
+                "paper_top5": ablation.paper_top5,
+                "top1": top1,
+                "top1_spread": top1_spread,
+                "top5": top5,
+                "top5_spread": top5_spread,
+                "seeds": len(per_seed),
+                "per_seed_top1": [round(c[0], 4) for c in per_seed],
+                "sign_agrees": agrees,
+                "conclusive": conclusive,
+            }
+        )
     return rows
 
 
@@ -179,12 +191,28 @@ def table_cells(row: dict) -> list[str]:
     if not math.isnan(row["top5"]):
         measured += f" / {_number(row['top5'], row['top5_spread'])}"
     agrees = {True: "yes", False: "no", None: "-"}[row["sign_agrees"]]
-    return [row["ablation"], row["overrides"], row["measure"], paper or "-", measured, agrees,
-            "yes" if row["conclusive"] else "inconclusive", str(row["seeds"])]  # fmt: skip
+    return [
+        row["ablation"],
+        row["overrides"],
+        row["measure"],
+        paper or "-",
+        measured,
+        agrees,
+        "yes" if row["conclusive"] else "inconclusive",
+        str(row["seeds"]),
+    ]
 
 
-TABLE_HEADER = ["ablation", "change", "measure", "paper (top-1 / top-5)",
-                "measured (mean ± sd)", "sign agrees", "conclusive", "seeds"]  # fmt: skip
+TABLE_HEADER = [
+    "ablation",
+    "change",
+    "measure",
+    "paper (top-1 / top-5)",
+    "measured (mean ± sd)",
+    "sign agrees",
+    "conclusive",
+    "seeds",
+]
 
 
 def format_text(rows: list[dict]) -> str:

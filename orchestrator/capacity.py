@@ -76,9 +76,12 @@ def plan_capacity(
     reserved_cores: int = 1,
     headroom: float = 1.2,
 ) -> CapacityPlan:
-    for name, value in (("--gpu-images-per-second", images_per_second_per_gpu),
-                        ("--feed-per-core", feed_per_core), ("--gpus-per-node", gpus_per_node),
-                        ("--headroom", headroom)):  # fmt: skip
+    for name, value in (
+        ("--gpu-images-per-second", images_per_second_per_gpu),
+        ("--feed-per-core", feed_per_core),
+        ("--gpus-per-node", gpus_per_node),
+        ("--headroom", headroom),
+    ):
         if not value > 0:
             raise ValueError(f"{name}: got {value}; allowed: a number > 0")
     need = images_per_second_per_gpu * gpus_per_node * headroom
@@ -128,8 +131,10 @@ def read_measurements(paths: list[str]) -> Measured:
             feeds = {p: v / cpus for p, v in report["feed_images_per_second"].items()}
             values.update(feed_per_core=feeds, feed_measured=True)
         else:
-            raise ValueError(f"--measured {path}: neither device_check.json nor the JSON of "
-                             "benchmarks/data_pipeline.py")  # fmt: skip
+            raise ValueError(
+                f"--measured {path}: neither device_check.json nor the JSON of "
+                "benchmarks/data_pipeline.py"
+            )
     return Measured(**values, sources=tuple(paths))
 
 
@@ -155,9 +160,14 @@ def _device_check(report: dict) -> dict:
     return values
 
 
-def describe_places(measured: Measured, images_per_second_per_gpu: float, gpus_per_node: int,
-                    cpus_per_worker: float, reserved_cores: int = 1,
-                    headroom: float = 1.2) -> str:  # fmt: skip
+def describe_places(
+    measured: Measured,
+    images_per_second_per_gpu: float,
+    gpus_per_node: int,
+    cpus_per_worker: float,
+    reserved_cores: int = 1,
+    headroom: float = 1.2,
+) -> str:
     """CPU cores per GPU node for each place the decode can run (`data.decode`)."""
     need = images_per_second_per_gpu * headroom  # per GPU
     training = math.ceil(gpus_per_node * cpus_per_worker)
@@ -182,9 +192,11 @@ def describe_places(measured: Measured, images_per_second_per_gpu: float, gpus_p
     rate = measured.gpu_decode_images_per_second
     if rate:
         shared = 1 / (1 / images_per_second_per_gpu + 1 / rate)  # decode and training take turns
-        device += (f"the GPU decodes {rate:,.0f} images/s (nvJPEG, measured), so training on "
-                   f"the same GPU runs at ~{shared:,.0f} images/s "
-                   f"({shared / images_per_second_per_gpu:.0%})")  # fmt: skip
+        device += (
+            f"the GPU decodes {rate:,.0f} images/s (nvJPEG, measured), so training on "
+            f"the same GPU runs at ~{shared:,.0f} images/s "
+            f"({shared / images_per_second_per_gpu:.0%})"
+        )
     else:
         device += "the GPU's decode rate is not measured (benchmarks/device_check.sh)"
     return "\n".join([*lines, device])

@@ -37,8 +37,9 @@ class TrainingState:
     schedule: LearningRateSchedule
 
 
-def save_checkpoint(folder: Path, rank: int, epoch: int, metrics: dict, state: TrainingState,
-                    plan) -> None:  # fmt: skip
+def save_checkpoint(
+    folder: Path, rank: int, epoch: int, metrics: dict, state: TrainingState, plan
+) -> None:
     """Into the local `folder` that Ray Train uploads: rank 0 the training state, the epoch's
     report and `meta.json`; every rank its own RNG state (dropout draws). `plan`: the run's
     `WorkerPlan` (config, classes, identity)."""
@@ -63,8 +64,12 @@ def save_checkpoint(folder: Path, rank: int, epoch: int, metrics: dict, state: T
 def _write_meta(folder: Path, epoch: int, training_digest: str, fields: dict) -> None:
     """Rank 0, after writing its files: their sizes, which make the upload count as complete."""
     sizes = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
-    meta = {"epoch": epoch, "training_digest": training_digest, "training_fields": fields,
-            "files": sizes}  # fmt: skip
+    meta = {
+        "epoch": epoch,
+        "training_digest": training_digest,
+        "training_fields": fields,
+        "files": sizes,
+    }
     (folder / META_FILE).write_text(json.dumps(meta, sort_keys=True))
 
 
@@ -112,8 +117,14 @@ def stored_checkpoints(run_folder: str) -> list[StoredCheckpoint]:
         sizes = [info.size if info.type == pafs.FileType.File else None for info in files]
         if sizes != list(meta["files"].values()):
             continue
-        found.append(StoredCheckpoint(folder, int(meta["epoch"]), meta.get("training_digest", ""),
-                                      meta.get("training_fields", {})))  # fmt: skip
+        found.append(
+            StoredCheckpoint(
+                folder,
+                int(meta["epoch"]),
+                meta.get("training_digest", ""),
+                meta.get("training_fields", {}),
+            )
+        )
     return sorted(found, key=lambda checkpoint: checkpoint.epoch)
 
 
@@ -151,8 +162,9 @@ def read_checkpoint(path: str | Path) -> dict:
     if where.exists(CHECKPOINT_FILE):
         where = Location(where.fs, where.join(CHECKPOINT_FILE), where.uri_of(CHECKPOINT_FILE))
     elif where.fs.get_file_info(where.path).type != pafs.FileType.File:
-        raise InputError(f"--model: {redact_text(where.uri)} is not a checkpoint "
-                         f"(no {CHECKPOINT_FILE})")  # fmt: skip
+        raise InputError(
+            f"--model: {redact_text(where.uri)} is not a checkpoint (no {CHECKPOINT_FILE})"
+        )
     try:
         state = torch.load(io.BytesIO(where.read_bytes()), weights_only=True, map_location="cpu")
     except Exception as error:  # noqa: BLE001 - not a torch file, truncated, foreign objects

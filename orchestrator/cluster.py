@@ -52,8 +52,12 @@ def cluster_shape() -> dict[str, str]:
 # What Ray Tune copies from the driver's environment into every trial actor's runtime
 # environment (ray/tune/execution/class_cache.py, Ray 2.60), which Ray's runtime_env_agent then
 # writes to its log in plain text.
-_TUNE_PROPAGATED_SECRETS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN",
-                            "AWS_SESSION_TOKEN"}  # fmt: skip
+_TUNE_PROPAGATED_SECRETS = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SECURITY_TOKEN",
+    "AWS_SESSION_TOKEN",
+}
 
 
 def keep_credentials_out_of_ray_logs() -> None:

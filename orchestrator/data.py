@@ -178,9 +178,15 @@ def prepare_source(prepare: PrepareConfig, splits) -> PrepareResult:
     return run_prepare(prepare, default_parent=DEFAULT_PREPARED_PARENT, splits=splits)
 
 
-def _read_shards(batch: dict, encoding: str, image_size: int, rows_per_batch: int,
-                 shuffle: bool, with_files: bool = False,
-                 decode: bool = True) -> Iterator[dict | pa.Table]:  # fmt: skip
+def _read_shards(
+    batch: dict,
+    encoding: str,
+    image_size: int,
+    rows_per_batch: int,
+    shuffle: bool,
+    with_files: bool = False,
+    decode: bool = True,
+) -> Iterator[dict | pa.Table]:
     """Shard files -> batches of {"image": uint8 (N, S, S, 3), "label", "id"} (and "file", the
     shard's URI, `with_files`), streamed; `decode=False`: Arrow tables of the stored "image"
     bytes, "label" and "id", untouched (the consumer decodes: orchestrator/feed.py).
@@ -199,8 +205,11 @@ def _read_shards(batch: dict, encoding: str, image_size: int, rows_per_batch: in
             for group in rng.permutation(groups) if shuffle else range(groups):
                 table = shard.read_row_group(int(group), columns=["id", "label", "image"])
                 if not decode:  # (raw rows are not permuted: a copy of 25 MB per group)
-                    stored.append(table if encoding == "raw" or not shuffle
-                                  else table.take(rng.permutation(table.num_rows)))  # fmt: skip
+                    stored.append(
+                        table
+                        if encoding == "raw" or not shuffle
+                        else table.take(rng.permutation(table.num_rows))
+                    )
                     stored_bytes += table.nbytes
                     if stored_bytes >= STORED_BLOCK_BYTES:
                         yield pa.concat_tables(stored)
@@ -258,15 +267,21 @@ def stored_pixels(column, image_size: int) -> np.ndarray:
 def batches_here(data: PreparedData, files: list[str], rows: int) -> Iterator[dict]:
     """Decoded batches of `rows` rows of shards `files` (of `data`) in their stored order, with
     "file", as `decoded_stream(..., with_files=True)` gives them, read in this process."""
-    return _read_shards({"file": files}, data.encoding, data.image_size, rows_per_batch=rows,
-                        shuffle=False, with_files=True)  # fmt: skip
+    return _read_shards(
+        {"file": files},
+        data.encoding,
+        data.image_size,
+        rows_per_batch=rows,
+        shuffle=False,
+        with_files=True,
+    )
 
 
 def first_images(data: PreparedData, split: str, count: int) -> dict:
     """The first `count` rows of a split in its stored order, as `decoded_stream` gives them,
     read here without Ray."""
     batches, rows = [], 0
-    for batch in batches_here(data, data.files(split), count):  # fmt: skip
+    for batch in batches_here(data, data.files(split), count):
         batches.append(batch)
         rows += len(batch["id"])
         if rows >= count:
@@ -284,12 +299,17 @@ def read_rows(data: PreparedData, uri: str, ids) -> dict:
     wanted = pa.array(list(ids), type=pa.int64())
     with open_input_file(uri) as handle:
         shard = pq.ParquetFile(handle)
-        groups = [group for group in range(shard.num_row_groups)
-                  if pc.any(pc.is_in(shard.read_row_group(group, columns=["id"]).column("id"),
-                                     wanted)).as_py()]  # fmt: skip
+        groups = [
+            group
+            for group in range(shard.num_row_groups)
+            if pc.any(
+                pc.is_in(shard.read_row_group(group, columns=["id"]).column("id"), wanted)
+            ).as_py()
+        ]
         table = shard.read_row_groups(groups, columns=["id", "label", "image", "path"])
-    return _decoded(table.filter(pc.is_in(table.column("id"), wanted)), data.encoding,
-                    data.image_size)  # fmt: skip
+    return _decoded(
+        table.filter(pc.is_in(table.column("id"), wanted)), data.encoding, data.image_size
+    )
 
 
 def shuffle_options(rows: int, seed: int, epoch: int, rank: int = 0) -> dict:
@@ -312,8 +332,14 @@ def decoded_stream(
     return split_stream(data, split, config, seed, decode=True, with_files=with_files)
 
 
-def split_stream(data: PreparedData, split: str, config: DataConfig, seed: int | None,
-                 decode: bool, with_files: bool = False) -> ray.data.Dataset:  # fmt: skip
+def split_stream(
+    data: PreparedData,
+    split: str,
+    config: DataConfig,
+    seed: int | None,
+    decode: bool,
+    with_files: bool = False,
+) -> ray.data.Dataset:
     """The rows of one split, one read task per shard: decoded to {"image": uint8 (S, S, 3),
     "label", "id"} by the read tasks (`decode`), or as stored ("image": JPEG bytes or raw pixels),
     for the training worker to turn into a batch (orchestrator/feed.py).
@@ -360,16 +386,22 @@ def let_decode_use_every_cpu(dataset: ray.data.Dataset) -> ray.data.Dataset:
 
 def report_prepare(result: PrepareResult) -> None:
     if result.skipped:
-        print(f"prepared data: {result.out} (already complete: {result.images['train']} training "
-              f"/ {result.images['val']} validation images)", flush=True)  # fmt: skip
+        print(
+            f"prepared data: {result.out} (already complete: {result.images['train']} training "
+            f"/ {result.images['val']} validation images)",
+            flush=True,
+        )
         return
     resumed = result.total - result.processed
     earlier = f"; {resumed} done by an earlier run" if resumed else ""
-    print(f"prepare: {sum(result.images.values())} images ({result.images['train']} train, "
-          f"{result.images['val']} val) in {result.out}; {result.rejects} rejected (see "
-          f"{result.rejects_file}). This run: {result.processed} files in {result.seconds:.1f} s, "
-          f"{result.images_per_second:.0f} images/s, {result.images_per_second_per_core:.0f} "
-          f"images/s per CPU core ({result.cpus:g} cores){earlier}", flush=True)  # fmt: skip
+    print(
+        f"prepare: {sum(result.images.values())} images ({result.images['train']} train, "
+        f"{result.images['val']} val) in {result.out}; {result.rejects} rejected (see "
+        f"{result.rejects_file}). This run: {result.processed} files in {result.seconds:.1f} s, "
+        f"{result.images_per_second:.0f} images/s, {result.images_per_second_per_core:.0f} "
+        f"images/s per CPU core ({result.cpus:g} cores){earlier}",
+        flush=True,
+    )
 
 
 def check_rejects(result: PrepareResult, config: PrepareConfig) -> None:

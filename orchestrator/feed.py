@@ -64,20 +64,32 @@ class Feed:
     image_size: int
     threads: int = 1  # decode threads of the `worker` place (decode_threads)
 
-    def batches(self, shard, batch_size: int, device: torch.device, prefetch_batches: int,
-                pin_memory: bool = False, drop_last: bool = False,
-                shuffle: dict | None = None) -> Iterator[dict]:  # fmt: skip
+    def batches(
+        self,
+        shard,
+        batch_size: int,
+        device: torch.device,
+        prefetch_batches: int,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        shuffle: dict | None = None,
+    ) -> Iterator[dict]:
         """{"image": uint8 (N, S, S, 3), "label", "id"} torch batches on `device`, from a Ray
         Data iterator (a Train dataset shard) or dataset of `split_stream` rows."""
-        options = dict(batch_size=batch_size, drop_last=drop_last,
-                       prefetch_batches=prefetch_batches, **(shuffle or {}))  # fmt: skip
+        options = dict(
+            batch_size=batch_size,
+            drop_last=drop_last,
+            prefetch_batches=prefetch_batches,
+            **(shuffle or {}),
+        )
         if self.place == "tasks":
             yield from shard.iter_torch_batches(device=device, pin_memory=pin_memory, **options)
             return
         pinned = pin_memory and device.type == "cuda"
         if self.place == "stored" and not shuffle:
-            yield from self._stored_batches(shard, batch_size, device, prefetch_batches, pinned,
-                                            drop_last)  # fmt: skip
+            yield from self._stored_batches(
+                shard, batch_size, device, prefetch_batches, pinned, drop_last
+            )
             return
         tables = shard.iter_batches(batch_format="pyarrow", **options)
         if self.place != "worker":
@@ -112,16 +124,24 @@ class Feed:
             "id": ids,
         }
 
-    def _stored_batches(self, shard, batch_size: int, device: torch.device, prefetch_batches: int,
-                        pinned: bool, drop_last: bool) -> Iterator[dict]:  # fmt: skip
+    def _stored_batches(
+        self,
+        shard,
+        batch_size: int,
+        device: torch.device,
+        prefetch_batches: int,
+        pinned: bool,
+        drop_last: bool,
+    ) -> Iterator[dict]:
         """Raw rows in stream order: Ray Data's blocks as they come, each image copied once into
         a reused batch array. (Ray's batcher concatenates blocks into fresh memory for every
         batch: the consumer spent ~80 us per 256 px image there, ~45 here.)"""
         size, buffers = self.image_size, _Buffers()
         shape = (batch_size, size, size, 3)
         images, labels, ids, filled = None, [], [], 0  # the batch being filled
-        blocks = shard.iter_batches(batch_format="pyarrow", batch_size=None,
-                                    prefetch_batches=prefetch_batches)  # fmt: skip
+        blocks = shard.iter_batches(
+            batch_format="pyarrow", batch_size=None, prefetch_batches=prefetch_batches
+        )
         for block in blocks:
             for rows in block.to_batches():  # (the columns of a record batch are one chunk each)
                 pixels = stored_pixels(rows.column("image"), size)
@@ -142,16 +162,18 @@ class Feed:
             yield self._batch_of(images[:filled], labels, ids, device, pinned)
 
     @staticmethod
-    def _batch_of(images: torch.Tensor, labels: list, ids: list, device: torch.device,
-                  pinned: bool) -> dict:  # fmt: skip
+    def _batch_of(
+        images: torch.Tensor, labels: list, ids: list, device: torch.device, pinned: bool
+    ) -> dict:
         return {
             "image": images.to(device, non_blocking=pinned),
             "label": torch.from_numpy(np.concatenate(labels)).to(device, non_blocking=pinned),
             "id": torch.from_numpy(np.concatenate(ids)),
         }
 
-    def _decode_in_threads(self, column, pool: ThreadPoolExecutor, pinned: bool,
-                           buffers: _Buffers) -> torch.Tensor:  # fmt: skip
+    def _decode_in_threads(
+        self, column, pool: ThreadPoolExecutor, pinned: bool, buffers: _Buffers
+    ) -> torch.Tensor:
         values, offsets = stored_values(column)
         count, size = len(offsets) - 1, self.image_size
         images = _batch_memory((count, size, size, 3), pinned, buffers)
@@ -201,8 +223,9 @@ def decode_on(device: torch.device, column) -> torch.Tensor:
     batch (nvJPEG on a GPU)."""
     values, offsets = stored_values(column)
     data = _read_only_tensor(values)
-    return decode_batch([data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)],
-                        device)  # fmt: skip
+    return decode_batch(
+        [data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)], device
+    )
 
 
 def _read_only_tensor(array: np.ndarray) -> torch.Tensor:

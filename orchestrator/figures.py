@@ -45,8 +45,13 @@ TOP_K = 5
 KERNEL_COLUMNS = 16  # Figure 3 shows 96 kernels as 6 rows of 16, 48 per tower
 SCORE_BATCH = 512  # images per forward pass in the scoring tasks
 SCORED_HERE_UP_TO = 5000  # images: a pass over no more is scored in this process, without Ray
-FILES = ("conv1_kernels.png", "predictions.png", "neighbors.png", "confusion_matrix.png",
-         "confusion_matrix.csv")  # fmt: skip
+FILES = (
+    "conv1_kernels.png",
+    "predictions.png",
+    "neighbors.png",
+    "confusion_matrix.png",
+    "confusion_matrix.csv",
+)
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,14 @@ def _loaded(model_config: ModelConfig, weights: dict):
     return model.eval()
 
 
-def scoring(model_config: ModelConfig, weights: dict, transform: BatchTransform,
-            data: PreparedData, data_config: DataConfig, train_config) -> Scoring:  # fmt: skip
+def scoring(
+    model_config: ModelConfig,
+    weights: dict,
+    transform: BatchTransform,
+    data: PreparedData,
+    data_config: DataConfig,
+    train_config,
+) -> Scoring:
     """Scoring on the resources of the run's own workers (`train_config`), as far as this
     cluster has them: a task per GPU where there are GPUs; else a task per worker, or one for
     all of them when they had less than a CPU each (measured: one process with 1.5 CPUs scored
@@ -82,9 +93,16 @@ def scoring(model_config: ModelConfig, weights: dict, transform: BatchTransform,
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1)
     if gpus and train_config.use_gpu is not False:
-        return Scoring(model_config, weights, transform, data, data_config,
-                       tasks=min(gpus, train_config.num_workers), cpus_per_task=1,
-                       gpus_per_task=1)  # fmt: skip
+        return Scoring(
+            model_config,
+            weights,
+            transform,
+            data,
+            data_config,
+            tasks=min(gpus, train_config.num_workers),
+            cpus_per_task=1,
+            gpus_per_task=1,
+        )
     free = max(cpus - data_config.decode_cpus, 0.5)  # the read tasks keep their share
     workers, per_worker = train_config.num_workers, train_config.cpus_per_worker
     if per_worker < 1:
@@ -167,9 +185,15 @@ class _Nearest:
     def add(self, distance: np.ndarray, shard, ids, label) -> None:
         """One batch: distances (B, Q) of rows with these shards, ids and labels (B,)."""
         shape = distance.T.shape  # (Q, B)
-        merged = [np.concatenate([mine, np.broadcast_to(new, shape)], axis=1)
-                  for mine, new in ((self.distance, distance.T), (self.shard, shard[None]),
-                                    (self.id, ids[None]), (self.label, label[None]))]  # fmt: skip
+        merged = [
+            np.concatenate([mine, np.broadcast_to(new, shape)], axis=1)
+            for mine, new in (
+                (self.distance, distance.T),
+                (self.shard, shard[None]),
+                (self.id, ids[None]),
+                (self.label, label[None]),
+            )
+        ]
         keep = np.argsort(merged[0], axis=1, kind="stable")[:, : self.k]  # (Q, k)
         self.distance, self.shard, self.id, self.label = (
             np.take_along_axis(values, keep, axis=1) for values in merged
@@ -196,8 +220,12 @@ def score(scoring: Scoring, queries: np.ndarray, k: int = NEIGHBORS, confusion: 
     nearest = _Nearest(len(queries), k)
     for batch in scored:
         training = batch["shard"] < train_files
-        nearest.add(batch["distance"][training], batch["shard"][training],
-                    batch["id"][training], batch["label"][training])  # fmt: skip
+        nearest.add(
+            batch["distance"][training],
+            batch["shard"][training],
+            batch["id"][training],
+            batch["label"][training],
+        )
         np.add.at(counts, (batch["label"][~training], batch["predicted"][~training]), 1)
     return _neighbors(data, files, nearest), counts if confusion else None
 
@@ -207,8 +235,9 @@ def _scored_with_ray(scoring: Scoring, scorer_args: tuple, confusion: bool):
     data, config = scoring.data, scoring.data_config
     stream = data_pipeline.decoded_stream(data, "train", config, seed=None, with_files=True)
     if confusion:
-        stream = stream.union(data_pipeline.decoded_stream(data, "val", config, seed=None,
-                                                           with_files=True))  # fmt: skip
+        stream = stream.union(
+            data_pipeline.decoded_stream(data, "val", config, seed=None, with_files=True)
+        )
     threads = max(1, round(scoring.cpus_per_task))
     scored = stream.map_batches(
         _score_batch,
@@ -229,18 +258,31 @@ def _neighbors(data: PreparedData, files: list[str], nearest: _Nearest) -> list[
         for i, row_id in enumerate(found["id"]):
             rows[(int(shard), int(row_id))] = (found["path"][i], found["image"][i])
     return [
-        [Neighbor(float(d), int(i), int(label), *rows[(int(shard), int(i))])
-         for d, shard, i, label in zip(*(values[q] for values in (
-             nearest.distance, nearest.shard, nearest.id, nearest.label)), strict=True)]
+        [
+            Neighbor(float(d), int(i), int(label), *rows[(int(shard), int(i))])
+            for d, shard, i, label in zip(
+                *(
+                    values[q]
+                    for values in (nearest.distance, nearest.shard, nearest.id, nearest.label)
+                ),
+                strict=True,
+            )
+        ]
         for q in range(len(nearest.distance))
-    ]  # fmt: skip
+    ]
 
 
 def scoring_for(trained) -> Scoring:
     """Scoring a model opened by `orchestrator.trained.open_trained`."""
     config = trained.config
-    return scoring(config.model, trained.state["model"], trained.transform(), trained.data,
-                   config.data, config.train)  # fmt: skip
+    return scoring(
+        config.model,
+        trained.state["model"],
+        trained.transform(),
+        trained.data,
+        config.data,
+        config.train,
+    )
 
 
 def features_of(model, transform: BatchTransform, images: np.ndarray):
@@ -299,9 +341,12 @@ def write_figures(figures: Figures, folder: Path) -> list[Path]:
     """The PNGs (and the confusion matrix as CSV) into `folder`; returns their paths."""
     plt = pyplot()
     folder.mkdir(parents=True, exist_ok=True)
-    for name, draw in (("conv1_kernels.png", _draw_kernels), ("predictions.png", _draw_predictions),
-                       ("neighbors.png", _draw_neighbors),
-                       ("confusion_matrix.png", _draw_confusion)):  # fmt: skip
+    for name, draw in (
+        ("conv1_kernels.png", _draw_kernels),
+        ("predictions.png", _draw_predictions),
+        ("neighbors.png", _draw_neighbors),
+        ("confusion_matrix.png", _draw_confusion),
+    ):
         figure = draw(plt, figures)
         figure.savefig(folder / name, dpi=100)
         plt.close(figure)
@@ -327,8 +372,12 @@ def _draw_kernels(plt, figures: Figures):
 def _draw_predictions(plt, figures: Figures):
     columns = 4
     rows = -(-len(figures.images["id"]) // columns)
-    figure, axes = plt.subplots(2 * rows, columns, figsize=(3 * columns, 4.2 * rows),
-                                gridspec_kw={"height_ratios": [3, 1.5] * rows})  # fmt: skip
+    figure, axes = plt.subplots(
+        2 * rows,
+        columns,
+        figsize=(3 * columns, 4.2 * rows),
+        gridspec_kw={"height_ratios": [3, 1.5] * rows},
+    )
     for ax in axes.flat:
         ax.axis("off")
     for i, (image, label) in enumerate(zip(figures.images["image"], figures.images["label"])):
@@ -343,8 +392,9 @@ def _draw_predictions(plt, figures: Figures):
         bars.invert_yaxis()
         bars.set_xlim(0, 1)
         bars.tick_params(axis="x", labelsize=7)
-    figure.suptitle(f"top-5 predictions, validation images (epoch {figures.epoch}); "
-                    "the true class in red")  # fmt: skip
+    figure.suptitle(
+        f"top-5 predictions, validation images (epoch {figures.epoch}); the true class in red"
+    )
     figure.tight_layout()
     return figure
 
@@ -352,12 +402,14 @@ def _draw_predictions(plt, figures: Figures):
 def _draw_neighbors(plt, figures: Figures):
     titles = [f"val: {figures.classes[label]}" for label in figures.images["label"]]
     title = f"nearest training images in fc7 space (epoch {figures.epoch})"
-    return draw_neighbors(plt, figures.images["image"], titles, figures.neighbors,
-                          figures.classes, title)  # fmt: skip
+    return draw_neighbors(
+        plt, figures.images["image"], titles, figures.neighbors, figures.classes, title
+    )
 
 
-def draw_neighbors(plt, images, titles: list[str], neighbors: list[list[Neighbor]],
-                   classes: list[str], title: str):  # fmt: skip
+def draw_neighbors(
+    plt, images, titles: list[str], neighbors: list[list[Neighbor]], classes: list[str], title: str
+):
     """A row per query image: the image, then its neighbours with class and distance."""
     rows, columns = len(neighbors), 1 + max(len(found) for found in neighbors)
     figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
@@ -368,8 +420,9 @@ def draw_neighbors(plt, images, titles: list[str], neighbors: list[list[Neighbor
         axes[row, 0].set_title(titles[row], fontsize=8)
         for column, neighbor in enumerate(found, start=1):
             axes[row, column].imshow(neighbor.image)
-            axes[row, column].set_title(f"{classes[neighbor.label]}\nd={neighbor.distance:.3g}",
-                                        fontsize=7)  # fmt: skip
+            axes[row, column].set_title(
+                f"{classes[neighbor.label]}\nd={neighbor.distance:.3g}", fontsize=7
+            )
     figure.suptitle(title)
     figure.tight_layout()
     return figure
@@ -388,13 +441,21 @@ def _draw_confusion(plt, figures: Figures):
     if len(classes) <= 15:
         for (i, j), count in np.ndenumerate(confusion):
             if count:
-                axes.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                          color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
+                axes.text(
+                    j,
+                    i,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     error = 1 - np.trace(confusion) / max(confusion.sum(), 1)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    axes.set_title(f"validation confusion matrix, centre crop (epoch {figures.epoch}): "
-                   f"top-1 error {error:.3f}")  # fmt: skip
+    axes.set_title(
+        f"validation confusion matrix, centre crop (epoch {figures.epoch}): top-1 error {error:.3f}"
+    )
     figure.tight_layout()
     return figure
 
@@ -426,6 +487,9 @@ def log_figures(run, state: dict, data: PreparedData) -> None:
     except Exception as error:  # noqa: BLE001
         warnings.warn(f"figures: not made ({redact_exception(error, 300)})", stacklevel=2)
         return
-    print(f"figures: conv1 kernels, top-5 predictions, fc7 nearest neighbours and the confusion "
-          f"matrix of epoch {made.epoch} are in MLflow run {run.run_id} under figures/ "
-          f"({time.perf_counter() - started:.1f} s)", flush=True)  # fmt: skip
+    print(
+        f"figures: conv1 kernels, top-5 predictions, fc7 nearest neighbours and the confusion "
+        f"matrix of epoch {made.epoch} are in MLflow run {run.run_id} under figures/ "
+        f"({time.perf_counter() - started:.1f} s)",
+        flush=True,
+    )

@@ -98,8 +98,11 @@ def check_resume(plan: WorkerPlan, name: str, run: TrackedRun) -> None:
                 continue
             if not plan.train.resume_changed:
                 raise refuse_changed(name, where, changed)
-            print(f"resuming '{name}' with changed training fields (train.resume_changed): "
-                  f"{describe(changed)}", flush=True)  # fmt: skip
+            print(
+                f"resuming '{name}' with changed training fields (train.resume_changed): "
+                f"{describe(changed)}",
+                flush=True,
+            )
         _check_checkpoints_kept(run, recorded, stored, plan.run_folder)
     except ConfigError:
         run.abandon()

@@ -43,8 +43,10 @@ class TrainingJob:
     @property
     def identity_tags(self) -> dict[str, str]:
         """The training's identity on its MLflow run (compared when it is resumed)."""
-        return {"training_digest": self.plan.training_digest,
-                "training_fields": json.dumps(self.plan.training_fields)}  # fmt: skip
+        return {
+            "training_digest": self.plan.training_digest,
+            "training_fields": json.dumps(self.plan.training_fields),
+        }
 
     @property
     def params(self) -> dict:
@@ -111,7 +113,7 @@ def plan_training(
         datasets={
             split: data_pipeline.split_stream(
                 data, split, config.data, seed=seed, decode=place == "tasks"
-            )  # fmt: skip
+            )
             for split, seed in (("train", config.seed), ("val", None))
         },
     )
@@ -164,8 +166,10 @@ def resolve_use_gpu(config: TrainConfig) -> bool:
     gpus = ray.cluster_resources().get("GPU", 0)
     needed = config.num_workers * config.devices_per_worker
     if 0 < gpus < needed:
-        print(f"the cluster has {gpus:g} GPU(s); {config.num_workers} workers with "
-              f"{config.devices_per_worker} each need {needed}: training on CPU")  # fmt: skip
+        print(
+            f"the cluster has {gpus:g} GPU(s); {config.num_workers} workers with "
+            f"{config.devices_per_worker} each need {needed}: training on CPU"
+        )
     return gpus >= needed
 
 
@@ -246,8 +250,9 @@ def run_folder(config: TrainConfig, run_name: str, storage_path: str | None = No
     return f"{storage.absolute(storage_path or config.storage_path)}/{run_name}"
 
 
-def batch_transform(config: DataConfig, data: data_pipeline.PreparedData, crop_size: int,
-                    seed: int) -> BatchTransform:  # fmt: skip
+def batch_transform(
+    config: DataConfig, data: data_pipeline.PreparedData, crop_size: int, seed: int
+) -> BatchTransform:
     """The augmentation and normalisation `config` asks for, with `data`'s statistics. (Here,
     not in data.py: the decode tasks import data.py, and they need no torch.)"""
     return BatchTransform(

@@ -186,8 +186,11 @@ class _Progress:
             self.bar.update(images + rejects)
             return
         rate = self.done / max(time.monotonic() - self.started, 1e-9)
-        print(f"prepare: {self.done}/{self.total} files ({split} shard done, {rejects} rejected), "
-              f"{rate:.0f} files/s, {shards_left} shards left", flush=True)  # fmt: skip
+        print(
+            f"prepare: {self.done}/{self.total} files ({split} shard done, {rejects} rejected), "
+            f"{rate:.0f} files/s, {shards_left} shards left",
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -320,17 +323,34 @@ def _prepare_locked(config, out: Location, key: str, root: Path, splits: dict, s
     )
     _write_rejects(out, rejects)
     result_args = dict(
-        out=out.uri, skipped=False, images=images, rejects=len(rejects), total=total,
-        processed=total - already, rejects_file=out.uri_of("rejects.csv"),
-        seconds=time.monotonic() - started, cpus=cpus,
-    )  # fmt: skip
+        out=out.uri,
+        skipped=False,
+        images=images,
+        rejects=len(rejects),
+        total=total,
+        processed=total - already,
+        rejects_file=out.uri_of("rejects.csv"),
+        seconds=time.monotonic() - started,
+        cpus=cpus,
+    )
     if len(rejects) > config.max_reject_fraction * total:
         return PrepareResult(**result_args, manifest=None)
 
     _write_statistics(out, image_sum, rgb_outer_sum, images["train"])
     out.write_json(dict(enumerate(train.classes)), "classes.json")
-    manifest = _manifest(config, key, root, total, train.classes, shards, splits, images,
-                         per_class, len(rejects), digest)  # fmt: skip
+    manifest = _manifest(
+        config,
+        key,
+        root,
+        total,
+        train.classes,
+        shards,
+        splits,
+        images,
+        per_class,
+        len(rejects),
+        digest,
+    )
     out.write_json(manifest, "manifest.json")  # the dataset is complete from here on
     out.delete_dir("_work")
     return PrepareResult(**result_args, manifest=manifest)
@@ -344,8 +364,9 @@ def _write_rejects(out: Location, rejects: list) -> None:
     out.write_bytes(buffer.getvalue().encode(), "rejects.csv")
 
 
-def _manifest(config, key, root, total, classes, shards, splits, images, per_class, rejects,
-              digest) -> dict:  # fmt: skip
+def _manifest(
+    config, key, root, total, classes, shards, splits, images, per_class, rejects, digest
+) -> dict:
     """manifest.json: what the dataset holds and how it was made (written last)."""
     return {
         "format": FORMAT_VERSION,
@@ -367,10 +388,17 @@ def _manifest(config, key, root, total, classes, shards, splits, images, per_cla
 
 def _already_complete(out: Location, manifest: dict, splits: dict) -> PrepareResult:
     return PrepareResult(
-        out=out.uri, skipped=True, images=manifest["images"], rejects=manifest["rejects"],
-        total=sum(len(images) for images in splits.values()), processed=0,
-        rejects_file=out.uri_of("rejects.csv"), seconds=0.0, cpus=0.0, manifest=manifest,
-    )  # fmt: skip
+        out=out.uri,
+        skipped=True,
+        images=manifest["images"],
+        rejects=manifest["rejects"],
+        total=sum(len(images) for images in splits.values()),
+        processed=0,
+        rejects_file=out.uri_of("rejects.csv"),
+        seconds=0.0,
+        cpus=0.0,
+        manifest=manifest,
+    )
 
 
 def _discard_other_plans(out: Location, key: str) -> None:
@@ -381,7 +409,10 @@ def _discard_other_plans(out: Location, key: str) -> None:
     plan = out.read_json("_work", "plan.json") if out.exists("_work", "plan.json") else {}
     if plan.get("key") == key:
         return
-    print(f"prepare: {out.uri} holds partial work of an interrupted prepare with another source "
-          "or other parameters: discarding it and starting over", flush=True)  # fmt: skip
+    print(
+        f"prepare: {out.uri} holds partial work of an interrupted prepare with another source "
+        "or other parameters: discarding it and starting over",
+        flush=True,
+    )
     for folder in ("_work", "train", "val"):
         out.delete_dir(folder)

@@ -43,8 +43,9 @@ _MIN_ENV_SECRET_CHARS = 6  # shorter values ("1", "true") would mask ordinary wo
 
 
 def _environment_secrets() -> list[str]:
-    values = {v for k, v in os.environ.items()
-              if _ENV_NAME.search(k) and len(v) >= _MIN_ENV_SECRET_CHARS}  # fmt: skip
+    values = {
+        v for k, v in os.environ.items() if _ENV_NAME.search(k) and len(v) >= _MIN_ENV_SECRET_CHARS
+    }
     forms = values | {quote(v, safe="") for v in values} | {quote_plus(v) for v in values}
     return sorted(forms, key=len, reverse=True)  # the longest first: no half-masked values
 

@@ -47,7 +47,7 @@ class SweepConfig:
                     f"{', '.join(DISTRIBUTIONS)} "
                     "with its values, e.g. {loguniform: [0.001, 0.1]}"
                 )
-            (kind, values), = spec.items()  # fmt: skip
+            ((kind, values),) = spec.items()
             if kind in ("uniform", "loguniform"):
                 if len(values) != 2 or not all(isinstance(v, float) for v in values):
                     raise ValueError(f"space.{key}.{kind}: allowed: [low, high] numbers")
@@ -67,7 +67,7 @@ def sample_overrides(space: dict) -> list[str]:
     """One `key=value` override per swept field (the first value of each), to validate keys."""
     overrides = []
     for key, spec in space.items():
-        (kind, values), = spec.items()  # fmt: skip
+        ((kind, values),) = spec.items()
         overrides.append(f"{key}={json.dumps(values[0])}")
     return overrides
 
@@ -77,7 +77,7 @@ def param_space(space: dict, search: str) -> dict:
 
     tune_space = {}
     for key, spec in space.items():
-        (kind, values), = spec.items()  # fmt: skip
+        ((kind, values),) = spec.items()
         if kind == "grid" or (kind == "choice" and search == "grid"):
             tune_space[key] = tune.grid_search(list(values))
         elif kind == "choice":

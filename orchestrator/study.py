@@ -50,8 +50,10 @@ def run_study_trial(params: dict, groups: dict, seed: int, study: str, **trial):
 def _groups(config: ExperimentConfig) -> dict[str, dict]:
     """Trained group -> its config overrides (the baseline: none)."""
     study = config.study
-    return {name: dict(study.ablations[name].overrides) if name != BASELINE else {}
-            for name in study.trained()}  # fmt: skip
+    return {
+        name: dict(study.ablations[name].overrides) if name != BASELINE else {}
+        for name in study.trained()
+    }
 
 
 def study(config: ExperimentConfig, resume: bool) -> list[dict]:
@@ -66,8 +68,10 @@ def study(config: ExperimentConfig, resume: bool) -> list[dict]:
         except ConfigError as error:
             raise ConfigError(f"study.ablations.{name}.overrides: {error}") from None
     if any(a.measure == "ten_crop" for a in spec.ablations.values()) and not config.train.ten_crop:
-        raise ConfigError("train.ten_crop: false; the study's ten_crop ablation reads the "
-                          "baseline's ten-crop errors: set it true")  # fmt: skip
+        raise ConfigError(
+            "train.ten_crop: false; the study's ten_crop ablation reads the "
+            "baseline's ten-crop errors: set it true"
+        )
     # the trials' run names and their `sweep` tag carry the study's name
     config = dataclasses.replace(config, sweep=SweepConfig(name=spec.name, scheduler="fifo"))
     config, parent = open_parent(config, spec.name, "study", resume)
@@ -80,27 +84,39 @@ def study(config: ExperimentConfig, resume: bool) -> list[dict]:
             "data.prepared_uri": data.uri,
             "data.num_train_images": data.count("train"),
             "data.num_classes": len(data.classes),
-        },  # fmt: skip
+        },
         tags={**tracking.provenance_tags(), "kind": "study", "study": spec.name},
         config_yaml=to_yaml(config),
     )
     parent.log_dataset(data, "train")
-    print(f"study '{spec.name}': {len(groups)} groups x {spec.seeds} seeds, MLflow "
-          f"parent run {parent.run_id} in {tracking.redacted(parent.tracking_uri)}",
-          flush=True)  # fmt: skip
+    print(
+        f"study '{spec.name}': {len(groups)} groups x {spec.seeds} seeds, MLflow "
+        f"parent run {parent.run_id} in {tracking.redacted(parent.tracking_uri)}",
+        flush=True,
+    )
     storage = trials_storage(config)
     trainable = tune.with_parameters(
-        run_study_trial, groups=groups, seed=config.seed, study=spec.name,
-        base_yaml=to_yaml(config, redact_secrets=False), data_uri=data.uri,
-        parent_run_id=parent.run_id, storage=f"{storage}/{spec.name}/trials",
-    )  # fmt: skip
-    space = {"group": tune.grid_search(list(groups)),
-             "seed_index": tune.grid_search(list(range(spec.seeds)))}  # fmt: skip
-    tune_config = tune.TuneConfig(metric=config.sweep.metric, mode="min",
-                                  max_concurrent_trials=spec.max_concurrent_trials)  # fmt: skip
+        run_study_trial,
+        groups=groups,
+        seed=config.seed,
+        study=spec.name,
+        base_yaml=to_yaml(config, redact_secrets=False),
+        data_uri=data.uri,
+        parent_run_id=parent.run_id,
+        storage=f"{storage}/{spec.name}/trials",
+    )
+    space = {
+        "group": tune.grid_search(list(groups)),
+        "seed_index": tune.grid_search(list(range(spec.seeds))),
+    }
+    tune_config = tune.TuneConfig(
+        metric=config.sweep.metric, mode="min", max_concurrent_trials=spec.max_concurrent_trials
+    )
     callback = CloseTrialRuns(parent.run_id, config.sweep, config.train.epochs)
-    fit(parent, make_tuner("study", spec.name, trainable, space, tune_config, storage, resume,
-                           callback))  # fmt: skip
+    fit(
+        parent,
+        make_tuner("study", spec.name, trainable, space, tune_config, storage, resume, callback),
+    )
     rows = summarize(parent, spec, config.train.epochs, len(data.classes), data.name)
     parent.finish("FINISHED")
     return rows
@@ -113,8 +129,9 @@ def trials_of(client, children: list, metrics=CURVES + ("val_top5_error",)) -> l
         tags = child.data.tags
         if child.info.status != "FINISHED" or "group" not in tags:
             continue
-        history = {key: dict(tracking.metric_history(client, child.info.run_id, key))
-                   for key in metrics}  # fmt: skip
+        history = {
+            key: dict(tracking.metric_history(client, child.info.run_id, key)) for key in metrics
+        }
         for key in ("val_top1_error_10crop", "val_top5_error_10crop"):
             if key in child.data.metrics:
                 history[key] = {max(history["val_top1_error"], default=0): child.data.metrics[key]}
@@ -122,8 +139,9 @@ def trials_of(client, children: list, metrics=CURVES + ("val_top5_error",)) -> l
     return trials
 
 
-def summarize(parent: tracking.TrackedRun, spec: StudyConfig, epochs: int, classes: int,
-              data_name: str) -> list[dict]:  # fmt: skip
+def summarize(
+    parent: tracking.TrackedRun, spec: StudyConfig, epochs: int, classes: int, data_name: str
+) -> list[dict]:
     """The table on the parent run (CSV, Markdown) and printed, and the plots."""
     trials = trials_of(parent.client, parent.child_runs())
     rows = rows_of(spec, trials, classes)
@@ -139,9 +157,11 @@ def summarize(parent: tracking.TrackedRun, spec: StudyConfig, epochs: int, class
 
 def _title(spec: StudyConfig, epochs: int, data_name: str, trials: list[Trial]) -> str:
     note = f" ({spec.dataset_note})" if spec.dataset_note else ""
-    return (f"study '{spec.name}' on {data_name}{note}, {epochs} epochs per trial, "
-            f"{len(trials)} finished trials; change of the ablation against the baseline with "
-            "the same seed (points of error; speed: times the epochs)")  # fmt: skip
+    return (
+        f"study '{spec.name}' on {data_name}{note}, {epochs} epochs per trial, "
+        f"{len(trials)} finished trials; change of the ablation against the baseline with "
+        "the same seed (points of error; speed: times the epochs)"
+    )
 
 
 def _csv(rows: list[dict]) -> str:
@@ -170,8 +190,7 @@ def _plots(spec: StudyConfig, trials: list[Trial], epochs: int, folder: Path) ->
     trained = [name for name in spec.trained() if name != BASELINE]
     columns = min(3, max(1, len(trained)))
     rows = -(-len(trained) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows),
-                                squeeze=False)  # fmt: skip
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, name in zip(axes.flat, trained):

@@ -42,8 +42,14 @@ from orchestrator.trial_runs import CloseTrialRuns, close_trial_run
 TRIAL_DRIVER_CPUS = 0.01
 
 
-def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, storage: str,
-              tags: dict | None = None):  # fmt: skip
+def run_trial(
+    params: dict,
+    base_yaml: str,
+    data_uri: str,
+    parent_run_id: str,
+    storage: str,
+    tags: dict | None = None,
+):
     """One trial: the base config with `params` (config field -> value), trained by its own
     TorchTrainer, in an MLflow run nested under the parent and tagged with `tags` too."""
     trial_id = tune.get_context().get_trial_id()
@@ -81,8 +87,14 @@ def run_trial(params: dict, base_yaml: str, data_uri: str, parent_run_id: str, s
         config_yaml=to_yaml(job.config),
     )
     # No figures here: Tune ends a trial at its last report; the sweep draws its best trial's
-    launch.run_training(job, run, storage_path=storage, callbacks=(TuneReportCallback(),),
-                        close_on_error=False, figures=False)  # fmt: skip
+    launch.run_training(
+        job,
+        run,
+        storage_path=storage,
+        callbacks=(TuneReportCallback(),),
+        close_on_error=False,
+        figures=False,
+    )
 
 
 def sweep(config: ExperimentConfig, resume: bool) -> None:
@@ -108,8 +120,9 @@ def trials_storage(config: ExperimentConfig) -> str:
     return f"{absolute(config.train.storage_path)}/sweeps"
 
 
-def open_parent(config: ExperimentConfig, name: str, kind: str,
-                resume: bool) -> tuple[ExperimentConfig, tracking.TrackedRun]:  # fmt: skip
+def open_parent(
+    config: ExperimentConfig, name: str, kind: str, resume: bool
+) -> tuple[ExperimentConfig, tracking.TrackedRun]:
     """The Tune experiment `name`'s MLflow parent run (`<kind>-<name>`), new or (`resume`) the
     interrupted one's; and the config with an absolute tracking URI, as trials need it (they
     run in other processes and directories). Starts Ray."""
@@ -176,8 +189,9 @@ def _log_start(parent: tracking.TrackedRun, config: ExperimentConfig) -> None:
     print(f"sweep '{spec.name}': MLflow parent run {parent.run_id} in {where}", flush=True)
 
 
-def _tuner(config: ExperimentConfig, data_uri: str, parent_run_id: str, storage: str,
-           resume: bool) -> tune.Tuner:  # fmt: skip
+def _tuner(
+    config: ExperimentConfig, data_uri: str, parent_run_id: str, storage: str, resume: bool
+) -> tune.Tuner:
     """The Tuner of the sweep in `<storage>/<sweep.name>`: restored from there on `resume`."""
     spec = config.sweep
     trainable = tune.with_parameters(
@@ -196,12 +210,28 @@ def _tuner(config: ExperimentConfig, data_uri: str, parent_run_id: str, storage:
         max_concurrent_trials=spec.max_concurrent_trials,
     )
     callback = CloseTrialRuns(parent_run_id, spec, config.train.epochs)
-    return make_tuner("sweep", spec.name, trainable, param_space(spec.space, spec.search),
-                      tune_config, storage, resume, callback)  # fmt: skip
+    return make_tuner(
+        "sweep",
+        spec.name,
+        trainable,
+        param_space(spec.space, spec.search),
+        tune_config,
+        storage,
+        resume,
+        callback,
+    )
 
 
-def make_tuner(kind: str, name: str, trainable, space: dict, tune_config: tune.TuneConfig,
-               storage: str, resume: bool, callback: CloseTrialRuns) -> tune.Tuner:  # fmt: skip
+def make_tuner(
+    kind: str,
+    name: str,
+    trainable,
+    space: dict,
+    tune_config: tune.TuneConfig,
+    storage: str,
+    resume: bool,
+    callback: CloseTrialRuns,
+) -> tune.Tuner:
     """The Tuner of the `kind` (sweep, study) `name` in `<storage>/<name>`: restored from there
     on `resume` (finished trials are not run again), else new."""
     path = f"{storage}/{name}"
@@ -209,16 +239,18 @@ def make_tuner(kind: str, name: str, trainable, space: dict, tune_config: tune.T
     if resume and _can_restore(path):
         print(f"resuming {kind} '{name}' from {redact_text(path)}", flush=True)
         in_storage, filesystem = for_ray(path)
-        return tune.Tuner.restore(in_storage, trainable=trainable, resume_unfinished=True,
-                                  storage_filesystem=filesystem)  # fmt: skip
+        return tune.Tuner.restore(
+            in_storage, trainable=trainable, resume_unfinished=True, storage_filesystem=filesystem
+        )
     in_storage, filesystem = for_ray(storage)
     return tune.Tuner(
         trainable,
         param_space=space,
         tune_config=tune_config,
-        run_config=tune.RunConfig(name=name, storage_path=in_storage,
-                                  storage_filesystem=filesystem, callbacks=[callback]),
-    )  # fmt: skip
+        run_config=tune.RunConfig(
+            name=name, storage_path=in_storage, storage_filesystem=filesystem, callbacks=[callback]
+        ),
+    )
 
 
 def _can_restore(path: str) -> bool:
@@ -289,10 +321,19 @@ def summarize(parent: tracking.TrackedRun, config: ExperimentConfig, results) ->
     rows = trial_rows(parent.client, parent.child_runs(), spec)  # as `report` shows them
     if rows and not math.isnan(rows[0][spec.metric]):
         best = rows[0]
-        parent.log_metrics({f"best_{spec.metric}": best[spec.metric],
-                            "best_val_top5_error": best["val_top5_error"]})  # fmt: skip
-        parent.set_tags({"best_trial": best["trial"], "best_run_id": best["mlflow_run_id"],
-                         "best_config": json.dumps({k: best[k] for k in spec.space})})  # fmt: skip
+        parent.log_metrics(
+            {
+                f"best_{spec.metric}": best[spec.metric],
+                "best_val_top5_error": best["val_top5_error"],
+            }
+        )
+        parent.set_tags(
+            {
+                "best_trial": best["trial"],
+                "best_run_id": best["mlflow_run_id"],
+                "best_config": json.dumps({k: best[k] for k in spec.space}),
+            }
+        )
         _log_best_model(parent, config, best)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["trial"])
@@ -328,14 +369,22 @@ def _log_best_model(parent: tracking.TrackedRun, config: ExperimentConfig, best:
     example = np.repeat(np.round(data.stats.mean_image * 255).astype(np.uint8)[None], 2, axis=0)
     with torch.no_grad():
         output = classifier(torch.from_numpy(example)).numpy()
-    metadata = {"prepared_size": data.image_size, "classes": data.classes, "sweep": spec.name,
-                "trial": best["trial"]}  # fmt: skip
+    metadata = {
+        "prepared_size": data.image_size,
+        "classes": data.classes,
+        "sweep": spec.name,
+        "trial": best["trial"],
+    }
     info = parent.log_model(classifier, example, output, spec.register_model, metadata)
     message = f"best model (trial {best['trial']}, epoch {state['epoch']}): {info.model_uri}"
     if spec.register_model is not None:
         version = info.registered_model_version
-        tags = {"sweep": spec.name, "trial": best["trial"], "checkpoint": checkpoint,
-                spec.metric: best[spec.metric]}  # fmt: skip
+        tags = {
+            "sweep": spec.name,
+            "trial": best["trial"],
+            "checkpoint": checkpoint,
+            spec.metric: best[spec.metric],
+        }
         parent.set_alias(spec.register_model, spec.register_alias, version, tags)
         message += f", registered as models:/{spec.register_model}@{spec.register_alias} "
         message += f"(version {version})"

@@ -19,9 +19,11 @@ def report(config: ExperimentConfig, sweep_name: str) -> list[dict]:
     space = json.loads(parent.data.tags["search_space"])
     spec = SweepConfig(name=sweep_name, space=space)
     rows = trial_rows(record.client, record.children, spec)
-    print(f"sweep '{sweep_name}' (MLflow run {parent.info.run_id}, "
-          f"{parent.data.tags.get('search_algorithm')} search, "
-          f"{parent.data.tags.get('scheduler')} scheduler): {len(rows)} trials")  # fmt: skip
+    print(
+        f"sweep '{sweep_name}' (MLflow run {parent.info.run_id}, "
+        f"{parent.data.tags.get('search_algorithm')} search, "
+        f"{parent.data.tags.get('scheduler')} scheduler): {len(rows)} trials"
+    )
     print(format_table(rows, spec))
     for plot in record.files:
         print(f"plot: {plot}")
@@ -41,11 +43,12 @@ def trial_rows(client, children: list, spec: SweepConfig) -> list[dict]:
                 spec.metric: metrics.get(spec.metric, math.nan),
                 "val_top5_error": metrics.get("val_top5_error", math.nan),
                 "epochs": max((step for step, _ in history), default=0),
-                "status": "early-stopped" if tags.get("early_stopped") == "true"
+                "status": "early-stopped"
+                if tags.get("early_stopped") == "true"
                 else child.info.status.lower(),
                 "mlflow_run_id": child.info.run_id,
             }
-        )  # fmt: skip
+        )
     return sorted(rows, key=lambda row: (math.isnan(row[spec.metric]), row[spec.metric]))
 
 
@@ -69,7 +72,7 @@ def format_table(rows: list[dict], spec: SweepConfig) -> str:
                 f"{row['val_top5_error']:.4f}",
                 str(row["epochs"]),
                 str(row["status"]),
-            ]  # fmt: skip
+            ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines)
@@ -107,10 +110,15 @@ def log_plots(parent: tracking.TrackedRun, spec: SweepConfig, rows: list[dict]) 
         figure, axes = plt.subplots(figsize=(6, 4))
         for row in rows:
             if row["mlflow_run_id"]:
-                curve = sorted(tracking.metric_history(parent.client, row["mlflow_run_id"],
-                                                       spec.metric))  # fmt: skip
-                axes.plot([e for e, _ in curve], [v for _, v in curve], marker="o",
-                          label=str(row["trial"]))  # fmt: skip
+                curve = sorted(
+                    tracking.metric_history(parent.client, row["mlflow_run_id"], spec.metric)
+                )
+                axes.plot(
+                    [e for e, _ in curve],
+                    [v for _, v in curve],
+                    marker="o",
+                    label=str(row["trial"]),
+                )
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(spec.metric)

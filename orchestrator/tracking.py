@@ -214,21 +214,24 @@ class TrackedRun:
         )
         return False
 
-    def _open(self, run_name: str, resume: bool, parent_run_id: str | None,
-              refuse_existing: bool) -> None:  # fmt: skip
+    def _open(
+        self, run_name: str, resume: bool, parent_run_id: str | None, refuse_existing: bool
+    ) -> None:
         """Find the run to continue (by its run-key tag) or create it, in the experiment."""
         config = self.config
         experiment = self.client.get_experiment_by_name(config.experiment)
         if experiment is not None:
             self.experiment_id = experiment.experiment_id
             if EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind a user chose stays
-                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
-                                               MODEL_TRAINING)  # fmt: skip
+                self.client.set_experiment_tag(
+                    self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING
+                )
         else:  # a local sqlite store keeps its artifacts beside the database, not in ./mlruns
             self.experiment_id = self.client.create_experiment(
-                config.experiment, artifact_location=_artifact_location(self.tracking_uri),
+                config.experiment,
+                artifact_location=_artifact_location(self.tracking_uri),
                 tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING},
-            )  # fmt: skip
+            )
         if resume or refuse_existing:
             found = self.client.search_runs(
                 [self.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_name}'"
@@ -320,8 +323,11 @@ class TrackedRun:
                 # race to add the same one, and all but the first get a unique-key violation
                 # (PostgreSQL); trying again finds it there and links it.
                 if attempt == DATASET_ATTEMPTS:
-                    warnings.warn(f"MLflow: run {self.run_id}'s dataset input was not logged "
-                                  f"({redact_exception(error, 200)})", stacklevel=2)  # fmt: skip
+                    warnings.warn(
+                        f"MLflow: run {self.run_id}'s dataset input was not logged "
+                        f"({redact_exception(error, 200)})",
+                        stacklevel=2,
+                    )
                     return
                 time.sleep(0.2 * attempt)
 
@@ -352,8 +358,9 @@ class TrackedRun:
         """What `system_metrics` in a training worker needs to sample into this run."""
         if not self.tracked or not self.config.system_metrics_interval_s:
             return None
-        return SystemMetricsTarget(self.tracking_uri, self.run_id,
-                                   self.config.system_metrics_interval_s)  # fmt: skip
+        return SystemMetricsTarget(
+            self.tracking_uri, self.run_id, self.config.system_metrics_interval_s
+        )
 
     def set_tags(self, tags: dict, run_id: str | None = None) -> None:
         """Tags on this run (or on `run_id`, a run nested under it), secrets masked."""
@@ -361,8 +368,9 @@ class TrackedRun:
 
         if self.tracked:
             values = redact({k: str(v) for k, v in tags.items()})
-            self.client.log_batch(run_id or self.run_id,
-                                  tags=[RunTag(k, v) for k, v in values.items()])  # fmt: skip
+            self.client.log_batch(
+                run_id or self.run_id, tags=[RunTag(k, v) for k, v in values.items()]
+            )
 
     def child_runs(self) -> list:
         """The runs nested under this one (a sweep's trials)."""
@@ -431,8 +439,11 @@ class TrackedRun:
                     replayed = buffer.flush(self.client, self.run_id)
                     self.client.set_terminated(self.run_id, status=status)
                 if waiting or replayed:
-                    print(f"MLflow: replayed {replayed} buffered metric values; run {self.run_id} "
-                          f"is {status}", flush=True)  # fmt: skip
+                    print(
+                        f"MLflow: replayed {replayed} buffered metric values; run {self.run_id} "
+                        f"is {status}",
+                        flush=True,
+                    )
                 return
             except Exception as error:  # noqa: BLE001 - an outage, most likely
                 if time.monotonic() >= deadline:
@@ -445,10 +456,12 @@ class TrackedRun:
                     )
                     return
                 if not waiting:
-                    print(f"MLflow at {redacted(self.tracking_uri)} is unreachable "
-                          f"({redact_exception(error, 200)}); waiting up to "
-                          f"{self.config.wait_at_end_s:g} s for it to close run {self.run_id}",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"MLflow at {redacted(self.tracking_uri)} is unreachable "
+                        f"({redact_exception(error, 200)}); waiting up to "
+                        f"{self.config.wait_at_end_s:g} s for it to close run {self.run_id}",
+                        flush=True,
+                    )
                     waiting = True
                 time.sleep(2)
 
@@ -494,8 +507,9 @@ def system_metrics(target: SystemMetricsTarget | None):
             monitor.start()
             monitors.append(monitor)
         except Exception as error:  # noqa: BLE001 - the training goes on without it
-            warnings.warn(f"system metrics are not sampled: {redact_exception(error)}",
-                          stacklevel=1)  # fmt: skip
+            warnings.warn(
+                f"system metrics are not sampled: {redact_exception(error)}", stacklevel=1
+            )
 
     def finish() -> None:
         starting.join()

@@ -22,8 +22,10 @@ def failing_fast(timeout_s: float = 5):
     Its client retries a refused connection 7 times with exponential backoff by default; that
     would stall training for minutes on every epoch of an outage, and the buffer takes over.
     """
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-                                            "MLFLOW_HTTP_REQUEST_TIMEOUT")}  # fmt: skip
+    saved = {
+        k: os.environ.get(k)
+        for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    }
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(timeout_s))
     try:
@@ -73,8 +75,10 @@ class MetricBuffer:
 
     def add(self, metrics: list, tags: dict[str, str] | None = None) -> None:
         """Appends a line per metric value and tag, in one write; raises OSError if it cannot."""
-        lines = [json.dumps({"key": m.key, "value": m.value, "timestamp": m.timestamp,
-                             "step": m.step}) for m in metrics]  # fmt: skip
+        lines = [
+            json.dumps({"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step})
+            for m in metrics
+        ]
         lines += [json.dumps({"tag": k, "value": v}) for k, v in (tags or {}).items()]
         if not lines:
             return
@@ -110,8 +114,11 @@ class MetricBuffer:
         logged, tags_logged = None, False  # None: not read yet, so the claimed files stay
         try:
             records = self._parse([line for _, path in claims for line in _read_lines(path)])
-            metrics = [(line, Metric(r["key"], r["value"], r["timestamp"], r["step"]))
-                       for line, r in records if "key" in r]  # fmt: skip
+            metrics = [
+                (line, Metric(r["key"], r["value"], r["timestamp"], r["step"]))
+                for line, r in records
+                if "key" in r
+            ]
             tag_lines = [line for line, r in records if "tag" in r]
             tags = {r["tag"]: r["value"] for _, r in records if "tag" in r}  # the latest of each
             logged = 0

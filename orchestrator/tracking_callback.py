@@ -79,9 +79,11 @@ class EpochLogger(ray.train.UserCallback):
             f"from the checkpoint of epoch {resumed} ({where}); trained again: {retrained}"
         )
         if again:
-            print(f"resumed from the checkpoint of epoch {resumed}: epochs {retrained} are "
-                  "trained again (MLflow keeps the values first logged for them)",
-                  flush=True)  # fmt: skip
+            print(
+                f"resumed from the checkpoint of epoch {resumed}: epochs {retrained} are "
+                "trained again (MLflow keeps the values first logged for them)",
+                flush=True,
+            )
         return {"resumed_from_epoch": str(resumed), "restarts": " | ".join(self.restarts)[-5000:]}
 
     def _log(self, values: list, tags: dict[str, str], epoch: int) -> None:
@@ -111,12 +113,16 @@ class EpochLogger(ray.train.UserCallback):
                 )
                 self._outage = True
             else:
-                print(f"MLflow still unreachable after epoch {epoch}: {self.buffer.count()} "
-                      "values buffered", flush=True)  # fmt: skip
+                print(
+                    f"MLflow still unreachable after epoch {epoch}: {self.buffer.count()} "
+                    "values buffered",
+                    flush=True,
+                )
             return
         if self._outage:
-            print(f"MLflow is reachable again: replayed {replayed} buffered metric values",
-                  flush=True)  # fmt: skip
+            print(
+                f"MLflow is reachable again: replayed {replayed} buffered metric values", flush=True
+            )
             self._outage = False
 
     def _add_to_buffer(self, values: list, tags: dict[str, str]) -> bool:

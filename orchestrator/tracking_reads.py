@@ -92,8 +92,7 @@ class ExperimentRecord:
     files: list[str]
 
 
-def read_experiment(config: TrackingConfig, kind: str, name: str,
-                    folder: str) -> ExperimentRecord:  # fmt: skip
+def read_experiment(config: TrackingConfig, kind: str, name: str, folder: str) -> ExperimentRecord:
     """The `kind` (sweep, study) named `name` in the tracking store (`--<kind> name`)."""
     client, uri = _reachable_client(config, ConfigError, "tracking.uri")
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -107,6 +106,8 @@ def read_experiment(config: TrackingConfig, kind: str, name: str,
         [parent.info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
     )
-    files = [f"{parent.info.artifact_uri}/{artifact.path}"
-             for artifact in client.list_artifacts(parent.info.run_id, folder)]  # fmt: skip
+    files = [
+        f"{parent.info.artifact_uri}/{artifact.path}"
+        for artifact in client.list_artifacts(parent.info.run_id, folder)
+    ]
     return ExperimentRecord(client, parent, children, files)

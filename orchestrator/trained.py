@@ -43,8 +43,9 @@ class Trained:
         """The run's evaluation views: centre crop (and ten crops) minus its data's mean image."""
         from orchestrator import launch
 
-        return launch.batch_transform(self.config.data, self.data, self.config.model.input_size,
-                                      self.config.seed)  # fmt: skip
+        return launch.batch_transform(
+            self.config.data, self.data, self.config.model.input_size, self.config.seed
+        )
 
 
 def open_trained(model_uri: str, overrides: list[str]) -> Trained:

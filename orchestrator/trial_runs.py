@@ -39,12 +39,16 @@ class CloseTrialRuns(tune.Callback):
                 if run.data.tags.get("trial_id") == trial_id:
                     close_trial_run(parent, run.info.run_id, self.spec, self.epochs, failed)
         except Exception as error:  # noqa: BLE001 - the tracking server is away: not fatal
-            warnings.warn(f"trial {trial_id}: its MLflow run stays open until the sweep ends "
-                          f"({redact_text(str(error))[:200]})", stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"trial {trial_id}: its MLflow run stays open until the sweep ends "
+                f"({redact_text(str(error))[:200]})",
+                stacklevel=2,
+            )
 
 
-def close_trial_run(parent: tracking.TrackedRun, run_id: str, spec: SweepConfig, epochs: int,
-                    failed: bool) -> None:  # fmt: skip
+def close_trial_run(
+    parent: tracking.TrackedRun, run_id: str, spec: SweepConfig, epochs: int, failed: bool
+) -> None:
     """End a trial's run with an honest status: FAILED, or FINISHED, tagged early-stopped when
     the scheduler ended it before its last epoch. The epochs it trained are those its run holds:
     a trial's workers go on while the scheduler decides, and may finish the next epoch before

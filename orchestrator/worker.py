@@ -128,10 +128,14 @@ def _run_epoch(loop: _Loop, shard, epoch: int):
     plan, schedule = loop.plan, loop.state.schedule
     rank = ray.train.get_context().get_world_rank()
     batches = plan.feed.batches(
-        shard, plan.train.batch_size_per_worker, loop.device, plan.prefetch_batches,
-        pin_memory=plan.pin_memory, drop_last=True,
+        shard,
+        plan.train.batch_size_per_worker,
+        loop.device,
+        plan.prefetch_batches,
+        pin_memory=plan.pin_memory,
+        drop_last=True,
         shuffle=shuffle_options(plan.shuffle_rows, plan.seed, epoch, rank),
-    )  # fmt: skip
+    )
     bar = loop.console.epoch_bar(epoch, plan.steps_per_epoch * plan.train.global_batch_size)
     every = 0 if bar is not None else plan.train.log_every_n_steps
     sums, waited, step = None, 0.0, 0
@@ -140,15 +144,22 @@ def _run_epoch(loop: _Loop, shard, epoch: int):
         waited += wait
         set_lr(loop.state.optimizer, schedule.lr(epoch, step / plan.steps_per_epoch))
         images = loop.inputs(plan.transform.train(batch["image"], batch["id"], epoch))
-        result = train_step(loop.model, loop.state.optimizer, images, batch["label"],
-                            autocast_dtype=loop.autocast_dtype)  # fmt: skip
+        result = train_step(
+            loop.model,
+            loop.state.optimizer,
+            images,
+            batch["label"],
+            autocast_dtype=loop.autocast_dtype,
+        )
         sums = accumulate(sums, result)
         step += 1
         if bar is not None:
             bar.update(plan.train.global_batch_size)  # every worker trains a batch per step
         elif every and step % every == 0:
-            loop.console(f"epoch {epoch} step {step}: running train loss "
-                         f"{(sums['loss_sum'] / sums['count']).item():.4f}")  # fmt: skip
+            loop.console(
+                f"epoch {epoch} step {step}: running train loss "
+                f"{(sums['loss_sum'] / sums['count']).item():.4f}"
+            )
     if bar is not None:
         bar.close()
     if sums is None:
@@ -170,10 +181,11 @@ def _evaluate(loop: _Loop, shard, ten_crop: bool):
             loop.device,
             loop.plan.prefetch_batches,
             pin_memory=loop.plan.pin_memory,
-        )  # fmt: skip
+        )
     )
-    center, views = evaluate(loop.model, batches, loop.plan.transform, loop.autocast_dtype,
-                             ten_crop, loop.channels_last)  # fmt: skip
+    center, views = evaluate(
+        loop.model, batches, loop.plan.transform, loop.autocast_dtype, ten_crop, loop.channels_last
+    )
     zero = torch.zeros((), dtype=torch.float64)
     zeros = {"loss_sum": zero, "correct1": zero, "correct5": zero, "count": zero}
     center = _all_reduce_sums(center or zeros, loop.device)
@@ -275,8 +287,10 @@ def _epoch(loop: _Loop, shards: tuple, epoch: int) -> EpochMetrics:
     center, views = _evaluate(loop, shards[1], config.ten_crop and epoch == config.epochs)
     errors = error_rates(center)
     if schedule.end_epoch(errors["val_top1_error"]):
-        loop.console(f"epoch {epoch}: validation error stalled; "
-                     f"lr / {loop.plan.optim.schedule.drop_factor:g}")  # fmt: skip
+        loop.console(
+            f"epoch {epoch}: validation error stalled; "
+            f"lr / {loop.plan.optim.schedule.drop_factor:g}"
+        )
     ten_crop = error_rates(views, "_10crop") if views is not None else {}
     return EpochMetrics(
         epoch=epoch,

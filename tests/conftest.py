@@ -47,12 +47,14 @@ def s3_server(tmp_path_factory):
         except OSError:
             assert time.monotonic() < deadline, "moto_server did not answer within 60 s"
             time.sleep(0.2)
-    os.environ.update({
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "pytest-access-key",
-        "AWS_SECRET_ACCESS_KEY": "pytest-secret-" + os.urandom(8).hex(),
-        "AWS_DEFAULT_REGION": "us-east-1",
-    })  # fmt: skip
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "pytest-access-key",
+            "AWS_SECRET_ACCESS_KEY": "pytest-secret-" + os.urandom(8).hex(),
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
     import boto3  # what MLflow's S3 artifact store uses; it reads the same variables
     import pyarrow.fs as pafs
 
@@ -93,15 +95,38 @@ def postgres_server(tmp_path_factory):
 
     def pg(program: str, *args: str) -> None:
         env = {**os.environ, "PGPASSWORD": password}
-        done = subprocess.run([str(POSTGRES_BIN_PATH / program), *args], user=user, env=env,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [str(POSTGRES_BIN_PATH / program), *args],
+            user=user,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, f"{program}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
 
     port = free_port()
-    pg("initdb", "-D", str(data), "-U", "mlflow", f"--pwfile={folder / 'password'}",
-       "--auth=scram-sha-256", "--encoding=utf8")  # fmt: skip
-    pg("pg_ctl", "-D", str(data), "-w", "-l", str(folder / "postgres.log"),
-       "-o", f"-h 127.0.0.1 -p {port} -k {data}", "start")  # fmt: skip
+    pg(
+        "initdb",
+        "-D",
+        str(data),
+        "-U",
+        "mlflow",
+        f"--pwfile={folder / 'password'}",
+        "--auth=scram-sha-256",
+        "--encoding=utf8",
+    )
+    pg(
+        "pg_ctl",
+        "-D",
+        str(data),
+        "-w",
+        "-l",
+        str(folder / "postgres.log"),
+        "-o",
+        f"-h 127.0.0.1 -p {port} -k {data}",
+        "start",
+    )
     try:
         pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow")
         yield f"postgresql://mlflow:{password}@127.0.0.1:{port}/mlflow", password, data
@@ -156,8 +181,9 @@ def tiny_prepared_s3(s3_server, tiny_prepared) -> str:
 
     uri = f"s3://{S3_BUCKET}/prepared/tiny"
     fs, path = filesystem(uri)
-    pafs.copy_files(tiny_prepared, path, source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=fs)  # fmt: skip
+    pafs.copy_files(
+        tiny_prepared, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+    )
     return uri
 
 

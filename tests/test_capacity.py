@@ -25,8 +25,15 @@ def test_cores_per_gpu_node_follow_the_formula():
 
 
 def test_capacity_command(capsys):
-    argv = ["capacity", "--gpu-images-per-second", "3000", "--gpus-per-node", "4",
-            "--set", "train.cpus_per_worker=2"]  # fmt: skip
+    argv = [
+        "capacity",
+        "--gpu-images-per-second",
+        "3000",
+        "--gpus-per-node",
+        "4",
+        "--set",
+        "train.cpus_per_worker=2",
+    ]
     assert main(argv) == 0
     # ceil(4 x 3000 x 1.2 / 1072) = 14 decode cores (tasks) + 4 x 2 + 1
     assert "= 23 CPU cores per GPU node" in capsys.readouterr().out
@@ -39,10 +46,14 @@ def test_capacity_from_measured_files(tmp_path, capsys):
     output (feed per core by place) replace the defaults; each place's cores follow."""
     device_check = {
         "throughput": {"report": {"best": {"images_per_second": 5000.0}}},
-        "decode": {"report": {"gpu_images_per_second": {"64": 8000.0, "256": 20000.0},
-                              "cpu_images_per_second_per_core": {"simplejpeg": 2 * 2150.0}}},
+        "decode": {
+            "report": {
+                "gpu_images_per_second": {"64": 8000.0, "256": 20000.0},
+                "cpu_images_per_second_per_core": {"simplejpeg": 2 * 2150.0},
+            }
+        },
         "tests": {"report": None},
-    }  # fmt: skip
+    }
     (tmp_path / "device_check.json").write_text(json.dumps(device_check, indent=1))
     measured = read_measurements([str(tmp_path / "device_check.json")])
     assert (measured.gpu_images_per_second, measured.gpu_decode_images_per_second) == (5000, 20000)
@@ -54,8 +65,19 @@ def test_capacity_from_measured_files(tmp_path, capsys):
         {"feed_images_per_second": {"tasks": 2000.0, "worker": 2500.0}, "cpus": 2}
     )
     (tmp_path / "pipeline.log").write_text(output)
-    assert main(["capacity", "--measured", str(tmp_path / "device_check.json"),
-                 str(tmp_path / "pipeline.log"), "--gpus-per-node", "2"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "capacity",
+                "--measured",
+                str(tmp_path / "device_check.json"),
+                str(tmp_path / "pipeline.log"),
+                "--gpus-per-node",
+                "2",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     # per GPU 5000 x 1.2 = 6000 images/s; tasks: ceil(2 x 6000 / 1000) = 12 + 2 + 1
     assert "tasks     15 cores (7.5 per GPU): 12 decoding" in printed

@@ -36,15 +36,29 @@ ARTIFACTS = f"s3://{S3_BUCKET}/mlartifacts"
 @pytest.fixture(scope="module")
 def local_head(tmp_path_factory, postgres_server, s3_server):
     state = tmp_path_factory.mktemp("head")
-    ports = {"--ray-port": free_port(), "--dashboard-port": free_port(),
-             "--mlflow-port": free_port()}  # fmt: skip
-    command = [sys.executable, "cluster/local.py", "start", "--state-dir", str(state),
-               "--num-cpus", "2", *(str(x) for item in ports.items() for x in item),
-               "--mlflow-backend", postgres_server[0],
-               "--artifacts-destination", ARTIFACTS]  # fmt: skip
+    ports = {
+        "--ray-port": free_port(),
+        "--dashboard-port": free_port(),
+        "--mlflow-port": free_port(),
+    }
+    command = [
+        sys.executable,
+        "cluster/local.py",
+        "start",
+        "--state-dir",
+        str(state),
+        "--num-cpus",
+        "2",
+        *(str(x) for item in ports.items() for x in item),
+        "--mlflow-backend",
+        postgres_server[0],
+        "--artifacts-destination",
+        ARTIFACTS,
+    ]
     env = {**os.environ, "PYTEST_SERVICE_SECRET_KEY": ENV_SECRET}  # inherited by every job
-    started = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                             env=env)  # fmt: skip
+    started = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
     assert started.returncode == 0, started.stdout + started.stderr
     assert f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{ports['--mlflow-port']}" in started.stdout
     assert "(backend postgresql://mlflow:***@127.0.0.1:" in started.stdout
@@ -59,8 +73,9 @@ def local_head(tmp_path_factory, postgres_server, s3_server):
         "printed": [started.stdout, started.stderr],
     }
     started_processes = [psutil.Process(pid) for pid in head["pids"].values()]
-    family = started_processes + [child for process in started_processes
-                                  for child in process.children(recursive=True)]  # fmt: skip
+    family = started_processes + [
+        child for process in started_processes for child in process.children(recursive=True)
+    ]
     stop = [sys.executable, "cluster/local.py", "stop", "--state-dir", str(state)]
     stopped = subprocess.run(stop, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert stopped.returncode == 0, stopped.stderr
@@ -73,30 +88,51 @@ def local_head(tmp_path_factory, postgres_server, s3_server):
 
 def ray_command(head: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`ray job ARGS --address <the head>`, as a client with the token would run it."""
-    command = [str(Path(sys.executable).parent / "ray"), "job", args[0], "--address", head["jobs"],
-               *args[1:]]  # fmt: skip
+    command = [
+        str(Path(sys.executable).parent / "ray"),
+        "job",
+        args[0],
+        "--address",
+        head["jobs"],
+        *args[1:],
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env["RAY_AUTH_MODE"] = "token"
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def submit(head: dict, *run_args: str, options=(), timeout=600) -> subprocess.CompletedProcess:
     """`ray job submit ... -- python orchestrator/run.py ARGS`, as cluster/README.md says."""
-    return ray_command(head, "submit", *options, "--working-dir", ".", "--runtime-env",
-                       "cluster/runtime_env.yaml", "--", "python", "orchestrator/run.py",
-                       *run_args, timeout=timeout)  # fmt: skip
+    return ray_command(
+        head,
+        "submit",
+        *options,
+        "--working-dir",
+        ".",
+        "--runtime-env",
+        "cluster/runtime_env.yaml",
+        "--",
+        "python",
+        "orchestrator/run.py",
+        *run_args,
+        timeout=timeout,
+    )
 
 
 def _sets(data: str, storage: str, tmp_path, *overrides) -> list[str]:
     settings = [
-        "data.source=prepared", f"data.root={data}", f"train.storage_path={storage}",
-        "train.global_batch_size=32", f"tracking.buffer_dir={tmp_path / 'mlflow-buffer'}",
+        "data.source=prepared",
+        f"data.root={data}",
+        f"train.storage_path={storage}",
+        "train.global_batch_size=32",
+        f"tracking.buffer_dir={tmp_path / 'mlflow-buffer'}",
         "tracking.figures=false",  # each trial's: made and checked in test_fault_tolerance.py
         "data.decode=device",  # the third place (worker: the default, test_fault_tolerance.py;
         #                        tasks: test_multinode.py), trained and scored here
         *overrides,
-    ]  # fmt: skip
+    ]
     return [part for setting in settings for part in ("--set", setting)]
 
 
@@ -115,8 +151,13 @@ def sweep_runs(tracking_uri: str, experiment_name: str):
 
 def _histories(client, runs) -> dict[str, list[tuple[int, int]]]:
     """Each run's (epoch, timestamp) of every val_top1_error it logged, by run id."""
-    return {run.info.run_id: [(m.step, m.timestamp) for m in client.get_metric_history(
-        run.info.run_id, "val_top1_error")] for run in runs}  # fmt: skip
+    return {
+        run.info.run_id: [
+            (m.step, m.timestamp)
+            for m in client.get_metric_history(run.info.run_id, "val_top1_error")
+        ]
+        for run in runs
+    }
 
 
 def _kill_driver_after_a_trial_finished(head: dict, timeout: float = 400):
@@ -154,15 +195,29 @@ def test_killed_sweep_job_resumes_on_postgres_and_s3_and_registers_its_best_mode
     twice, the best trial's model registered with its artifacts in the bucket."""
     # The password goes in a config file, not on the command line: Ray writes a job's command
     # line at the top of its log, as typed
-    config = {"base": str(REPO_ROOT / "configs" / "sweep.yaml"),  # all but the password
-              "tracking": {"uri": local_head["mlflow_with_password"]}}  # fmt: skip
+    config = {
+        "base": str(REPO_ROOT / "configs" / "sweep.yaml"),  # all but the password
+        "tracking": {"uri": local_head["mlflow_with_password"]},
+    }
     secret_config = tmp_path / "sweep-with-password.yaml"
     secret_config.write_text(yaml.safe_dump(config))
     storage = f"s3://{S3_BUCKET}/{tmp_path.name}/results"
-    args = ["sweep", "--config", str(secret_config),
-            *_sets(tiny_prepared_s3, storage, tmp_path, "train.epochs=2", "sweep.num_samples=3",
-                   "sweep.name=pytest-sweep", "sweep.register_model=pytest-alexnet",
-                   "model.width=0.125", "tracking.system_metrics_interval_s=1")]  # fmt: skip
+    args = [
+        "sweep",
+        "--config",
+        str(secret_config),
+        *_sets(
+            tiny_prepared_s3,
+            storage,
+            tmp_path,
+            "train.epochs=2",
+            "sweep.num_samples=3",
+            "sweep.name=pytest-sweep",
+            "sweep.register_model=pytest-alexnet",
+            "model.width=0.125",
+            "tracking.system_metrics_interval_s=1",
+        ),
+    ]
     first = submit(local_head, *args, options=["--no-wait", "--submission-id", "pytest-sweep-1"])
     assert first.returncode == 0, first.stdout + first.stderr
     parent, children, before = _kill_driver_after_a_trial_finished(local_head)
@@ -212,16 +267,20 @@ def test_killed_sweep_job_resumes_on_postgres_and_s3_and_registers_its_best_mode
     # A trial that had logged epoch 1 before the kill and logs epoch 2 in the resumed job went on
     # from its checkpoint. (Which trials do depends on the timing: a trial's processes outlive
     # the killed driver by a moment, and may finish the epoch they were in.)
-    went_on = [run_id for run_id, epochs in after.items() if before.get(run_id)
-               and any(timestamp > resubmitted for _, timestamp in epochs)]  # fmt: skip
+    went_on = [
+        run_id
+        for run_id, epochs in after.items()
+        if before.get(run_id) and any(timestamp > resubmitted for _, timestamp in epochs)
+    ]
     if went_on:
         assert re.search(r"resumed from the checkpoint of epoch [12] ", output), output[-4000:]
     assert any("system/cpu_utilization_percentage" in c.data.metrics for c in children)
 
     with psycopg.connect(postgres_server[0]) as db:  # the server's store is PostgreSQL
         params = db.execute("SELECT COUNT(DISTINCT run_uuid) FROM params WHERE key = 'optim.lr'")
-        metrics = db.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics "
-                             "WHERE key = 'val_top1_error' AND step > 0")  # fmt: skip
+        metrics = db.execute(
+            "SELECT COUNT(DISTINCT run_uuid) FROM metrics WHERE key = 'val_top1_error' AND step > 0"
+        )
         assert (params.fetchone()[0], metrics.fetchone()[0]) == (3, 3)
 
     lowest = min(child.data.metrics["val_top1_error"] for child in children)
@@ -254,10 +313,14 @@ def test_killed_sweep_job_resumes_on_postgres_and_s3_and_registers_its_best_mode
     assert sum("plot: " in line for line in lines) == 4
 
     # `evaluate` takes the registered model: the checkpoint it came from scores as that trial did
-    evaluated = run_cli("evaluate", "--model", "models:/pytest-alexnet@best",
-                        "--set", f"tracking.uri={local_head['mlflow_with_password']}",
-                        env={"RAY_ADDRESS": ray_cluster,
-                             "PYTEST_SERVICE_SECRET_KEY": ENV_SECRET})  # fmt: skip
+    evaluated = run_cli(
+        "evaluate",
+        "--model",
+        "models:/pytest-alexnet@best",
+        "--set",
+        f"tracking.uri={local_head['mlflow_with_password']}",
+        env={"RAY_ADDRESS": ray_cluster, "PYTEST_SERVICE_SECRET_KEY": ENV_SECRET},
+    )
     assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
     printed += [evaluated.stdout, evaluated.stderr, *local_head["printed"]]
     (line,) = [x for x in evaluated.stdout.splitlines() if x.split()[:1] == ["val_top1_error"]]
@@ -285,8 +348,12 @@ def _bucket_objects(prefix: str) -> dict[str, bytes]:
 
 def _around(secrets: tuple[str, ...], texts: list[str]) -> list[str]:
     """Each place a secret appears in `texts`, with the 150 characters before it."""
-    return [text[max(0, i - 150) : i + 20] for text in texts for secret in secrets
-            for i in [m.start() for m in re.finditer(re.escape(secret), text)]]  # fmt: skip
+    return [
+        text[max(0, i - 150) : i + 20]
+        for text in texts
+        for secret in secrets
+        for i in [m.start() for m in re.finditer(re.escape(secret), text)]
+    ]
 
 
 def _files_holding(secrets: tuple[str, ...], folders: list[Path]) -> list[str]:

@@ -58,8 +58,13 @@ def check_run_command(command: str) -> None:
 
 def test_every_cluster_yaml_is_checked():
     names = {p.relative_to(CLUSTER).as_posix() for p in YAMLS}
-    assert names == {"aws.yaml", "runtime_env.yaml", "kubernetes/rayjob-sweep.yaml",
-                     "kubernetes/mlflow.yaml"}  # fmt: skip  # a new file needs its checks here
+    # a new file needs its checks here
+    assert names == {
+        "aws.yaml",
+        "runtime_env.yaml",
+        "kubernetes/rayjob-sweep.yaml",
+        "kubernetes/mlflow.yaml",
+    }
 
 
 def test_aws_launcher_config():
@@ -95,8 +100,10 @@ def test_aws_admin_password_reaches_the_mlflow_server_alone():
         assert f'{secret}="$' in server
     assert "aws ssm get-parameter" in server and "--with-decryption" in server
     assert "export" not in server and "set -a" not in server
-    rest = {**config, "head_setup_commands": [c for c in config["head_setup_commands"]
-                                              if c != server]}  # fmt: skip
+    rest = {
+        **config,
+        "head_setup_commands": [c for c in config["head_setup_commands"] if c != server],
+    }
     everything_else = json.dumps(rest)  # every node's setup, Ray's environment, file mounts
     for secret in ADMIN_SECRETS + ("mlflow.env", "admin"):
         assert secret not in everything_else, secret
@@ -142,8 +149,12 @@ def test_kuberay_job_and_mlflow_server():
 
     documents = _documents(CLUSTER / "kubernetes" / "mlflow.yaml")
     kinds = {(d["kind"], d["metadata"]["name"]) for d in documents}
-    assert {("Deployment", "mlflow"), ("Service", "mlflow"), ("StatefulSet", "mlflow-postgres"),
-            ("Service", "mlflow-postgres")} <= kinds  # fmt: skip
+    assert {
+        ("Deployment", "mlflow"),
+        ("Service", "mlflow"),
+        ("StatefulSet", "mlflow-postgres"),
+        ("Service", "mlflow-postgres"),
+    } <= kinds
     by_name = {(d["kind"], d["metadata"]["name"]): d for d in documents}
     service = by_name[("Service", "mlflow")]
     assert service["spec"]["type"] == "ClusterIP"  # not exposed outside the cluster
@@ -158,8 +169,10 @@ def test_kuberay_job_and_mlflow_server():
     (auth_db,) = re.findall(r"database_uri = sqlite:///(\S+)", ini)
     pod = deployment["spec"]["template"]["spec"]
     claims = {v["name"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
-    assert any(auth_db.startswith(m["mountPath"] + "/") and m["name"] in claims
-               for m in container["volumeMounts"])  # fmt: skip
+    assert any(
+        auth_db.startswith(m["mountPath"] + "/") and m["name"] in claims
+        for m in container["volumeMounts"]
+    )
     assert {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": "/etc/mlflow/basic_auth.ini"} in (
         container["env"]
     )
@@ -177,8 +190,12 @@ def _pod_specs(node) -> list[dict]:
 
 def _containers(path: Path) -> list[tuple[dict, dict]]:
     """(pod spec, container) for every container and init container in a manifest."""
-    return [(pod, container) for document in _documents(path) for pod in _pod_specs(document)
-            for container in pod["containers"] + pod.get("initContainers", [])]  # fmt: skip
+    return [
+        (pod, container)
+        for document in _documents(path)
+        for pod in _pod_specs(document)
+        for container in pod["containers"] + pod.get("initContainers", [])
+    ]
 
 
 def test_kubernetes_manifests_have_every_container():
@@ -238,14 +255,19 @@ def test_kubernetes_jobs_log_in_as_the_non_admin_user():
         if "MLFLOW_TRACKING_URI" not in env:
             continue
         tracked += 1
-        for variable, key in (("MLFLOW_TRACKING_USERNAME", "username"),
-                              ("MLFLOW_TRACKING_PASSWORD", "password")):  # fmt: skip
+        for variable, key in (
+            ("MLFLOW_TRACKING_USERNAME", "username"),
+            ("MLFLOW_TRACKING_PASSWORD", "password"),
+        ):
             assert env[variable]["valueFrom"]["secretKeyRef"] == {"name": JOBS_USER, "key": key}
     assert tracked == 3  # the head and both worker groups
     # the admin password: only the MLflow server's container
     server = _containers(CLUSTER / "kubernetes" / "mlflow.yaml")
-    holders = [container["name"] for _, container in server
-               if "MLFLOW_AUTH_ADMIN_PASSWORD" in json.dumps(container.get("env", []))]  # fmt: skip
+    holders = [
+        container["name"]
+        for _, container in server
+        if "MLFLOW_AUTH_ADMIN_PASSWORD" in json.dumps(container.get("env", []))
+    ]
     assert holders == ["mlflow"]
 
 
@@ -256,8 +278,9 @@ def test_kubernetes_data_results_and_artifacts_are_in_one_bucket():
     (job,) = _documents(CLUSTER / "kubernetes" / "rayjob-sweep.yaml")
     settings = dict(re.findall(r"--set (\S+?)=(\S+)", job["spec"]["entrypoint"]))
     buckets = {settings["data.root"].split("/")[2], settings["train.storage_path"].split("/")[2]}
-    (deployment,) = [d for d in _documents(CLUSTER / "kubernetes" / "mlflow.yaml")
-                     if d["kind"] == "Deployment"]  # fmt: skip
+    (deployment,) = [
+        d for d in _documents(CLUSTER / "kubernetes" / "mlflow.yaml") if d["kind"] == "Deployment"
+    ]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"][0]
     (artifacts,) = re.findall(r"--artifacts-destination (\S+)", args)
     assert {settings["data.root"][:5], settings["train.storage_path"][:5], artifacts[:5]} == {
@@ -280,11 +303,17 @@ def test_kubernetes_data_results_and_artifacts_are_in_one_bucket():
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of cluster/Dockerfile, continuation lines joined."""
-    lines = [line for line in (CLUSTER / "Dockerfile").read_text().splitlines()
-             if not line.lstrip().startswith("#")]  # fmt: skip
+    lines = [
+        line
+        for line in (CLUSTER / "Dockerfile").read_text().splitlines()
+        if not line.lstrip().startswith("#")
+    ]
     joined = re.sub(r"\\\n", " ", "\n".join(lines))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1])
-            for line in joined.splitlines() if line.strip()]  # fmt: skip
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in joined.splitlines()
+        if line.strip()
+    ]
 
 
 def test_dockerfile_runs_as_a_non_root_user():

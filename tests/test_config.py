@@ -108,8 +108,11 @@ def test_bad_config_fails_before_ray_starts(monkeypatch, capsys):
 def test_help_and_config_errors_import_neither_torch_nor_ray():
     """The script as a user runs it (the one subprocess test of the command line): its help, a
     command's help and a config error answer without waiting for torch, Ray or MLflow."""
-    for args, status in ((["--help"], 0), (["sweep", "--help"], 0),
-                         (["sweep", "--set", "sweep.search=grid"], 2)):  # fmt: skip
+    for args, status in (
+        (["--help"], 0),
+        (["sweep", "--help"], 0),
+        (["sweep", "--set", "sweep.search=grid"], 2),
+    ):
         command = [sys.executable, "-X", "importtime", "orchestrator/run.py", *args]
         ran = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         assert ran.returncode == status, ran.stderr[-2000:]
@@ -125,8 +128,17 @@ def test_help_and_config_errors_import_neither_torch_nor_ray():
 def test_help_describes_every_command_and_option(capsys):
     from orchestrator.run import parse_args
 
-    for command in ("demo", "train", "prepare", "evaluate", "describe", "figures", "neighbors",
-                    "study", "report"):  # fmt: skip
+    for command in (
+        "demo",
+        "train",
+        "prepare",
+        "evaluate",
+        "describe",
+        "figures",
+        "neighbors",
+        "study",
+        "report",
+    ):
         with pytest.raises(SystemExit) as exit_status:
             parse_args([command, "--help"])
         assert exit_status.value.code == 0

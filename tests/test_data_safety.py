@@ -58,15 +58,19 @@ def test_a_second_prepare_into_the_same_output_stops_at_once(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import fcntl, os, sys, time\n"
-         f"fd = os.open({str(out / LOCK_FILE)!r}, os.O_RDWR | os.O_CREAT)\n"
-         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-         "os.write(fd, b'{\"pid\": 4242}')\n"
-         "print('locked', flush=True)\n"
-         "time.sleep(60)\n"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(out / LOCK_FILE)!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.write(fd, b'{\"pid\": 4242}')\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ConfigError, match=r"another prepare is writing to .*out.*4242"):
@@ -105,8 +109,12 @@ def test_a_bucket_lock_of_a_process_that_died_here_is_taken_over_at_once(s3_serv
     from orchestrator.storage import Busy
 
     out = Location.of(f"s3://{S3_BUCKET}/locks")
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                            capture_output=True, text=True, check=True)  # fmt: skip
+    exited = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     holders = [("elsewhere", 1, True), (socket.gethostname(), int(exited.stdout), False)]
     for host, pid, respected in holders:
         owner = {"host": host, "pid": pid, "what": "prepare"}

@@ -29,9 +29,15 @@ EPOCHS = 5  # 1 logged; 2 and 3 in the outage; a worker killed in 4; the driver 
 STEP_LINE = re.compile(
     r"RayTrainWorker pid=(\d+)\S*\s+epoch (\d+) step (\d+): running train loss ([\d.]+)"
 )
-NOISE = ("TrainingReport", "PreemptionWatcher", "DeprecationWarning", "Progress bars",
-         "execution of Dataset", "\x1b[36m(",  # Ray's chatter; a coloured prefix
-         "Retrying (Retry(")  # an HTTP client's, in the outage  # fmt: skip
+NOISE = (
+    "TrainingReport",
+    "PreemptionWatcher",
+    "DeprecationWarning",
+    "Progress bars",
+    "execution of Dataset",
+    "\x1b[36m(",  # Ray's chatter; a coloured prefix
+    "Retrying (Retry(",
+)  # an HTTP client's, in the outage
 
 
 def _runs(client: MlflowClient) -> list:
@@ -68,13 +74,19 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     _, synthetic = tiny_dataset
     results = f"s3://{S3_BUCKET}/{tmp_path.name}/results"
     args = tiny_train_args(
-        f"train.epochs={EPOCHS}", "train.log_every_n_steps=3", "optim.lr=0.02",
-        f"tracking.uri={mlflow_server.uri}", "tracking.experiment=faults", "name=faults",
-        "train.parallel=hybrid", "train.num_workers=2", "train.ten_crop=true",
+        f"train.epochs={EPOCHS}",
+        "train.log_every_n_steps=3",
+        "optim.lr=0.02",
+        f"tracking.uri={mlflow_server.uri}",
+        "tracking.experiment=faults",
+        "name=faults",
+        "train.parallel=hybrid",
+        "train.num_workers=2",
+        "train.ten_crop=true",
         f"data.prepared_root={tmp_path / 'prepared'}",  # prepared on first use, here
         f"train.storage_path={results}",
         "model.width=0.125",  # checkpoints of 8 MB: moto keeps them in RAM
-    )  # fmt: skip
+    )
     env = {"RAY_ADDRESS": ray_cluster}
     client = MlflowClient(mlflow_server.uri)
     first_log = tmp_path / "first.log"
@@ -83,22 +95,28 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     # 1. The MLflow server goes away once epoch 1 is in it, for two epochs.
     _wait_for(first, lambda: 1 in _logged_epochs(client), "epoch 1 in MLflow")
     mlflow_server.stop()
-    _wait_for(first, lambda: "MLflow still unreachable after epoch" in first_log.read_text(),
-              "two epochs in the outage")  # fmt: skip
+    _wait_for(
+        first,
+        lambda: "MLflow still unreachable after epoch" in first_log.read_text(),
+        "two epochs in the outage",
+    )
 
     # 2. SIGKILL the rank-0 worker in the middle of epoch 4 (its step-3 line is out), before
     # epoch 4 ended (the driver prints every epoch's line, outage or not).
     def mid_epoch_4():
         return [line for line in _step_losses(first_log.read_text()) if line[1:3] == (4, 3)]
 
-    (worker, _, _, loss_before), = _wait_for(first, mid_epoch_4, "epoch 4 step 3")  # fmt: skip
+    ((worker, _, _, loss_before),) = _wait_for(first, mid_epoch_4, "epoch 4 step 3")
     os.kill(worker, signal.SIGKILL)
     assert "epoch   4  train loss" not in first_log.read_text()  # it died inside epoch 4
     mlflow_server.start()
 
     # The new worker group resumes from the epoch-3 checkpoint and its loss goes on from there.
-    _wait_for(first, lambda: "resumed from the checkpoint of epoch 3" in first_log.read_text(),
-              "resume after the killed worker")  # fmt: skip
+    _wait_for(
+        first,
+        lambda: "resumed from the checkpoint of epoch 3" in first_log.read_text(),
+        "resume after the killed worker",
+    )
 
     def resumed_step_3():
         lines = [line for line in _step_losses(first_log.read_text()) if line[1:3] == (4, 3)]
@@ -152,8 +170,9 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     figures = {f.path: f for f in client.list_artifacts(run.info.run_id, "figures")}
     assert sorted(figures) == [f"figures/{name}" for name in sorted(FIGURE_FILES)]
     assert "figures: conv1 kernels, top-5 predictions, fc7 nearest neighbours" in second_output
-    matrix = client.download_artifacts(run.info.run_id, "figures/confusion_matrix.csv",
-                                       str(tmp_path))  # fmt: skip
+    matrix = client.download_artifacts(
+        run.info.run_id, "figures/confusion_matrix.csv", str(tmp_path)
+    )
     counts = np.loadtxt(matrix, delimiter=",", skiprows=1, usecols=range(1, 6))
     figure_error = 1 - np.trace(counts) / counts.sum()
     config_path = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
@@ -189,9 +208,15 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
 
     # `evaluate` on the run reads its last checkpoint back from the bucket and scores as the
     # last epoch did, centre crop and ten-crop (MLflow records it as a run of its own).
-    evaluated = run_cli("evaluate", "--model", f"runs:/{run.info.run_id}", "--ten-crop",
-                        "--set", f"tracking.uri={mlflow_server.uri}",
-                        env={"RAY_ADDRESS": ray_cluster})  # fmt: skip
+    evaluated = run_cli(
+        "evaluate",
+        "--model",
+        f"runs:/{run.info.run_id}",
+        "--ten-crop",
+        "--set",
+        f"tracking.uri={mlflow_server.uri}",
+        env={"RAY_ADDRESS": ray_cluster},
+    )
     assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
     (evaluation,) = client.search_runs([run.info.experiment_id], "tags.kind = 'evaluate'")
     assert evaluation.data.params["epoch"] == str(EPOCHS)

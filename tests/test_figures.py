@@ -44,18 +44,27 @@ def test_kernel_grid_holds_every_conv1_kernel_tower_by_tower(variant, towers, ke
 
 def _checkpoint(tiny_prepared, path, seed=3):
     """A checkpoint file as `train` writes one, of an untrained demo model on tiny_prepared."""
-    config = load_config(REPO_ROOT / "configs" / "demo.yaml",
-                         ["data.source=prepared", f"data.root={tiny_prepared}"])  # fmt: skip
+    config = load_config(
+        REPO_ROOT / "configs" / "demo.yaml", ["data.source=prepared", f"data.root={tiny_prepared}"]
+    )
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=5))
     torch.manual_seed(seed)
     model = build_model(config.model)
-    torch.save({"epoch": 0, "model": model.state_dict(), "config": to_yaml(config),
-                "classes": open_prepared(tiny_prepared).classes}, path)  # fmt: skip
+    torch.save(
+        {
+            "epoch": 0,
+            "model": model.state_dict(),
+            "config": to_yaml(config),
+            "classes": open_prepared(tiny_prepared).classes,
+        },
+        path,
+    )
     return path
 
 
-def test_figures_and_neighbors_of_a_checkpoint(ray_cluster, tiny_dataset, tiny_prepared, tmp_path,
-                                               monkeypatch):  # fmt: skip
+def test_figures_and_neighbors_of_a_checkpoint(
+    ray_cluster, tiny_dataset, tiny_prepared, tmp_path, monkeypatch
+):
     from orchestrator import figures as paper_figures
     from orchestrator.commands import evaluate, neighbors
     from orchestrator.commands import figures as figures_command
@@ -78,8 +87,15 @@ def test_figures_and_neighbors_of_a_checkpoint(ray_cluster, tiny_dataset, tiny_p
     monkeypatch.setattr(paper_figures, "SCORED_HERE_UP_TO", 0)
     made = figures_command.write(checkpoint, tmp_path / "figures", [])
     files = sorted(p.name for p in (tmp_path / "figures").iterdir())
-    assert files == sorted(["conv1_kernels.png", "predictions.png", "neighbors.png",
-                            "confusion_matrix.png", "confusion_matrix.csv"])  # fmt: skip
+    assert files == sorted(
+        [
+            "conv1_kernels.png",
+            "predictions.png",
+            "neighbors.png",
+            "confusion_matrix.png",
+            "confusion_matrix.csv",
+        ]
+    )
     assert made.confusion.sum() == 100  # 5 classes x 20 validation images
     trained = open_trained(checkpoint, [])
     metrics, _ = evaluate._score(trained, ten_crop=False)

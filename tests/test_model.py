@@ -47,10 +47,22 @@ def test_paper_grouped_structure(paper):
 def test_paper_layer_order_lrn_pool_dropout(paper):
     kinds = [type(m).__name__ for m in paper.features]
     assert kinds == [
-        "Conv2d", "ReLU", "TowerLocalResponseNorm", "MaxPool2d",
-        "Conv2d", "ReLU", "TowerLocalResponseNorm", "MaxPool2d",
-        "Conv2d", "ReLU", "Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d",
-    ]  # fmt: skip
+        "Conv2d",
+        "ReLU",
+        "TowerLocalResponseNorm",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "TowerLocalResponseNorm",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "Conv2d",
+        "ReLU",
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+    ]
     for pool in (m for m in paper.features if isinstance(m, nn.MaxPool2d)):
         assert (pool.kernel_size, pool.stride) == (3, 2)  # overlapping pooling
     # Dropout 0.5 on the outputs of fc6 and fc7 (after their ReLU), as in the paper.

@@ -34,7 +34,7 @@ def cluster():
             "dashboard_agent_listen_port": free_port(),
             # a node that stops answering is declared dead after 3 x 0.5 s (Ray: 5 x 3 s)
             "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
-        },  # fmt: skip
+        },
     )
     folders = []
 
@@ -42,8 +42,12 @@ def cluster():
         # Ray's folder for the node's session (logs, spilled objects, runtime environments) is
         # its own: the nodes share no local storage, only the S3 endpoint
         folders.append(tempfile.mkdtemp(prefix="ray-node-"))
-        return cluster.add_node(num_cpus=1, resources={role: 1}, temp_dir=folders[-1],
-                                dashboard_agent_listen_port=free_port())  # fmt: skip
+        return cluster.add_node(
+            num_cpus=1,
+            resources={role: 1},
+            temp_dir=folders[-1],
+            dashboard_agent_listen_port=free_port(),
+        )
 
     nodes = {"preprocess": [node("preprocess")], "trainer": [node("trainer"), node("trainer")]}
     cluster.wait_for_nodes()
@@ -58,8 +62,10 @@ def cluster():
 def _alive_worker_node(cluster) -> str | None:
     from ray.util.state import list_actors
 
-    actors = list_actors(address=cluster.dashboard_url, filters=[
-        ("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])  # fmt: skip
+    actors = list_actors(
+        address=cluster.dashboard_url,
+        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+    )
     return actors[0].node_id if actors else None
 
 
@@ -70,16 +76,23 @@ def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
 
     results = f"s3://{S3_BUCKET}/{tmp_path.name}/results"
     settings = [
-        "data.source=prepared", f"data.root={tiny_prepared_s3}",
+        "data.source=prepared",
+        f"data.root={tiny_prepared_s3}",
         "data.resources={preprocess: 0.01}",
         "data.decode=tasks",  # decoded where data.resources sends the read tasks
-        "train.num_workers=1", "train.cpus_per_worker=1", "train.parallel=towers",
+        "train.num_workers=1",
+        "train.cpus_per_worker=1",
+        "train.parallel=towers",
         "train.resources_per_worker={trainer: 0.01}",
-        f"train.epochs={EPOCHS}", "train.global_batch_size=32", "train.log_every_n_steps=0",
-        f"train.storage_path={results}", "name=multinode",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "tracking.experiment=multinode",
+        f"train.epochs={EPOCHS}",
+        "train.global_batch_size=32",
+        "train.log_every_n_steps=0",
+        f"train.storage_path={results}",
+        "name=multinode",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "tracking.experiment=multinode",
         "tracking.figures=false",  # made and checked in test_fault_tolerance.py
-    ]  # fmt: skip
+    ]
     args = ["train", "--config", "configs/demo.yaml"]
     args += [part for setting in settings for part in ("--set", setting)]
     log = tmp_path / "train.log"
@@ -109,19 +122,26 @@ def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
     resumed = rf"from the checkpoint of epoch \d \({checkpoints}"
     assert re.search(resumed, run.data.tags.get("restarts", "")), run.data.tags
     # what the workers printed stays in their nodes' own folders
-    printed = "".join(path.read_text(errors="replace") for folder in cluster.folders
-                      for path in Path(folder).rglob("worker-*.out"))  # fmt: skip
+    printed = "".join(
+        path.read_text(errors="replace")
+        for folder in cluster.folders
+        for path in Path(folder).rglob("worker-*.out")
+    )
     assert "towers split: tower 0 on cpu, tower 1 on cpu" in printed
     assert re.search("resumed " + resumed, printed)
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_top1_error")]
     assert sorted(steps) == list(range(1, EPOCHS + 1))  # every epoch, once
 
-    workers = list_actors(address=cluster.dashboard_url, detail=True,
-                          filters=[("class_name", "=", "RayTrainWorker")])  # fmt: skip
+    workers = list_actors(
+        address=cluster.dashboard_url, detail=True, filters=[("class_name", "=", "RayTrainWorker")]
+    )
     assert {w.node_id for w in workers} == set(trainers)  # first the victim, then the other one
-    decodes = [t for t in list_tasks(address=cluster.dashboard_url, detail=True, limit=10_000)
-               if "_read_shards" in (t.name or "")]  # fmt: skip
+    decodes = [
+        t
+        for t in list_tasks(address=cluster.dashboard_url, detail=True, limit=10_000)
+        if "_read_shards" in (t.name or "")
+    ]
     assert decodes, "no decode tasks were recorded"
     preprocess = {node.node_id for node in cluster.roles["preprocess"]}
     assert {t.node_id for t in decodes} == preprocess

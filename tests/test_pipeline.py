@@ -39,8 +39,13 @@ def test_stream_gives_new_crops_every_epoch_and_the_same_for_the_same_seed(prepa
     assert prepared.count("train") == 400 and prepared.image_size == 64
     config = pipeline.DataConfig(source="prepared", root=prepared.uri)
     stream = pipeline.decoded_stream(prepared, "train", config, seed=0)
-    transform = T.BatchTransform(56, prepared.stats.mean_image, prepared.stats.eigenvalues,
-                                 prepared.stats.eigenvectors, seed=0)  # fmt: skip
+    transform = T.BatchTransform(
+        56,
+        prepared.stats.mean_image,
+        prepared.stats.eigenvalues,
+        prepared.stats.eigenvectors,
+        seed=0,
+    )
     epoch1, order1 = _epoch(stream, transform, epoch=1)
     epoch2, order2 = _epoch(stream, transform, epoch=2)
     assert sorted(order1) == sorted(order2) == list(range(400))  # every image once per epoch
@@ -64,8 +69,9 @@ def test_a_shard_is_read_in_a_new_order_every_pass_and_in_order_for_validation(t
     ids = np.arange(40)
     images = [np.full((2, 2, 3), i, np.uint8).tobytes() for i in ids]
     shard = tmp_path / "shard.parquet"
-    pq.write_table(pa.table({"id": ids, "label": ids % 5, "image": images}), shard,
-                   row_group_size=10)  # four row groups  # fmt: skip
+    pq.write_table(
+        pa.table({"id": ids, "label": ids % 5, "image": images}), shard, row_group_size=10
+    )  # four row groups
 
     def read(shuffle: bool) -> list[int]:
         batches = pipeline._read_shards({"file": [str(shard)]}, "raw", 2, 4, shuffle)
@@ -134,10 +140,15 @@ def _fed(prepared, place: str, shuffle_rows: int = 128) -> dict:
     every batch held until the end (a batch's memory must not be reused while it is alive)."""
     config = pipeline.DataConfig(source="prepared", root=prepared.uri)
     stream = pipeline.split_stream(prepared, "train", config, seed=0, decode=place == "tasks")
-    batches = list(Feed(place, prepared.image_size, threads=2).batches(
-        stream, 64, torch.device("cpu"), prefetch_batches=1,
-        shuffle=pipeline.shuffle_options(shuffle_rows, seed=0, epoch=1),
-    ))  # fmt: skip
+    batches = list(
+        Feed(place, prepared.image_size, threads=2).batches(
+            stream,
+            64,
+            torch.device("cpu"),
+            prefetch_batches=1,
+            shuffle=pipeline.shuffle_options(shuffle_rows, seed=0, epoch=1),
+        )
+    )
     assert [len(batch["id"]) for batch in batches] == [64] * 6 + [16]  # 400 images
     seen = {}
     for batch in batches:
@@ -165,8 +176,9 @@ def _stored_decoded(prepared, folder):
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, folder / name, row_group_size=128, compression="NONE")
     params = dict(prepared.manifest["params"], encoding="raw")
-    return dataclasses.replace(prepared, uri=str(folder), manifest={**prepared.manifest,
-                                                                    "params": params})  # fmt: skip
+    return dataclasses.replace(
+        prepared, uri=str(folder), manifest={**prepared.manifest, "params": params}
+    )
 
 
 def test_every_decode_place_feeds_the_same_pixels(prepared, tmp_path):

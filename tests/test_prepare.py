@@ -169,11 +169,19 @@ def test_interrupted_prepare_into_a_bucket_resumes_without_redoing_shards(
     root = generate(tmp_path / "src", source)
     out = f"s3://{S3_BUCKET}/{tmp_path.name}/out"
     process = start_cli(
-        "prepare", "--root", str(root), "--out", out,
-        "--set", "prepare.image_size=128", "--set", "prepare.shard_mb=1",
-        "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db",
+        "prepare",
+        "--root",
+        str(root),
+        "--out",
+        out,
+        "--set",
+        "prepare.image_size=128",
+        "--set",
+        "prepare.shard_mb=1",
+        "--set",
+        f"tracking.uri=sqlite:///{tmp_path}/m.db",
         env={"RAY_ADDRESS": ray_cluster},
-    )  # fmt: skip
+    )
     done = []
     deadline = time.monotonic() + 120
     while len(done) < 2 and time.monotonic() < deadline and process.poll() is None:
@@ -183,8 +191,11 @@ def test_interrupted_prepare_into_a_bucket_resumes_without_redoing_shards(
     process.wait()
     objects = _objects(out)
     assert "manifest.json" not in objects, "finished before it could be interrupted"
-    finished = [f"train/{Path(name).stem.removeprefix('train-')}.parquet"
-                for name in objects if DONE_MARKER.fullmatch(name)]  # fmt: skip
+    finished = [
+        f"train/{Path(name).stem.removeprefix('train-')}.parquet"
+        for name in objects
+        if DONE_MARKER.fullmatch(name)
+    ]
     assert finished
     stamps = {name: objects[name] for name in finished}
     already = sum(_rows_in(f"{out}/{name}") for name in finished)

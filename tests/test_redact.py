@@ -8,27 +8,46 @@ import pytest
 from orchestrator.redact import redact, redact_exception, redact_text
 
 MASKED = [
-    ("http://alice:s3cret-pw@mlflow.internal:5000/api", "http://alice:***@mlflow.internal:5000/api"),
+    (
+        "http://alice:s3cret-pw@mlflow.internal:5000/api",
+        "http://alice:***@mlflow.internal:5000/api",
+    ),
     ("https://alice:s3cret-pw@mlflow.example.com", "https://alice:***@mlflow.example.com"),
-    ("s3://AKIAEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCY@bucket/prefix",
-     "s3://AKIAEXAMPLE:***@bucket/prefix"),
+    (
+        "s3://AKIAEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCY@bucket/prefix",
+        "s3://AKIAEXAMPLE:***@bucket/prefix",
+    ),
     ("postgresql://mlflow:s3cret-pw@db:5432/mlflow", "postgresql://mlflow:***@db:5432/mlflow"),
-    ("postgresql+psycopg2://mlflow:s3cret-pw@db/mlflow", "postgresql+psycopg2://mlflow:***@db/mlflow"),
+    (
+        "postgresql+psycopg2://mlflow:s3cret-pw@db/mlflow",
+        "postgresql+psycopg2://mlflow:***@db/mlflow",
+    ),
     ("http://alice:p%40ss%2Fw0rd%3A@mlflow:5000", "http://alice:***@mlflow:5000"),  # URL-encoded
     ("http://alice:pa:ss@w0rd@mlflow:5000/api", "http://alice:***@mlflow:5000/api"),  # `:` and `@`
     ("redis://:s3cret-pw@cache:6379/0", "redis://:***@cache:6379/0"),  # no user
-    ("failed: 'http://alice:s3cret-pw@h:1/x', see user@example.com",
-     "failed: 'http://alice:***@h:1/x', see user@example.com"),
-    ("https://host/db?user=bob&password=s3cret-pw&ssl=1", "https://host/db?user=bob&password=***&ssl=1"),
-    ("s3://bucket/key.bin?X-Amz-Date=20240101&X-Amz-Signature=f00dcafe",
-     "s3://bucket/key.bin?X-Amz-Date=20240101&X-Amz-Signature=***"),
+    (
+        "failed: 'http://alice:s3cret-pw@h:1/x', see user@example.com",
+        "failed: 'http://alice:***@h:1/x', see user@example.com",
+    ),
+    (
+        "https://host/db?user=bob&password=s3cret-pw&ssl=1",
+        "https://host/db?user=bob&password=***&ssl=1",
+    ),
+    (
+        "s3://bucket/key.bin?X-Amz-Date=20240101&X-Amz-Signature=f00dcafe",
+        "s3://bucket/key.bin?X-Amz-Date=20240101&X-Amz-Signature=***",
+    ),
     ("https://host/api?token=s3cret-tok#section", "https://host/api?token=***#section"),
-    ("https://acct.blob.core.windows.net/c?sv=2022&sig=s3cret%2Bsig",
-     "https://acct.blob.core.windows.net/c?sv=2022&sig=***"),
-    ("host=db user=mlflow password=s3cret-pw dbname=mlflow",
-     "host=db user=mlflow password=*** dbname=mlflow"),
+    (
+        "https://acct.blob.core.windows.net/c?sv=2022&sig=s3cret%2Bsig",
+        "https://acct.blob.core.windows.net/c?sv=2022&sig=***",
+    ),
+    (
+        "host=db user=mlflow password=s3cret-pw dbname=mlflow",
+        "host=db user=mlflow password=*** dbname=mlflow",
+    ),
     ("RAY_AUTH_TOKEN=s3cret-tok ray job submit", "RAY_AUTH_TOKEN=*** ray job submit"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("text, expected", MASKED)
@@ -55,9 +74,15 @@ def test_text_without_secrets_is_kept(text):
 
 @pytest.mark.parametrize(
     "name",
-    ["AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD", "RAY_AUTH_TOKEN", "PGPASSWORD",
-     "MLFLOW_TRACKING_TOKEN", "AWS_SESSION_TOKEN"],
-)  # fmt: skip
+    [
+        "AWS_SECRET_ACCESS_KEY",
+        "MLFLOW_TRACKING_PASSWORD",
+        "RAY_AUTH_TOKEN",
+        "PGPASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+        "AWS_SESSION_TOKEN",
+    ],
+)
 def test_values_of_credential_variables_are_masked_plain_and_url_encoded(name, monkeypatch):
     value = "wJalr/K7MD+ENG:b@x"
     monkeypatch.setenv(name, value)
@@ -73,8 +98,11 @@ def test_a_user_name_from_the_environment_is_not_masked(monkeypatch):
 
 
 def test_redact_masks_by_key_and_by_value():
-    tree = {"storage": {"secret_key": "abc123", "password": "", "uri": "s3://k:wJalr/x@b"},
-            "tags": ["https://a:b0b-pw@h"], "epochs": 3}  # fmt: skip
+    tree = {
+        "storage": {"secret_key": "abc123", "password": "", "uri": "s3://k:wJalr/x@b"},
+        "tags": ["https://a:b0b-pw@h"],
+        "epochs": 3,
+    }
     assert redact(tree) == {
         "storage": {"secret_key": "***", "password": "", "uri": "s3://k:***@b"},
         "tags": ["https://a:***@h"],

@@ -19,12 +19,21 @@ def _job(tmp_path, *overrides):
     config = load_config(DEMO_CONFIG, ["name=same", "model.num_classes=10", *overrides])
     fields = identity.training_fields(config, data_key="prepared-key-1")
     plan = WorkerPlan(
-        model=config.model, optim=config.optim, train=config.train, transform=None,
-        steps_per_epoch=1, prefetch_batches=1, shuffle_rows=0, pin_memory=False, feed=None, seed=0,
+        model=config.model,
+        optim=config.optim,
+        train=config.train,
+        transform=None,
+        steps_per_epoch=1,
+        prefetch_batches=1,
+        shuffle_rows=0,
+        pin_memory=False,
+        feed=None,
+        seed=0,
         config_yaml="",
-        training_digest=identity.digest(fields), training_fields=fields,
+        training_digest=identity.digest(fields),
+        training_fields=fields,
         run_folder=str(tmp_path / "results" / "same"),
-    )  # fmt: skip
+    )
     return launch.TrainingJob(config, data=None, use_gpu=False, plan=plan, datasets={})
 
 
@@ -37,14 +46,21 @@ def _store_checkpoint(job, epoch: int, name: str, complete: bool = True):
     folder.mkdir(parents=True)
     (folder / "checkpoint.pt").write_bytes(b"x" * 100)
     files = {"checkpoint.pt": 100 if complete else 200}  # a copy cut short: sizes differ
-    meta = {"epoch": epoch, "training_digest": job.plan.training_digest,
-            "training_fields": job.plan.training_fields, "files": files}  # fmt: skip
+    meta = {
+        "epoch": epoch,
+        "training_digest": job.plan.training_digest,
+        "training_fields": job.plan.training_fields,
+        "files": files,
+    }
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
 def _tracked(tmp_path, job, last_checkpoint_epoch=None):
-    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="resume",
-                            buffer_dir=str(tmp_path / "buffer"))  # fmt: skip
+    config = TrackingConfig(
+        uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        experiment="resume",
+        buffer_dir=str(tmp_path / "buffer"),
+    )
     run = TrackedRun(config, "same", resume=True)
     tags = dict(job.identity_tags)
     if last_checkpoint_epoch is not None:

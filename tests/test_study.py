@@ -16,8 +16,9 @@ def test_the_shipped_study_is_the_papers():
     config = load_config(STUDY_CONFIG)
     study = config.study
     assert study.seeds >= 2 and config.train.ten_crop
-    published = {name: (a.measure, a.paper_top1, a.paper_top5)
-                 for name, a in study.ablations.items()}  # fmt: skip
+    published = {
+        name: (a.measure, a.paper_top1, a.paper_top5) for name, a in study.ablations.items()
+    }
     assert published == {
         "no_lrn": ("val_error", 1.4, 1.2),
         "plain_pooling": ("val_error", 0.4, 0.3),
@@ -26,15 +27,25 @@ def test_the_shipped_study_is_the_papers():
         "no_dropout": ("overfitting", None, None),
         "tanh": ("speed", 6.0, None),
         "center_crop": ("ten_crop", 1.5, 1.3),
-    }  # fmt: skip
+    }
     assert study.ablations["one_tower"].overrides == {"model.towers": 1, "model.width": 0.125}
-    assert study.trained() == ["baseline", "no_lrn", "plain_pooling", "one_tower",
-                               "no_pca_noise", "no_dropout", "tanh"]  # fmt: skip
+    assert study.trained() == [
+        "baseline",
+        "no_lrn",
+        "plain_pooling",
+        "one_tower",
+        "no_pca_noise",
+        "no_dropout",
+        "tanh",
+    ]
 
 
 def _trial(group, seed, val1, val5=0.1, train=None, ten_crop=None):
-    history = {"val_top1_error": {1: 0.9, 2: val1}, "val_top5_error": {1: 0.5, 2: val5},
-               "train_top1_error": train or {1: 0.5, 2: 0.2}}  # fmt: skip
+    history = {
+        "val_top1_error": {1: 0.9, 2: val1},
+        "val_top5_error": {1: 0.5, 2: val5},
+        "train_top1_error": train or {1: 0.5, 2: 0.2},
+    }
     if ten_crop:
         history["val_top1_error_10crop"], history["val_top5_error_10crop"] = (
             {2: ten_crop[0]},
@@ -44,23 +55,29 @@ def _trial(group, seed, val1, val5=0.1, train=None, ten_crop=None):
 
 
 def test_each_kind_of_ablation_is_measured_against_the_baseline_of_its_seed():
-    study = StudyConfig(seeds=2, ablations={
-        "no_lrn": Ablation({"model.lrn": False}, paper_top1=1.4, paper_top5=1.2),
-        "pooling": Ablation({"model.pool": "plain"}, paper_top1=0.4),
-        "crop": Ablation(measure="ten_crop", paper_top1=1.5, paper_top5=1.3),
-        "dropout": Ablation({"model.dropout": 0.0}, measure="overfitting"),
-        "tanh": Ablation({"model.activation": "tanh"}, measure="speed", paper_top1=6.0),
-    })  # fmt: skip
+    study = StudyConfig(
+        seeds=2,
+        ablations={
+            "no_lrn": Ablation({"model.lrn": False}, paper_top1=1.4, paper_top5=1.2),
+            "pooling": Ablation({"model.pool": "plain"}, paper_top1=0.4),
+            "crop": Ablation(measure="ten_crop", paper_top1=1.5, paper_top5=1.3),
+            "dropout": Ablation({"model.dropout": 0.0}, measure="overfitting"),
+            "tanh": Ablation({"model.activation": "tanh"}, measure="speed", paper_top1=6.0),
+        },
+    )
     tanh_curve = {1: 0.7, 2: 0.5, 3: 0.3, 4: 0.2}  # 25% at epoch 3.5; the baseline at 1 5/6
     trials = [
         _trial("baseline", 0, 0.30, 0.10, {1: 0.5, 2: 0.2, 3: 0.1, 4: 0.05}, (0.28, 0.09)),
         _trial("baseline", 1, 0.40, 0.20, {1: 0.5, 2: 0.2, 3: 0.1, 4: 0.05}, (0.37, 0.18)),
-        _trial("no_lrn", 0, 0.33, 0.12), _trial("no_lrn", 1, 0.42, 0.21),
-        _trial("pooling", 0, 0.31), _trial("pooling", 1, 0.39),
+        _trial("no_lrn", 0, 0.33, 0.12),
+        _trial("no_lrn", 1, 0.42, 0.21),
+        _trial("pooling", 0, 0.31),
+        _trial("pooling", 1, 0.39),
         _trial("dropout", 0, 0.35, train={1: 0.5, 2: 0.01}),  # gap 34 points vs 25
         _trial("dropout", 1, 0.45, train={1: 0.5, 2: 0.01}),  # gap 44 points vs 35
-        _trial("tanh", 0, 0.5, train=tanh_curve), _trial("tanh", 1, 0.5, train=tanh_curve),
-    ]  # fmt: skip
+        _trial("tanh", 0, 0.5, train=tanh_curve),
+        _trial("tanh", 1, 0.5, train=tanh_curve),
+    ]
     rows = {row["ablation"]: row for row in study_rows(study, trials, classes=10)}
 
     no_lrn = rows["no_lrn"]  # +3 and +2 points top-1, +2 and +1 top-5
@@ -87,8 +104,9 @@ def test_each_kind_of_ablation_is_measured_against_the_baseline_of_its_seed():
 
 
 def test_a_speed_threshold_neither_run_reaches_is_lowered_to_one_both_reach():
-    study = StudyConfig(seeds=1, ablations={"tanh": Ablation({"model.activation": "tanh"},
-                                                             measure="speed")})  # fmt: skip
+    study = StudyConfig(
+        seeds=1, ablations={"tanh": Ablation({"model.activation": "tanh"}, measure="speed")}
+    )
     trials = [
         _trial("baseline", 0, 0.3, train={1: 0.6, 2: 0.4}),  # 40% at epoch 2
         _trial("tanh", 0, 0.5, train={1: 0.8, 2: 0.6, 3: 0.5, 4: 0.4}),

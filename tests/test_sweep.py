@@ -25,8 +25,11 @@ def test_searches_sample_the_yaml_space(ray_cluster, tmp_path, search):
     from orchestrator.search import SweepConfig, param_space, search_algorithm
 
     if search == "tpe":
-        space = {"optim.lr": {"loguniform": (0.001, 0.1)}, "model.dropout": {"uniform": (0.2, 0.7)},
-                 "optim.weight_decay": {"choice": (0.0, 0.0005)}}  # fmt: skip
+        space = {
+            "optim.lr": {"loguniform": (0.001, 0.1)},
+            "model.dropout": {"uniform": (0.2, 0.7)},
+            "optim.weight_decay": {"choice": (0.0, 0.0005)},
+        }
     else:
         space = {
             "optim.lr": {"grid": (0.01, 0.02, 0.04)},
@@ -45,7 +48,7 @@ def test_searches_sample_the_yaml_space(ray_cluster, tmp_path, search):
             mode="min",
             num_samples=spec.num_samples,
             search_alg=search_algorithm(spec),
-        ),  # fmt: skip
+        ),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
     ).fit()
     configs = [r.config for r in results]

@@ -49,8 +49,10 @@ def test_buffer_is_bounded_and_replays_into_the_run(tmp_path):
     buffer = MetricBuffer(tmp_path / "buffer" / f"{run_id}.jsonl", max_values=5)
     buffer.add([Metric("loss", 1.0 / step, 1000 + step, step) for step in (1, 2, 3)])
     with pytest.warns(UserWarning, match="dropping the 3 oldest"):
-        buffer.add([Metric("loss", 1.0 / step, 1000 + step, step) for step in (4, 5, 6, 7)],
-                   {"last_checkpoint": "epoch 7"})  # fmt: skip
+        buffer.add(
+            [Metric("loss", 1.0 / step, 1000 + step, step) for step in (4, 5, 6, 7)],
+            {"last_checkpoint": "epoch 7"},
+        )
     assert buffer.count() == 5  # steps 4-7 and the tag; steps 1-3 were dropped
     assert buffer.flush(client, run_id) == 4
     assert not buffer.path.exists()
@@ -66,16 +68,20 @@ def test_secrets_are_masked_in_params_tags_and_config_dumps(tmp_path, monkeypatc
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-9f8e7d6c")
     tree = {
         "tracking": {"uri": "https://alice:hunter2-pass@mlflow.example.com"},
-        "storage": {"api_key": "abc123", "password": "", "bucket": "s3://data?X-Amz-Signature=f00d"},
+        "storage": {
+            "api_key": "abc123",
+            "password": "",
+            "bucket": "s3://data?X-Amz-Signature=f00d",
+        },
         "notes": "pulled with tok-9f8e7d6c",
         "keep_checkpoints": 2,
-    }  # fmt: skip
+    }
     assert redact(tree) == {
         "tracking": {"uri": "https://alice:***@mlflow.example.com"},
         "storage": {"api_key": "***", "password": "", "bucket": "s3://data?X-Amz-Signature=***"},
         "notes": "pulled with ***",
         "keep_checkpoints": 2,
-    }  # fmt: skip
+    }
     config = load_config(None, ["tracking.uri=https://alice:hunter2-pass@mlflow.example.com"])
     dump = to_yaml(config)
     assert "hunter2" not in dump and "alice:***@mlflow.example.com" in dump
@@ -83,9 +89,13 @@ def test_secrets_are_masked_in_params_tags_and_config_dumps(tmp_path, monkeypatc
 
 
 def test_a_run_names_its_prepared_dataset_once_and_its_experiment_trains_models(tmp_path):
-    manifest = {"digest": "ab12" * 16, "classes": ["cat", "dog", "eel"],
-                "images": {"train": 30, "val": 6}, "shards": {"train": [], "val": []},
-                "params": {"image_size": 64, "encoding": "jpeg"}}  # fmt: skip
+    manifest = {
+        "digest": "ab12" * 16,
+        "classes": ["cat", "dog", "eel"],
+        "images": {"train": 30, "val": 6},
+        "shards": {"train": [], "val": []},
+        "params": {"image_size": 64, "encoding": "jpeg"},
+    }
     data = PreparedData(uri="s3://bucket/prepared/pets-0a1b", manifest=manifest, stats=None)
     config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="lineage")
     for _ in range(2):  # a resumed run logs it again
@@ -99,8 +109,13 @@ def test_a_run_names_its_prepared_dataset_once_and_its_experiment_trains_models(
     assert json.loads(given.dataset.source) == {"uri": "s3://bucket/prepared/pets-0a1b"}
     assert given.dataset.source_type == "s3"
     assert json.loads(given.dataset.profile) == {
-        "digest": "ab12" * 16, "train_images": 30, "val_images": 6, "classes": 3,
-        "image_size": 64, "encoding": "jpeg"}  # fmt: skip
+        "digest": "ab12" * 16,
+        "train_images": 30,
+        "val_images": 6,
+        "classes": 3,
+        "image_size": 64,
+        "encoding": "jpeg",
+    }
     assert [(tag.key, tag.value) for tag in given.tags] == [("mlflow.data.context", "train")]
     # Not opened in MLflow's GenAI view: experiments it makes, and older ones of ours, are
     # tagged as model training; a kind a user set stays
@@ -108,10 +123,15 @@ def test_a_run_names_its_prepared_dataset_once_and_its_experiment_trains_models(
     client.create_experiment("chosen", tags={"mlflow.experimentKind": "genai_development"})
     for name in ("older", "chosen"):
         TrackedRun(TrackingConfig(uri=config.uri, experiment=name), "r").finish()
-    kinds = {name: client.get_experiment_by_name(name).tags["mlflow.experimentKind"]
-             for name in ("lineage", "older", "chosen")}  # fmt: skip
-    assert kinds == {"lineage": "custom_model_development", "older": "custom_model_development",
-                     "chosen": "genai_development"}  # fmt: skip
+    kinds = {
+        name: client.get_experiment_by_name(name).tags["mlflow.experimentKind"]
+        for name in ("lineage", "older", "chosen")
+    }
+    assert kinds == {
+        "lineage": "custom_model_development",
+        "older": "custom_model_development",
+        "chosen": "genai_development",
+    }
 
 
 def test_basic_auth_server_with_credentials_from_the_environment(tmp_path, monkeypatch, capsys):
@@ -124,8 +144,9 @@ def test_basic_auth_server_with_credentials_from_the_environment(tmp_path, monke
     try:
         monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
         monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-        config = TrackingConfig(uri=server.uri, experiment="auth",
-                                buffer_dir=str(tmp_path / "buffer"))  # fmt: skip
+        config = TrackingConfig(
+            uri=server.uri, experiment="auth", buffer_dir=str(tmp_path / "buffer")
+        )
         with pytest.raises(ConfigError, match="MLFLOW_TRACKING_USERNAME"):
             TrackedRun(config, "no-credentials")
 
@@ -133,11 +154,14 @@ def test_basic_auth_server_with_credentials_from_the_environment(tmp_path, monke
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
         run = TrackedRun(config, "with-credentials")
         run.log_start(
-            params={"tracking.uri": f"http://admin:{password}@127.0.0.1:{server.port}",
-                    "storage.secret_key": "s3cr3t-value", "optim.lr": 0.01},
+            params={
+                "tracking.uri": f"http://admin:{password}@127.0.0.1:{server.port}",
+                "storage.secret_key": "s3cr3t-value",
+                "optim.lr": 0.01,
+            },
             tags={"note": f"password {password}"},
             config_yaml=f"tracking:\n  uri: http://admin:{password}@127.0.0.1\n",
-        )  # fmt: skip
+        )
         run.log_metrics({"val_top1_error": 0.5}, step=1)
         run.finish()
 
@@ -179,10 +203,19 @@ def sqlite_run(tmp_path) -> tuple[MlflowClient, str, str]:
 
 def epoch_report(epoch: int) -> dict:
     """What rank 0 reports for an epoch (made up numbers)."""
-    return EpochMetrics(epoch=epoch, train_loss=1.0 / epoch, train_top1_error=0.6, val_loss=1.2,
-                        val_top1_error=0.5, val_top5_error=0.1, lr=0.01, lr_drops=0,
-                        images_per_second=10.0, data_wait_fraction=0.0,
-                        epoch_seconds=1.0).as_report()  # fmt: skip
+    return EpochMetrics(
+        epoch=epoch,
+        train_loss=1.0 / epoch,
+        train_top1_error=0.6,
+        val_loss=1.2,
+        val_top1_error=0.5,
+        val_top5_error=0.1,
+        lr=0.01,
+        lr_drops=0,
+        images_per_second=10.0,
+        data_wait_fraction=0.0,
+        epoch_seconds=1.0,
+    ).as_report()
 
 
 APPENDER = """
@@ -263,8 +296,10 @@ class FailingAfter:
 def test_a_failed_replay_holds_the_rest_again_ahead_of_new_values(tmp_path):
     client, _, run_id = sqlite_run(tmp_path)
     buffer = MetricBuffer(tmp_path / "buffer" / f"{run_id}.jsonl", max_values=10_000)
-    buffer.add([Metric("loss", float(step), 1000 + step, step) for step in range(2500)],
-               {"last_checkpoint": "epoch 2499"})  # fmt: skip
+    buffer.add(
+        [Metric("loss", float(step), 1000 + step, step) for step in range(2500)],
+        {"last_checkpoint": "epoch 2499"},
+    )
     with pytest.raises(ConnectionError):
         buffer.flush(FailingAfter(client, calls=1), run_id)  # 1000 of 2500 values taken
     assert buffer.count() == 1500 + 1  # the rest, and the tag

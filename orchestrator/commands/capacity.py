@@ -41,8 +41,12 @@ def add_arguments(parser) -> None:
         help="images/s one core decodes and delivers (benchmarks/data_pipeline.py (b)); "
         f"default: measured here ({MEASURED_FEED_PER_CORE['tasks']:g} with tasks decoding)",
     )
-    parser.add_argument("--headroom", type=float, default=1.2,
-                        help="feed capacity over the GPUs' demand (default 1.2)")  # fmt: skip
+    parser.add_argument(
+        "--headroom",
+        type=float,
+        default=1.2,
+        help="feed capacity over the GPUs' demand (default 1.2)",
+    )
 
 
 def run(args) -> None:
@@ -50,8 +54,14 @@ def run(args) -> None:
         measured = read_measurements(args.measured)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    capacity(load(args), args.gpu_images_per_second, args.gpus_per_node, args.feed_per_core,
-             args.headroom, measured)  # fmt: skip
+    capacity(
+        load(args),
+        args.gpu_images_per_second,
+        args.gpus_per_node,
+        args.feed_per_core,
+        args.headroom,
+        measured,
+    )
 
 
 def capacity(
@@ -65,19 +75,34 @@ def capacity(
     """The CPU cores a GPU node needs to feed its GPUs, and the config fields that set them."""
     gpu_rate = images_per_second_per_gpu or measured.gpu_images_per_second
     if gpu_rate is None:
-        raise ConfigError("capacity: give --gpu-images-per-second, or --measured with a "
-                          "device_check.json (benchmarks/device_check.sh)")  # fmt: skip
+        raise ConfigError(
+            "capacity: give --gpu-images-per-second, or --measured with a "
+            "device_check.json (benchmarks/device_check.sh)"
+        )
     if feed_per_core is not None:
         feeds = {place: feed_per_core for place in MEASURED_FEED_PER_CORE}
         measured = dataclasses.replace(measured, feed_per_core=feeds, feed_measured=True)
     try:
-        plan = plan_capacity(gpu_rate, gpus_per_node, measured.feed("tasks"),
-                             config.train.cpus_per_worker, headroom=headroom)  # fmt: skip
+        plan = plan_capacity(
+            gpu_rate,
+            gpus_per_node,
+            measured.feed("tasks"),
+            config.train.cpus_per_worker,
+            headroom=headroom,
+        )
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if measured.sources:
         print(f"measured: {', '.join(measured.sources)}")
     print(plan.describe())
-    print(describe_places(measured, gpu_rate, gpus_per_node, config.train.cpus_per_worker,
-                          plan.reserved_cores, headroom))  # fmt: skip
+    print(
+        describe_places(
+            measured,
+            gpu_rate,
+            gpus_per_node,
+            config.train.cpus_per_worker,
+            plan.reserved_cores,
+            headroom,
+        )
+    )
     return plan

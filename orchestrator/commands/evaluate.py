@@ -29,8 +29,10 @@ def evaluate(model_uri: str, ten_crop: bool, overrides: list[str]) -> dict[str, 
     trained = open_trained(model_uri, overrides)
     config, data, state = trained.config, trained.data, trained.state
     metrics, count = _score(trained, ten_crop)
-    print(f"evaluated {trained.uri} (epoch {trained.epoch}) on {count} validation images of "
-          f"{data.uri}:")  # fmt: skip
+    print(
+        f"evaluated {trained.uri} (epoch {trained.epoch}) on {count} validation images of "
+        f"{data.uri}:"
+    )
     for key, value in metrics.items():
         print(f"  {key:<24} {value:.4f}")
 
@@ -42,7 +44,7 @@ def evaluate(model_uri: str, ten_crop: bool, overrides: list[str]) -> dict[str, 
             "data.prepared_uri": data.uri,
             "images": count,
             "ten_crop": ten_crop,
-        },  # fmt: skip
+        },
         tags={**tracking.provenance_tags(), "kind": "evaluate"},
         config_yaml=state["config"],
     )
@@ -63,8 +65,10 @@ def _score(trained: Trained, ten_crop: bool) -> tuple[dict, int]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = trained.model().to(device)
     stream = data_pipeline.decoded_stream(data, "val", config.data, seed=None)
-    batches = ((batch["image"], batch["label"])
-               for batch in stream.iter_torch_batches(batch_size=64, device=device))  # fmt: skip
+    batches = (
+        (batch["image"], batch["label"])
+        for batch in stream.iter_torch_batches(batch_size=64, device=device)
+    )
     transform = trained.transform()
     precision = engine.autocast_dtype_for(device, config.train.precision)
     center, views = engine.evaluate(model, batches, transform, precision, ten_crop)

@@ -12,8 +12,12 @@ from orchestrator.trained import MODEL_HELP, open_trained
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help=MODEL_HELP)
-    parser.add_argument("--out", type=Path, default=Path("figures"),
-                        help="folder for the PNG files (default: ./figures)")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("figures"),
+        help="folder for the PNG files (default: ./figures)",
+    )
     add_overrides(parser)
 
 

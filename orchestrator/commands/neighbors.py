@@ -11,12 +11,21 @@ from orchestrator.trained import MODEL_HELP, open_trained
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                        help="image files (any format prepare reads)")  # fmt: skip
+    parser.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="image files (any format prepare reads)",
+    )
     parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument("--count", type=int, default=5, help="neighbours per image (default 5)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="also draw the images and their neighbours into this PNG")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also draw the images and their neighbours into this PNG",
+    )
     add_overrides(parser)
 
 
@@ -24,8 +33,9 @@ def run(args) -> None:
     search(args.model, args.images, args.count, args.out, args.overrides)
 
 
-def search(model_uri: str, images: list[Path], count: int, out: Path | None,
-           overrides: list[str]) -> list:  # fmt: skip
+def search(
+    model_uri: str, images: list[Path], count: int, out: Path | None, overrides: list[str]
+) -> list:
     """Print (and with `out` draw) the `count` training images nearest to each of `images`;
     returns them (a list of `figures.Neighbor` per image), nearest first."""
     if count < 1:
@@ -47,11 +57,15 @@ def search(model_uri: str, images: list[Path], count: int, out: Path | None,
     for path, p, neighbors in zip(images, probabilities, found, strict=True):
         predicted = int(p.argmax())
         titles.append(f"{path.name}: {classes[predicted]}")
-        print(f"{path}: predicted {classes[predicted]} ({float(p[predicted]):.2f}); nearest "
-              f"training images in fc7 space:")  # fmt: skip
+        print(
+            f"{path}: predicted {classes[predicted]} ({float(p[predicted]):.2f}); nearest "
+            f"training images in fc7 space:"
+        )
         for rank, neighbor in enumerate(neighbors, start=1):
-            print(f"  {rank}. distance {neighbor.distance:8.4f}  {classes[neighbor.label]:<16} "
-                  f"{neighbor.path}")  # fmt: skip
+            print(
+                f"  {rank}. distance {neighbor.distance:8.4f}  {classes[neighbor.label]:<16} "
+                f"{neighbor.path}"
+            )
     if out is not None:
         plt = figures.pyplot()
         title = f"nearest training images in fc7 space ({trained.uri})"

@@ -10,8 +10,11 @@ from orchestrator.paths import STUDY_CONFIG
 def add_arguments(parser) -> None:
     add_config(parser, STUDY_CONFIG)
     add_overrides(parser)
-    add_resume(parser, "study of this study.name: unfinished trials go on from their "
-               "checkpoints, finished ones are not run again")  # fmt: skip
+    add_resume(
+        parser,
+        "study of this study.name: unfinished trials go on from their "
+        "checkpoints, finished ones are not run again",
+    )
 
 
 def run(args) -> None:

@@ -10,8 +10,11 @@ from orchestrator.paths import SWEEP_CONFIG
 def add_arguments(parser) -> None:
     add_config(parser, SWEEP_CONFIG)
     add_overrides(parser)
-    add_resume(parser, "sweep of this sweep.name: unfinished trials go on, finished ones "
-               "are not run again, each keeps its one MLflow run")  # fmt: skip
+    add_resume(
+        parser,
+        "sweep of this sweep.name: unfinished trials go on, finished ones "
+        "are not run again, each keeps its one MLflow run",
+    )
 
 
 def run(args) -> None:

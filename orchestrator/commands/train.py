@@ -28,8 +28,11 @@ def train(config: ExperimentConfig) -> tracking.TrackedRun:
     run_name = config.name or f"{config.tracking.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
     data = data_pipeline.open_data(config.data, config.prepare)
     job = launch.plan_training(config, data, run_name)
-    print(f"data: {data.uri} ({data.count('train')} training / {data.count('val')} validation "
-          f"images of {data.image_size} px, {len(data.classes)} classes)", flush=True)  # fmt: skip
+    print(
+        f"data: {data.uri} ({data.count('train')} training / {data.count('val')} validation "
+        f"images of {data.image_size} px, {len(data.classes)} classes)",
+        flush=True,
+    )
     run = tracking.TrackedRun(config.tracking, run_name, resume=config.name is not None)
     identity.check_resume(job.plan, run_name, run)
     run.log_start(
@@ -39,11 +42,14 @@ def train(config: ExperimentConfig) -> tracking.TrackedRun:
             **cluster.cluster_shape(),
             **job.identity_tags,
             "kind": "train",
-        },  # fmt: skip
+        },
         config_yaml=to_yaml(job.config),
     )
-    print(f"MLflow run {run.run_id} ('{run_name}'{', resumed' if run.resumed else ''}) in "
-          f"{tracking.redacted(run.tracking_uri)}", flush=True)  # fmt: skip
+    print(
+        f"MLflow run {run.run_id} ('{run_name}'{', resumed' if run.resumed else ''}) in "
+        f"{tracking.redacted(run.tracking_uri)}",
+        flush=True,
+    )
     launch.run_training(job, run)
     _print_summary(run)
     return run
@@ -54,8 +60,9 @@ def _print_summary(run: tracking.TrackedRun) -> None:
     history = {key: dict(run.metric_history(key)) for key, _, _ in SUMMARY_COLUMNS}
     print("\nepoch  " + "  ".join(title for _, title, _ in SUMMARY_COLUMNS))
     for epoch in sorted(history[SUMMARY_COLUMNS[0][0]]):
-        cells = [shape.format(history[key].get(epoch, float("nan")))
-                 for key, _, shape in SUMMARY_COLUMNS]  # fmt: skip
+        cells = [
+            shape.format(history[key].get(epoch, float("nan"))) for key, _, shape in SUMMARY_COLUMNS
+        ]
         print(f"{epoch:>5}  " + "  ".join(cells))
     print(f"\nMLflow run {run.run_id} is in {tracking.redacted(run.tracking_uri)}")
     print(f"Open the MLflow UI:  {tracking.ui_command(run.tracking_uri)}")

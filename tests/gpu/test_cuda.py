@@ -38,8 +38,9 @@ def test_towers_on_two_devices_equal_the_single_device_net():
     towers = TwoTowerAlexNet(copy.deepcopy(single), _devices()).eval()
     images = torch.randn(8, 3, 224, 224, device="cuda")
     with torch.no_grad():
-        torch.testing.assert_close(towers(images).to("cuda:0"), single(images),
-                                   rtol=1e-4, atol=1e-4)  # fmt: skip
+        torch.testing.assert_close(
+            towers(images).to("cuda:0"), single(images), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_a_bf16_step_follows_the_fp32_step():

@@ -94,8 +94,12 @@ def train_step(
 
 
 @torch.no_grad()
-def eval_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-              autocast_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+def eval_step(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, torch.Tensor]:
     """Centre-crop (or any single-view) evaluation of one batch. Returns sums over the batch."""
     model.eval()
     with _autocast(images.device, autocast_dtype):
@@ -104,8 +108,12 @@ def eval_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 @torch.no_grad()
-def eval_step_multiview(model: nn.Module, views: torch.Tensor, labels: torch.Tensor,
-                        autocast_dtype: torch.dtype | None = None) -> dict:  # fmt: skip
+def eval_step_multiview(
+    model: nn.Module,
+    views: torch.Tensor,
+    labels: torch.Tensor,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict:
     """Ten-crop evaluation: views (B, V, 3, C, C); the softmax is averaged over the V views."""
     model.eval()
     b, v = views.shape[:2]

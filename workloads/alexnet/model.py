@@ -52,8 +52,13 @@ class TowerLocalResponseNorm(nn.LocalResponseNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.towers == 1:
             return super().forward(x)
-        return torch.cat([super(TowerLocalResponseNorm, self).forward(part)
-                          for part in x.chunk(self.towers, dim=1)], dim=1)  # fmt: skip
+        return torch.cat(
+            [
+                super(TowerLocalResponseNorm, self).forward(part)
+                for part in x.chunk(self.towers, dim=1)
+            ],
+            dim=1,
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, towers={self.towers}"

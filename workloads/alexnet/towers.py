@@ -56,11 +56,15 @@ class _Tower(nn.Module):
         pools = [m for m in features if isinstance(m, nn.MaxPool2d)]
         lrn = (lambda: TowerLocalResponseNorm(towers=1)) if config.lrn else nn.Identity
         # conv1 (own half of the kernels, whole image), conv2 (grouped: own maps only)
-        self.stage1 = nn.Sequential(_half(convs[0], k), act(), lrn(), _copy(pools[0]),
-                                    _half(convs[1], k), act(), lrn(), _copy(pools[1]))  # fmt: skip
+        self.stage1 = nn.Sequential(
+            _half(convs[0], k), act(), lrn(), _copy(pools[0]),
+            _half(convs[1], k), act(), lrn(), _copy(pools[1]),
+        )  # fmt: skip
         self.conv3 = nn.Sequential(_half(convs[2], k), act())  # reads both towers
-        self.stage4 = nn.Sequential(_half(convs[3], k), act(), _half(convs[4], k), act(),
-                                    _copy(pools[2]), nn.AdaptiveAvgPool2d(6))  # fmt: skip
+        self.stage4 = nn.Sequential(
+            _half(convs[3], k), act(),
+            _half(convs[4], k), act(), _copy(pools[2]), nn.AdaptiveAvgPool2d(6),
+        )  # fmt: skip
         paper_dropout = isinstance(source.classifier[2], nn.Dropout)  # after fc6/fc7 (paper)
         p = config.dropout
         if paper_dropout:

@@ -51,9 +51,11 @@ def image_files(folder: Path) -> list[str]:
     tree. One `resolve()` per file, a few system calls each, took 60 us: 80 s for ImageNet.)"""
     folder = folder.resolve()
     with os.scandir(folder) as entries:
-        names = sorted(entry.name for entry in entries
-                       if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
-                       and entry.is_file())  # fmt: skip
+        names = sorted(
+            entry.name
+            for entry in entries
+            if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file()
+        )
     return [os.path.join(folder, name) for name in names]
 
 

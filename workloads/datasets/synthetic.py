@@ -265,9 +265,12 @@ def write_photo_corpus(
     """
     root = Path(root)
     wanted = {
-        "num_classes": num_classes, "train_per_class": train_per_class,
-        "val_per_class": val_per_class, "seed": seed, "quality": quality,
-    }  # fmt: skip
+        "num_classes": num_classes,
+        "train_per_class": train_per_class,
+        "val_per_class": val_per_class,
+        "seed": seed,
+        "quality": quality,
+    }
     marker = _read_marker(root)
     if marker is not None and marker["config"] == wanted:
         return root
