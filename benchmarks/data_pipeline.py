@@ -7,7 +7,7 @@ own limit, same machine, same run.
     no Ray, no Parquet, no statistics; each timed twice in turn, the best of each. Also against a
     PIL loop doing the same (the baseline a user would write).
 (b) training-time feed, images/s delivered as uint8 torch batches (N, S, S, 3) from the same
-    prepared JPEG shards, for each place `data.decode` can put the decode (orchestrator/feed.py):
+    prepared JPEG shards, for each place `data.decode` can put the decode (data/feed.py):
     `worker` (the training process decodes the streamed JPEG bytes in a thread pool; the default
     on CPU nodes) and `tasks` (Ray Data tasks decode, the pixels stream), against a
     `torch.utils.data.DataLoader` with as many worker processes as Ray has CPUs, each reading its
@@ -46,7 +46,7 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# A training run's setting of Arrow's allocator (orchestrator/cluster.py ALLOCATOR_ENV), set
+# A training run's setting of Arrow's allocator (common/ray_cluster.py ALLOCATOR_ENV), set
 # before Arrow loads, for every process here: Ray's, this one (which consumes the stream, as a
 # training worker does) and the DataLoader's, so that both sides run with it.
 os.environ.setdefault("MIMALLOC_PURGE_DELAY", "-1")
@@ -57,12 +57,14 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from orchestrator.data import DataConfig, open_prepared, shuffle_options, split_stream  # noqa: E402
-from orchestrator.feed import Feed, decode_place, decode_threads  # noqa: E402
-from orchestrator.prepare import PrepareConfig, run_prepare  # noqa: E402
+from orchestrator.data.config import DataConfig  # noqa: E402
+from orchestrator.data.feed import Feed, decode_place, decode_threads  # noqa: E402
+from orchestrator.data.prepare import PrepareConfig, run_prepare  # noqa: E402
+from orchestrator.data.prepared import open_prepared  # noqa: E402
+from orchestrator.data.streams import shuffle_options, split_stream  # noqa: E402
 from workloads.datasets import codec  # noqa: E402
 from workloads.datasets.image_folder import list_image_folder  # noqa: E402
-from workloads.datasets.synthetic import write_photo_corpus  # noqa: E402
+from workloads.datasets.photos import write_photo_corpus  # noqa: E402
 
 NUM_CLASSES = 20
 
@@ -132,9 +134,11 @@ class ShardDataset(torch.utils.data.IterableDataset):
 def epoch_of(prepared, reads: int):
     """`prepared` whose training split lists its shards `reads` times: one pass over it is an
     epoch of `reads` x the corpus."""
-    shards = prepared.manifest["shards"]
-    manifest = {**prepared.manifest, "shards": {**shards, "train": shards["train"] * reads}}
-    return dataclasses.replace(prepared, manifest=manifest)
+    shards = prepared.manifest.shards
+    train = {**shards, "train": shards["train"] * reads}
+    return dataclasses.replace(
+        prepared, manifest=dataclasses.replace(prepared.manifest, shards=train)
+    )
 
 
 def interleaved(feeds: dict, passes: int) -> tuple[dict[str, list[float]], dict[str, list]]:

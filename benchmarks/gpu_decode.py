@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from workloads.datasets.batch_decode import decode_batch  # noqa: E402
-from workloads.datasets.synthetic import PhotoSynth  # noqa: E402
+from workloads.datasets.photos import PhotoSynth  # noqa: E402
 
 
 def make_jpegs(count: int, size: int, quality: int, textures: int = 12) -> list[bytes]:

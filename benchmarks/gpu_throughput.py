@@ -108,7 +108,9 @@ def measure_feed(config, prepared, batch_size, setting, device, steps) -> dict:
 
     import ray
 
-    from orchestrator.data import DataConfig, decoded_stream, open_prepared
+    from orchestrator.data.config import DataConfig
+    from orchestrator.data.prepared import open_prepared
+    from orchestrator.data.streams import decoded_stream
 
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)

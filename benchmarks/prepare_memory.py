@@ -23,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workloads.datasets.synthetic import write_photo_corpus  # noqa: E402
+from workloads.datasets.photos import write_photo_corpus  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NUM_CLASSES = 20

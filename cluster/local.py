@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
-from orchestrator.redact import redact_text  # noqa: E402
+from orchestrator.common.redact import redact_text  # noqa: E402
 
 DEFAULT_STATE = "~/.cache/alexnet-ray/local-head"
 

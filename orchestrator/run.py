@@ -16,9 +16,9 @@ if __package__ in (None, ""):  # run as a script (also as a `ray job submit` ent
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Only light imports here: `--help` must not wait for torch and Ray (commands import them)
-from orchestrator.console import quiet_ray_console  # noqa: E402
-from orchestrator.errors import MAX_MESSAGE_CHARS, ConfigError  # noqa: E402
-from orchestrator.redact import redact_text  # noqa: E402
+from orchestrator.common.console import quiet_ray_console  # noqa: E402
+from orchestrator.common.errors import MAX_MESSAGE_CHARS, ConfigError  # noqa: E402
+from orchestrator.common.redact import redact_text  # noqa: E402
 
 # name: (its module in orchestrator/commands/, help). Each module declares its arguments and runs.
 COMMANDS = {

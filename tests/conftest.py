@@ -58,7 +58,7 @@ def s3_server(tmp_path_factory):
     import boto3  # what MLflow's S3 artifact store uses; it reads the same variables
     import pyarrow.fs as pafs
 
-    from orchestrator.storage import filesystem
+    from orchestrator.common.storage import filesystem
 
     boto3.client("s3").create_bucket(Bucket=S3_BUCKET)
     fs, path = filesystem(f"s3://{S3_BUCKET}")
@@ -164,7 +164,7 @@ def tiny_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_prepared(ray_cluster, tiny_dataset, tmp_path_factory) -> str:
     """`tiny_dataset` prepared into shards of 64 px images (JPEG); returns the folder."""
-    from orchestrator.prepare import PrepareConfig, run_prepare
+    from orchestrator.data.prepare import PrepareConfig, run_prepare
 
     root, _ = tiny_dataset
     out = tmp_path_factory.mktemp("prepared") / "tiny"
@@ -177,7 +177,7 @@ def tiny_prepared_s3(s3_server, tiny_prepared) -> str:
     """`tiny_prepared` copied into the S3 server's bucket; returns its `s3://` URI."""
     import pyarrow.fs as pafs
 
-    from orchestrator.storage import filesystem
+    from orchestrator.common.storage import filesystem
 
     uri = f"s3://{S3_BUCKET}/prepared/tiny"
     fs, path = filesystem(uri)
@@ -341,7 +341,7 @@ def load_into_plain_alexnet(run_folder: Path | str) -> None:
     import torch
     import yaml
 
-    from orchestrator.storage import Location
+    from orchestrator.common.storage import Location
     from workloads.alexnet.model import ModelConfig, build_model
 
     run = Location.of(str(run_folder))

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.config import DEMO_CONFIG, load_config, to_yaml
+from orchestrator.common.paths import DEMO_CONFIG
+from orchestrator.common.yaml_config import to_yaml
+from orchestrator.config.experiment import load_config
 from orchestrator.run import main
 
 BOMB = "\n".join(
@@ -21,7 +23,7 @@ BOMB = "\n".join(
 @pytest.fixture(autouse=True)
 def no_ray(monkeypatch):
     """Every row fails before Ray would start: starting it fails the row (a traceback, exit 1)."""
-    from orchestrator import cluster
+    from orchestrator.common import ray_cluster as cluster
 
     def refuse():
         raise AssertionError("Ray was started")

@@ -15,9 +15,9 @@ from image_zoo import gradient_16_bit, halves, jpeg_bytes, jpeg_declaring, png_b
 from PIL import Image
 from scipy.io import savemat
 
-from orchestrator.errors import ConfigError
-from orchestrator.prepare import PrepareConfig, list_source
-from orchestrator.shards import Shard, write_shard
+from orchestrator.common.errors import ConfigError
+from orchestrator.data.prepare import PrepareConfig, list_source
+from orchestrator.data.shards import Shard, write_shard
 
 
 def _write_bytes_named(folder, name: bytes, data: bytes) -> str:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from orchestrator.capacity import (
+from orchestrator.data.capacity import (
     MEASURED_CODEC_PER_CORE,
     MEASURED_FEED_PER_CORE,
     plan_capacity,

@@ -23,7 +23,7 @@ import yaml
 from conftest import S3_BUCKET, free_port
 from mlflow.tracking import MlflowClient
 
-from orchestrator.config import REPO_ROOT
+from orchestrator.common.paths import REPO_ROOT
 
 pytestmark = pytest.mark.ray
 # Credentials that must never be printed or stored: in the tracking URI the jobs get (the head's

@@ -17,7 +17,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from orchestrator.config import REPO_ROOT, load_config
+from orchestrator.common.paths import REPO_ROOT
+from orchestrator.config.experiment import load_config
 from orchestrator.run import COMMANDS
 
 CLUSTER = REPO_ROOT / "cluster"
@@ -126,7 +127,7 @@ def test_runtime_env_leaves_data_and_environments_behind():
     (env,) = _documents(CLUSTER / "runtime_env.yaml")
     assert {".venv/", "data/", "mlflow.db", "mlartifacts/", "results/"} <= set(env["excludes"])
     # a job's processes get the allocator settings a local Ray's processes inherit
-    from orchestrator.cluster import ALLOCATOR_ENV
+    from orchestrator.common.ray_cluster import ALLOCATOR_ENV
 
     assert ALLOCATOR_ENV.items() <= env["env_vars"].items()
 
@@ -136,7 +137,7 @@ def test_kuberay_job_and_mlflow_server():
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     assert "orchestrator/run.py sweep" in job["spec"]["entrypoint"]
     check_run_command(job["spec"]["entrypoint"])
-    from orchestrator.cluster import ALLOCATOR_ENV
+    from orchestrator.common.ray_cluster import ALLOCATOR_ENV
 
     runtime_env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
     assert ALLOCATOR_ENV.items() <= runtime_env["env_vars"].items()

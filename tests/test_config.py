@@ -6,8 +6,10 @@ import sys
 import pytest
 import yaml
 
-from orchestrator.config import DEMO_CONFIG, REPO_ROOT, flatten, load_config
-from orchestrator.errors import ConfigError
+from orchestrator.common.errors import ConfigError
+from orchestrator.common.paths import DEMO_CONFIG, REPO_ROOT
+from orchestrator.common.yaml_config import flatten
+from orchestrator.config.experiment import load_config
 
 
 def test_builtin_defaults_are_the_paper_recipe():
@@ -76,8 +78,26 @@ def test_flatten_gives_one_param_per_leaf():
     assert not any(isinstance(v, dict) for v in flat.values())
 
 
+def test_a_training_runs_params_are_its_own_sections_only():
+    """Every field of the sections a training run is made of, the model's resolved geometry
+    among them; none of the sweep's or the study's (a training run once logged every
+    study.ablations.* field as a param)."""
+    from orchestrator.common.paths import STUDY_CONFIG
+    from orchestrator.config.experiment import training_params
+
+    config = load_config(STUDY_CONFIG)
+    params = training_params(config)
+    sections = {key.split(".")[0] for key in params}
+    assert sections == {"name", "seed", "model", "data", "prepare", "optim", "train", "tracking"}
+    assert params["model.width"] == 0.25 and params["train.epochs"] == config.train.epochs
+    assert params["model.towers"] == 2  # resolved from the paper variant
+    assert set(flatten(config)) - set(params) == {
+        key for key in flatten(config) if key.startswith(("sweep.", "study."))
+    }
+
+
 def test_bad_config_fails_before_ray_starts(monkeypatch, capsys):
-    from orchestrator import cluster
+    from orchestrator.common import ray_cluster as cluster
     from orchestrator.run import main
 
     def no_ray():

@@ -6,11 +6,12 @@ import sys
 
 import pytest
 
-from orchestrator.config import DEMO_CONFIG, load_config
-from orchestrator.data import raw_source
-from orchestrator.errors import ConfigError
-from orchestrator.prepare import LOCK_FILE, PrepareConfig, run_prepare
-from orchestrator.storage import Location
+from orchestrator.common.errors import ConfigError
+from orchestrator.common.paths import DEMO_CONFIG
+from orchestrator.common.storage import Location
+from orchestrator.config.experiment import load_config
+from orchestrator.data.prepare import LOCK_FILE, PrepareConfig, run_prepare
+from orchestrator.data.sources import raw_source
 from workloads.datasets.synthetic import SyntheticConfig, generate
 
 TINY = SyntheticConfig(num_classes=2, train_per_class=2, val_per_class=1)
@@ -82,7 +83,7 @@ def test_a_second_prepare_into_the_same_output_stops_at_once(tmp_path):
 
 
 def test_partial_work_of_another_plan_is_discarded(tmp_path, capsys):
-    from orchestrator.prepare import _discard_other_plans
+    from orchestrator.data.prepare import _discard_other_plans
 
     out = Location.of(str(tmp_path / "out"))
     for folder in ("_work", "train", "val"):
@@ -106,7 +107,7 @@ def test_a_bucket_lock_of_a_process_that_died_here_is_taken_over_at_once(s3_serv
 
     from conftest import S3_BUCKET
 
-    from orchestrator.storage import Busy
+    from orchestrator.common.storage import Busy
 
     out = Location.of(f"s3://{S3_BUCKET}/locks")
     exited = subprocess.run(
@@ -131,7 +132,7 @@ def test_a_bucket_lock_of_a_process_that_died_here_is_taken_over_at_once(s3_serv
 def test_s3_endpoint_from_the_standard_aws_variables(monkeypatch):
     import pyarrow.fs as pafs
 
-    from orchestrator.storage import filesystem, uri_of
+    from orchestrator.common.storage import filesystem, uri_of
 
     def s3(endpoint: str, scheme: str) -> pafs.S3FileSystem:
         return pafs.S3FileSystem(endpoint_override=endpoint, scheme=scheme, region="us-east-1")

@@ -88,6 +88,7 @@ def test_bf16_autocast_step_matches_fp32_closely_and_keeps_fp32_weights():
 
 
 def test_one_evaluation_routine_and_one_precision_rule():
+    from orchestrator.tracking.metrics import with_ten_crop_names
     from workloads.alexnet.engine import autocast_dtype_for, error_rates, evaluate
     from workloads.alexnet.transforms import BatchTransform
 
@@ -105,6 +106,10 @@ def test_one_evaluation_routine_and_one_precision_rule():
     one = eval_step_multiview(model, transform.ten_crop(images[0]), labels[0])
     two = eval_step_multiview(model, transform.ten_crop(images[1]), labels[1])
     assert views["correct1"] == one["correct1"] + two["correct1"]
-    rates = error_rates({"correct1": 3, "correct5": 9, "count": 12}, "_10crop")
-    assert rates == {"val_top1_error_10crop": 0.75, "val_top5_error_10crop": 0.25}
+    rates = error_rates({"correct1": 3, "correct5": 9, "count": 12})
+    assert rates == {"val_top1_error": 0.75, "val_top5_error": 0.25}
+    assert with_ten_crop_names(rates) == {
+        "val_top1_error_10crop": 0.75,
+        "val_top5_error_10crop": 0.25,
+    }
     assert evaluate(model, [], transform) == (None, None)

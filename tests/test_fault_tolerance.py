@@ -21,8 +21,8 @@ import yaml
 from conftest import S3_BUCKET, load_into_plain_alexnet
 from mlflow.tracking import MlflowClient
 
-from orchestrator.figures import FILES as FIGURE_FILES
-from orchestrator.metrics import EPOCH_METRICS, TEN_CROP_METRICS
+from orchestrator.analysis.figures import FILES as FIGURE_FILES
+from orchestrator.tracking.metrics import EPOCH_METRICS, TEN_CROP_METRICS
 
 pytestmark = pytest.mark.ray
 EPOCHS = 5  # 1 logged; 2 and 3 in the outage; a worker killed in 4; the driver killed after 4

@@ -1,4 +1,4 @@
-"""The paper's figures (orchestrator/figures.py): conv1's kernels tower by tower, top-5
+"""The paper's figures (orchestrator/analysis/figures.py): conv1's kernels tower by tower, top-5
 predictions, fc7 nearest neighbours searched with Ray Data (or in this process, for a small
 set), the confusion matrix; the `figures` and `neighbors` commands on a checkpoint file. (A
 training run logs the figures into MLflow: test_fault_tolerance.py.)"""
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.config import load_config, to_yaml
-from orchestrator.data import open_prepared
-from orchestrator.paths import REPO_ROOT
+from orchestrator.common.paths import REPO_ROOT
+from orchestrator.common.yaml_config import to_yaml
+from orchestrator.config.experiment import load_config
+from orchestrator.data.prepared import open_prepared
 from workloads.alexnet import probe
 from workloads.alexnet.config import ModelConfig
 from workloads.alexnet.model import build_model
@@ -65,10 +66,11 @@ def _checkpoint(tiny_prepared, path, seed=3):
 def test_figures_and_neighbors_of_a_checkpoint(
     ray_cluster, tiny_dataset, tiny_prepared, tmp_path, monkeypatch
 ):
-    from orchestrator import figures as paper_figures
-    from orchestrator.commands import evaluate, neighbors
+    from orchestrator.analysis import scoring
+    from orchestrator.analysis.evaluate import validation_errors
+    from orchestrator.analysis.trained import open_trained
     from orchestrator.commands import figures as figures_command
-    from orchestrator.trained import open_trained
+    from orchestrator.commands import neighbors
 
     checkpoint = str(_checkpoint(tiny_prepared, tmp_path / "checkpoint.pt"))
     root, _ = tiny_dataset
@@ -84,7 +86,7 @@ def test_figures_and_neighbors_of_a_checkpoint(
     # `figures`: every file; the confusion matrix counts every validation image once and its
     # error is what `evaluate` measures; the top-5 are the model's own, highest first. Scored
     # by Ray Data tasks, as a set of more than SCORED_HERE_UP_TO images is
-    monkeypatch.setattr(paper_figures, "SCORED_HERE_UP_TO", 0)
+    monkeypatch.setattr(scoring, "SCORED_HERE_UP_TO", 0)
     made = figures_command.write(checkpoint, tmp_path / "figures", [])
     files = sorted(p.name for p in (tmp_path / "figures").iterdir())
     assert files == sorted(
@@ -98,7 +100,7 @@ def test_figures_and_neighbors_of_a_checkpoint(
     )
     assert made.confusion.sum() == 100  # 5 classes x 20 validation images
     trained = open_trained(checkpoint, [])
-    metrics, _ = evaluate._score(trained, ten_crop=False)
+    metrics, _ = validation_errors(trained, ten_crop=False)
     error = 1 - np.trace(made.confusion) / made.confusion.sum()
     assert error == pytest.approx(metrics["val_top1_error"], abs=1e-9)
     logits = trained.model()(trained.transform().center(torch.from_numpy(made.images["image"])))

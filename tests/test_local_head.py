@@ -11,7 +11,7 @@ import threading
 import psutil
 import pytest
 
-from orchestrator.config import REPO_ROOT
+from orchestrator.common.paths import REPO_ROOT
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import pytest
 from conftest import S3_BUCKET, free_port, load_into_plain_alexnet
 from mlflow.tracking import MlflowClient
 
+from orchestrator.data.shard_reader import read_shards
+
 pytestmark = pytest.mark.ray
 EPOCHS = 2  # epoch 1 on the node that is then removed; epoch 2 on the other one
 
@@ -140,7 +142,7 @@ def test_work_goes_where_the_config_says_and_survives_a_lost_trainer_node(
     decodes = [
         t
         for t in list_tasks(address=cluster.dashboard_url, detail=True, limit=10_000)
-        if "_read_shards" in (t.name or "")
+        if read_shards.__name__ in (t.name or "")  # MapBatches(read_shards)
     ]
     assert decodes, "no decode tasks were recorded"
     preprocess = {node.node_id for node in cluster.roles["preprocess"]}

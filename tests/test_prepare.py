@@ -16,11 +16,11 @@ from image_zoo import BLUE, RED, write_zoo
 from mlflow.tracking import MlflowClient
 
 from orchestrator.commands import prepare as prepare_command
-from orchestrator.config import load_config
-from orchestrator.data import open_prepared
-from orchestrator.errors import ConfigError
-from orchestrator.prepare import PrepareConfig, run_prepare
-from orchestrator.storage import filesystem, open_input_file
+from orchestrator.common.errors import ConfigError
+from orchestrator.common.storage import filesystem, open_input_file
+from orchestrator.config.experiment import load_config
+from orchestrator.data.prepare import PrepareConfig, run_prepare
+from orchestrator.data.prepared import open_prepared
 from workloads.datasets.synthetic import SyntheticConfig, generate
 
 pytestmark = pytest.mark.ray
@@ -68,8 +68,8 @@ def test_bad_files_are_skipped_counted_and_listed(prepared_zoo, zoo):
     )
     assert all(r["reason"] for r in rejects)
     manifest = open_prepared(str(out)).manifest
-    assert manifest["per_class"] == {"train": [6, 6], "val": [6, 6]}
-    assert manifest["classes"] == ["cat", "dog"] and manifest["rejects"] == 12
+    assert manifest.per_class == {"train": [6, 6], "val": [6, 6]}
+    assert manifest.classes == ["cat", "dog"] and manifest.rejects == 12
 
 
 def test_shards_hold_the_convertible_images_with_the_right_pixels(prepared_zoo):
@@ -209,10 +209,10 @@ def test_interrupted_prepare_into_a_bucket_resumes_without_redoing_shards(
         PrepareConfig(root=str(root), out=other, image_size=128, shard_mb=1, jpeg_quality=70)
     )
     assert redone.complete and redone.processed == 2080
-    assert redone.manifest["params"]["jpeg_quality"] == 70
+    assert redone.manifest.params.jpeg_quality == 70
     assert redone.images == {"train": 2000, "val": 80}
     shards = sorted(name for name in _objects(other) if name.startswith("train/"))
-    assert shards == redone.manifest["shards"]["train"]  # no stale shard left
+    assert shards == redone.manifest.shards["train"]  # no stale shard left
     assert sum(_rows_in(f"{other}/{name}") for name in shards) == 2000
 
     config = PrepareConfig(root=str(root), out=out, image_size=128, shard_mb=1)
@@ -224,7 +224,7 @@ def test_interrupted_prepare_into_a_bucket_resumes_without_redoing_shards(
     assert {"manifest.json", "stats.npz", "rejects.csv"} <= set(objects)
     assert not [name for name in objects if name.startswith("_work/")]
     ids = []
-    for name in result.manifest["shards"]["train"]:
+    for name in result.manifest.shards["train"]:
         with open_input_file(f"{out}/{name}") as handle:
             ids += pq.read_table(handle, columns=["id"]).column("id").to_pylist()
     assert sorted(ids) == list(range(2000))  # every image once

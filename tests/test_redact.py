@@ -5,7 +5,7 @@ from urllib.parse import quote
 
 import pytest
 
-from orchestrator.redact import redact, redact_exception, redact_text
+from orchestrator.common.redact import redact, redact_exception, redact_text
 
 MASKED = [
     (

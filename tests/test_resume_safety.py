@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import identity, launch
-from orchestrator.checkpoints import newest_checkpoint
-from orchestrator.config import DEMO_CONFIG, load_config
-from orchestrator.errors import ConfigError
-from orchestrator.tracking import TrackedRun, TrackingConfig
-from orchestrator.train import WorkerPlan
+from orchestrator.common.errors import ConfigError
+from orchestrator.common.paths import DEMO_CONFIG
+from orchestrator.config.experiment import load_config
+from orchestrator.tracking.config import TrackingConfig
+from orchestrator.tracking.run import TrackedRun
+from orchestrator.training import identity, launch
+from orchestrator.training.checkpoints import newest_checkpoint
+from orchestrator.training.config import WorkerPlan
 
 
 def _job(tmp_path, *overrides):
@@ -66,7 +68,7 @@ def _tracked(tmp_path, job, last_checkpoint_epoch=None):
     if last_checkpoint_epoch is not None:
         tags["last_checkpoint"] = "/somewhere"
         tags["last_checkpoint_epoch"] = last_checkpoint_epoch
-    run.log_start(params={}, tags=tags, config_yaml="")
+    run.log_start("train", params={}, config_yaml="", extra_tags=tags)
     run.finish("FINISHED")
     return TrackedRun(config, "same", resume=True)
 
@@ -124,7 +126,7 @@ def test_a_history_whose_checkpoints_are_gone_is_refused_and_left_as_found(tmp_p
 
 
 def test_checkpoint_location_and_epoch_are_separate_tags():
-    from orchestrator.tracking_reads import last_checkpoint
+    from orchestrator.tracking.tags import read_last_checkpoint as last_checkpoint
 
     tags = {"last_checkpoint": "s3://b/results/r/checkpoint_1", "last_checkpoint_epoch": "4"}
     assert last_checkpoint(tags) == ("s3://b/results/r/checkpoint_1", 4)

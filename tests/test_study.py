@@ -7,9 +7,10 @@ import math
 
 import pytest
 
-from orchestrator.ablations import Ablation, StudyConfig, Trial, format_markdown, study_rows
-from orchestrator.config import load_config
-from orchestrator.paths import STUDY_CONFIG
+from orchestrator.common.paths import STUDY_CONFIG
+from orchestrator.config.experiment import load_config
+from orchestrator.config.study import Ablation, StudyConfig
+from orchestrator.experiments.ablations import Trial, format_markdown, study_rows
 
 
 def test_the_shipped_study_is_the_papers():

@@ -3,8 +3,9 @@ sweep, killed and resumed, runs as a Ray job in test_cluster.py."""
 
 import pytest
 
-from orchestrator.config import SWEEP_CONFIG, load_config
-from orchestrator.errors import ConfigError
+from orchestrator.common.errors import ConfigError
+from orchestrator.common.paths import SWEEP_CONFIG
+from orchestrator.config.experiment import load_config
 
 pytestmark = pytest.mark.ray
 
@@ -22,7 +23,8 @@ def test_sweep_space_is_validated_before_ray():
 def test_searches_sample_the_yaml_space(ray_cluster, tmp_path, search):
     import ray.tune as tune
 
-    from orchestrator.search import SweepConfig, param_space, search_algorithm
+    from orchestrator.config.sweep import SweepConfig
+    from orchestrator.experiments.search import param_space, search_algorithm
 
     if search == "tpe":
         space = {

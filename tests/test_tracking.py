@@ -17,12 +17,13 @@ from conftest import REPO_ROOT
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from orchestrator.data import PreparedData
-from orchestrator.errors import ConfigError
-from orchestrator.metrics import EpochMetrics
-from orchestrator.tracking import TrackedRun, TrackingConfig
-from orchestrator.tracking_buffer import MetricBuffer, replay_buffers
-from orchestrator.tracking_callback import EpochLogger
+from orchestrator.common.errors import ConfigError
+from orchestrator.data.prepared import Manifest, PreparedData, ShardParams
+from orchestrator.tracking.buffer import MetricBuffer, replay_buffers
+from orchestrator.tracking.callback import EpochLogger, epoch_logger
+from orchestrator.tracking.config import TrackingConfig
+from orchestrator.tracking.metrics import EpochMetrics
+from orchestrator.tracking.run import TrackedRun
 
 DEAD_URI = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
@@ -36,9 +37,9 @@ def test_unreachable_server_fails_fast_unless_tracking_is_optional(tmp_path, cap
     with pytest.warns(UserWarning, match="NOT tracked"):
         run = TrackedRun(TrackingConfig(uri=DEAD_URI, optional=True), "nowhere")
     assert not run.tracked
-    run.log_start({"a": 1}, {}, "a: 1\n")  # all no-ops
+    run.log_start("train", {"a": 1}, "a: 1\n")  # all no-ops
     run.finish()
-    logger = run.epoch_logger()
+    logger = epoch_logger(run)
     logger.after_report(None, [epoch_report(1)], None)
     assert "epoch   1" in capsys.readouterr().out  # still printed
 
@@ -62,8 +63,9 @@ def test_buffer_is_bounded_and_replays_into_the_run(tmp_path):
 
 
 def test_secrets_are_masked_in_params_tags_and_config_dumps(tmp_path, monkeypatch):
-    from orchestrator.config import load_config, to_yaml
-    from orchestrator.redact import redact
+    from orchestrator.common.redact import redact
+    from orchestrator.common.yaml_config import to_yaml
+    from orchestrator.config.experiment import load_config
 
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-9f8e7d6c")
     tree = {
@@ -89,13 +91,13 @@ def test_secrets_are_masked_in_params_tags_and_config_dumps(tmp_path, monkeypatc
 
 
 def test_a_run_names_its_prepared_dataset_once_and_its_experiment_trains_models(tmp_path):
-    manifest = {
-        "digest": "ab12" * 16,
-        "classes": ["cat", "dog", "eel"],
-        "images": {"train": 30, "val": 6},
-        "shards": {"train": [], "val": []},
-        "params": {"image_size": 64, "encoding": "jpeg"},
-    }
+    manifest = Manifest(
+        digest="ab12" * 16,
+        classes=["cat", "dog", "eel"],
+        images={"train": 30, "val": 6},
+        shards={"train": [], "val": []},
+        params=ShardParams(image_size=64, encoding="jpeg"),
+    )
     data = PreparedData(uri="s3://bucket/prepared/pets-0a1b", manifest=manifest, stats=None)
     config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="lineage")
     for _ in range(2):  # a resumed run logs it again
@@ -154,13 +156,14 @@ def test_basic_auth_server_with_credentials_from_the_environment(tmp_path, monke
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
         run = TrackedRun(config, "with-credentials")
         run.log_start(
+            "train",
             params={
                 "tracking.uri": f"http://admin:{password}@127.0.0.1:{server.port}",
                 "storage.secret_key": "s3cr3t-value",
                 "optim.lr": 0.01,
             },
-            tags={"note": f"password {password}"},
             config_yaml=f"tracking:\n  uri: http://admin:{password}@127.0.0.1\n",
+            extra_tags={"note": f"password {password}"},
         )
         run.log_metrics({"val_top1_error": 0.5}, step=1)
         run.finish()
@@ -222,7 +225,7 @@ APPENDER = """
 import sys, time
 from pathlib import Path
 from mlflow.entities import Metric
-from orchestrator.tracking_buffer import MetricBuffer
+from orchestrator.tracking.buffer import MetricBuffer
 
 buffer = MetricBuffer(Path(sys.argv[1]), max_values=1_000_000)
 for step in range(int(sys.argv[3])):
@@ -350,7 +353,7 @@ def test_an_unwritable_buffer_folder_costs_a_warning_not_the_training(tmp_path, 
     buffer_dir = tmp_path / "afile" / "buffer"  # under a regular file: not even root creates it
     client, uri, _ = sqlite_run(tmp_path)
     run = TrackedRun(TrackingConfig(uri=uri, buffer_dir=str(buffer_dir)), "no-buffer")
-    logger = run.epoch_logger()
+    logger = epoch_logger(run)
     checkpoint = ray.train.Checkpoint("/results/checkpoint_000001")  # as Ray Train reports it
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

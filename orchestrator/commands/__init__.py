@@ -1,15 +1,16 @@
 """The subcommands of `orchestrator/run.py`: one module each, holding its arguments
-(`add_arguments`) and what it does (`run`). run.py imports only the module of the command it
-runs, so `--help` imports none of them. A command module imports torch, Ray and the modules
-that need them (launch, cluster, sweep, checkpoints, the model) inside the function that uses
-them, after the config is loaded: `<command> --help` and a config error cost neither."""
+(`add_arguments`) and what it does (`run`), which loads the config and calls one function of
+the layers below. run.py imports only the module of the command it runs, so `--help` imports
+none of them. A command module imports the layers below inside `run` (the one place this
+project imports its own modules in a function), after the config is loaded: `<command> --help`
+and a config error cost neither torch nor Ray nor MLflow."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from orchestrator.paths import REPO_ROOT
+from orchestrator.common.paths import REPO_ROOT
 
 
 def add_config(parser: argparse.ArgumentParser, default: Path | None) -> None:
@@ -18,9 +19,17 @@ def add_config(parser: argparse.ArgumentParser, default: Path | None) -> None:
     parser.add_argument("--config", type=Path, default=default, help=help_text)
 
 
-def add_resume(parser: argparse.ArgumentParser, what: str) -> None:
-    """--resume: continue the interrupted experiment (`what` says what that means)."""
-    parser.add_argument("--resume", action="store_true", help=f"continue the interrupted {what}")
+def add_resumable(parser: argparse.ArgumentParser, default: Path, kind: str) -> None:
+    """--config (default `default`), --set and --resume, for a Ray Tune experiment (`kind`:
+    sweep or study) that an interrupted run continues."""
+    add_config(parser, default)
+    add_overrides(parser)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue the interrupted {kind} of this {kind}.name: finished trials are not run "
+        "again, unfinished ones go on from their checkpoints, each keeps its one MLflow run",
+    )
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +44,20 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+MODEL_HELP = (
+    "a checkpoint folder or checkpoint.pt written by train, runs:/<MLflow run id> for that run's "
+    "last checkpoint, or models:/<name>@<alias> for a model a sweep registered; its config comes "
+    "with it"
+)
+
+
+def add_model(parser: argparse.ArgumentParser) -> None:
+    """--model: a trained model (analysis/trained.py opens it)."""
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
+
+
 def load(args: argparse.Namespace):
     """The command's validated config: `--config` with the `--set` overrides."""
-    from orchestrator.config import load_config
+    from orchestrator.config.experiment import load_config
 
     return load_config(args.config, args.overrides)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from orchestrator.capacity import (
+from orchestrator.commands import add_config, add_overrides, load
+from orchestrator.common.errors import ConfigError
+from orchestrator.data.capacity import (
     MEASURED_FEED_PER_CORE,
     CapacityPlan,
     Measured,
@@ -12,9 +14,6 @@ from orchestrator.capacity import (
     plan_capacity,
     read_measurements,
 )
-from orchestrator.commands import add_config, add_overrides, load
-from orchestrator.config import ExperimentConfig
-from orchestrator.errors import ConfigError
 
 
 def add_arguments(parser) -> None:
@@ -65,14 +64,15 @@ def run(args) -> None:
 
 
 def capacity(
-    config: ExperimentConfig,
+    config,
     images_per_second_per_gpu: float | None,
     gpus_per_node: int,
     feed_per_core: float | None,
     headroom: float,
     measured: Measured = Measured(),
 ) -> CapacityPlan:
-    """The CPU cores a GPU node needs to feed its GPUs, and the config fields that set them."""
+    """The CPU cores a GPU node needs to feed its GPUs, and the config fields that set them.
+    `config`: the experiment config (its `train` section)."""
     gpu_rate = images_per_second_per_gpu or measured.gpu_images_per_second
     if gpu_rate is None:
         raise ConfigError(

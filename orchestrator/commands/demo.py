@@ -4,7 +4,7 @@ generated dataset)."""
 from __future__ import annotations
 
 from orchestrator.commands import train
-from orchestrator.paths import DEMO_CONFIG
+from orchestrator.common.paths import DEMO_CONFIG
 
 
 def add_arguments(parser) -> None:

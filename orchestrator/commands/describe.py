@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from orchestrator.commands import add_config, add_overrides, load
-from orchestrator.config import ExperimentConfig
+
+if TYPE_CHECKING:
+    from orchestrator.config.experiment import ExperimentConfig
 
 
 def add_arguments(parser) -> None:

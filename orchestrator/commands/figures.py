@@ -1,17 +1,16 @@
 """`figures`: the paper's figures for a checkpoint or a registered model, as files (a training
 run logs the same into its MLflow run): conv1's kernels, top-5 predictions, fc7 nearest
-neighbours and the confusion matrix (orchestrator/figures.py)."""
+neighbours and the confusion matrix (analysis/figures.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.commands import add_overrides
-from orchestrator.trained import MODEL_HELP, open_trained
+from orchestrator.commands import add_model, add_overrides
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", required=True, help=MODEL_HELP)
+    add_model(parser)
     parser.add_argument(
         "--out",
         type=Path,
@@ -26,11 +25,13 @@ def run(args) -> None:
 
 
 def write(model_uri: str, out: Path, overrides: list[str]):
-    """The figures of `model_uri` (see orchestrator/trained.py) into `out`; returns them."""
-    from orchestrator import figures
+    """The figures of `model_uri` (see analysis/trained.py) into `out`; returns them."""
+    from orchestrator.analysis import figures
+    from orchestrator.analysis.scoring import scoring_for
+    from orchestrator.analysis.trained import open_trained
 
     trained = open_trained(model_uri, overrides)
-    made = figures.make_figures(figures.scoring_for(trained), trained.epoch)
+    made = figures.make_figures(scoring_for(trained), trained.epoch)
     print(f"figures of {trained.uri} (epoch {trained.epoch}) on {trained.data.uri}:")
     for path in figures.write_figures(made, out):
         print(f"  {path}")

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.commands import add_overrides
-from orchestrator.errors import InputError
-from orchestrator.trained import MODEL_HELP, open_trained
+from orchestrator.commands import add_model, add_overrides
+from orchestrator.common.errors import InputError
 
 
 def add_arguments(parser) -> None:
@@ -18,7 +17,7 @@ def add_arguments(parser) -> None:
         metavar="IMAGE",
         help="image files (any format prepare reads)",
     )
-    parser.add_argument("--model", required=True, help=MODEL_HELP)
+    add_model(parser)
     parser.add_argument("--count", type=int, default=5, help="neighbours per image (default 5)")
     parser.add_argument(
         "--out",
@@ -37,21 +36,18 @@ def search(
     model_uri: str, images: list[Path], count: int, out: Path | None, overrides: list[str]
 ) -> list:
     """Print (and with `out` draw) the `count` training images nearest to each of `images`;
-    returns them (a list of `figures.Neighbor` per image), nearest first."""
+    returns them (a list of `scoring.Neighbor` per image), nearest first."""
     if count < 1:
         raise InputError(f"--count: got {count}; allowed: an integer >= 1")
     for path in images:
         if not path.is_file():
             raise InputError(f"IMAGE: {path} is not a file")
-    import numpy as np
-
-    from orchestrator import figures
+    from orchestrator.analysis.figures import save_neighbors
+    from orchestrator.analysis.scoring import nearest_training_images
+    from orchestrator.analysis.trained import open_trained
 
     trained = open_trained(model_uri, overrides)
-    scoring = figures.scoring_for(trained)
-    pixels = np.stack([figures.prepared_like_training(path, trained.data) for path in images])
-    features, probabilities = figures.features_of(scoring.model(), scoring.transform, pixels)
-    found, _ = figures.score(scoring, features.numpy(), k=count, confusion=False)
+    pixels, probabilities, found = nearest_training_images(trained, images, count)
     classes = trained.data.classes
     titles = []
     for path, p, neighbors in zip(images, probabilities, found, strict=True):
@@ -67,11 +63,7 @@ def search(
                 f"{neighbor.path}"
             )
     if out is not None:
-        plt = figures.pyplot()
         title = f"nearest training images in fc7 space ({trained.uri})"
-        figure = figures.draw_neighbors(plt, pixels, titles, found, classes, title)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out, dpi=100)
-        plt.close(figure)
+        save_neighbors(pixels, titles, found, classes, title, out)
         print(f"drawn into {out}")
     return found

@@ -1,18 +1,12 @@
-"""`prepare`: decode a raw image tree once into Parquet shards and statistics (a Ray Data job)."""
+"""`prepare`: decode a raw image tree once into Parquet shards and statistics (a Ray Data job),
+tracked as an MLflow run."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from orchestrator import data as data_pipeline
-from orchestrator import prepare as prepare_job
-from orchestrator import tracking
 from orchestrator.commands import add_config, add_overrides, load
-from orchestrator.config import ExperimentConfig, flatten, to_yaml
-from orchestrator.errors import ConfigError, InputError
-from orchestrator.prepare import PrepareResult
-from orchestrator.storage import Location
 
 OPTIONS = {  # sugar for --set prepare.<option>=<value>
     "--source": "imagefolder (train/<class>/*, val/<class>/*) or imagenet (ILSVRC-2012 layouts)",
@@ -36,28 +30,33 @@ def run(args) -> None:
     prepare(load(args))
 
 
-def prepare(config: ExperimentConfig) -> PrepareResult:
-    """Decode a raw image tree once into shards (a Ray Data job), logged to MLflow."""
+def prepare(config):
+    """Decode a raw image tree once into shards (a Ray Data job), logged to MLflow; returns the
+    `PrepareResult`. `config`: the experiment config (its `prepare` and `tracking` sections)."""
+    from orchestrator.common import ray_cluster
+    from orchestrator.common.errors import ConfigError, InputError
+    from orchestrator.common.storage import Location
+    from orchestrator.common.yaml_config import flatten, to_yaml
+    from orchestrator.data.prepare import list_source, run_prepare
+    from orchestrator.data.prepared import MANIFEST_FILE
+    from orchestrator.data.sources import check_rejects, report_prepare
+    from orchestrator.tracking.run import TrackedRun
+
     job = config.prepare
     if job.out is None:
         raise ConfigError("prepare.out: required (--out)")
-    splits = prepare_job.list_source(job)  # bad paths and layouts fail here, before Ray starts
+    splits = list_source(job)  # bad paths and layouts fail here, before Ray starts
     try:
         Location.of(job.out)  # and so does an --out that no filesystem here opens
     except InputError as error:
         raise ConfigError(f"prepare.out: {error}") from None
-    from orchestrator import cluster
-
-    cluster.ensure_ray()
-    result = prepare_job.run_prepare(job, splits=splits)
-    data_pipeline.report_prepare(result)
+    ray_cluster.ensure_ray()
+    result = run_prepare(job, splits=splits)
+    report_prepare(result)
     if not result.skipped:
-        run = tracking.TrackedRun(config.tracking, f"prepare-{Path(job.root).name}")
-        run.log_start(
-            params={**flatten(job, "prepare."), "prepare.files": result.total},
-            tags={**tracking.provenance_tags(), **cluster.cluster_shape(), "kind": "prepare"},
-            config_yaml=to_yaml(job),
-        )
+        run = TrackedRun(config.tracking, f"prepare-{Path(job.root).name}")
+        params = {**flatten(job, "prepare."), "prepare.files": result.total}
+        run.log_start("prepare", params, config_yaml=to_yaml(job))
         run.log_metrics(
             {
                 "images_written": sum(result.images.values()),
@@ -70,7 +69,7 @@ def prepare(config: ExperimentConfig) -> PrepareResult:
         out = Location.of(result.out)
         run.log_text(out.read_bytes("rejects.csv").decode(), "rejects.csv")
         if result.complete:
-            run.log_text(out.read_bytes("manifest.json").decode(), "manifest.json")
+            run.log_text(out.read_bytes(MANIFEST_FILE).decode(), MANIFEST_FILE)
         run.finish("FINISHED" if result.complete else "FAILED")
-    data_pipeline.check_rejects(result, job)
+    check_rejects(result, job)
     return result

@@ -17,10 +17,10 @@ def add_arguments(parser) -> None:
 def run(args) -> None:
     config = load(args)
     if args.sweep is not None:
-        from orchestrator import sweep_results
+        from orchestrator.experiments import sweep_results
 
         sweep_results.report(config, args.sweep)
     else:
-        from orchestrator import study
+        from orchestrator.experiments import study
 
         study.report(config, args.study)

@@ -1,24 +1,19 @@
 """`study`: the paper's ablations (or your own) as one Ray Tune experiment, each against a
-baseline over several seeds, summarised against the published numbers (orchestrator/study.py)."""
+baseline over several seeds, summarised against the published numbers (experiments/study.py)."""
 
 from __future__ import annotations
 
-from orchestrator.commands import add_config, add_overrides, add_resume, load
-from orchestrator.paths import STUDY_CONFIG
+from orchestrator.commands import add_resumable, load
+from orchestrator.common.paths import STUDY_CONFIG
 
 
 def add_arguments(parser) -> None:
-    add_config(parser, STUDY_CONFIG)
-    add_overrides(parser)
-    add_resume(
-        parser,
-        "study of this study.name: unfinished trials go on from their "
-        "checkpoints, finished ones are not run again",
-    )
+    add_resumable(parser, STUDY_CONFIG, "study")
 
 
 def run(args) -> None:
+    """The study's table is printed and logged to its MLflow parent run (`report --study`)."""
     config = load(args)
-    from orchestrator import study
+    from orchestrator.experiments.study import study
 
-    study.study(config, resume=args.resume)
+    study(config, resume=args.resume)

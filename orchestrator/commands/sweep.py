@@ -1,24 +1,18 @@
 """`sweep`: a Ray Tune sweep over config fields, one TorchTrainer per trial, nested MLflow runs
-(orchestrator/sweep.py)."""
+(experiments/sweep.py)."""
 
 from __future__ import annotations
 
-from orchestrator.commands import add_config, add_overrides, add_resume, load
-from orchestrator.paths import SWEEP_CONFIG
+from orchestrator.commands import add_resumable, load
+from orchestrator.common.paths import SWEEP_CONFIG
 
 
 def add_arguments(parser) -> None:
-    add_config(parser, SWEEP_CONFIG)
-    add_overrides(parser)
-    add_resume(
-        parser,
-        "sweep of this sweep.name: unfinished trials go on, finished ones "
-        "are not run again, each keeps its one MLflow run",
-    )
+    add_resumable(parser, SWEEP_CONFIG, "sweep")
 
 
 def run(args) -> None:
-    config = load(args)
-    from orchestrator import sweep
+    config = load(args)  # a bad config fails here, before Ray is imported
+    from orchestrator.experiments.sweep import sweep
 
-    sweep.sweep(config, resume=args.resume)
+    sweep(config, resume=args.resume)

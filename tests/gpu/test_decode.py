@@ -9,7 +9,7 @@ import torch
 
 from workloads.alexnet.transforms import BatchTransform
 from workloads.datasets.batch_decode import decode_batch
-from workloads.datasets.synthetic import PhotoSynth
+from workloads.datasets.photos import PhotoSynth
 
 pytestmark = [
     pytest.mark.gpu,

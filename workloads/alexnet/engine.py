@@ -178,10 +178,10 @@ def evaluate(
     return center, views
 
 
-def error_rates(sums: dict, suffix: str = "") -> dict[str, float]:
-    """Top-1 and top-5 error from evaluation sums (tensors or floats)."""
+def error_rates(sums: dict) -> dict[str, float]:
+    """Top-1 and top-5 error on the validation set from evaluation sums (tensors or floats)."""
     count = float(sums["count"])
     return {
-        f"val_top1_error{suffix}": 1 - float(sums["correct1"]) / count,
-        f"val_top5_error{suffix}": 1 - float(sums["correct5"]) / count,
+        "val_top1_error": 1 - float(sums["correct1"]) / count,
+        "val_top5_error": 1 - float(sums["correct5"]) / count,
     }

@@ -1,0 +1,87 @@
+"""Joining the Ray cluster (or starting a local one), quietly, and describing its shape; and
+every place this project reaches into Ray's internals (a logger's name, Tune's list of
+variables), each with the Ray version it was read from."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+import ray.data
+
+# Arrow's allocator (mimalloc) gives freed memory back to the OS 10 ms after it is freed, so a
+# stream's next blocks and batches (megabytes each) page-fault all over again: purging off, the
+# feed of raw shards measured ~40% faster here (README, Benchmarks), at the price of each
+# process keeping the memory of its largest moment. Jobs get it from cluster/runtime_env.yaml
+# and the KubeRay job's runtime environment.
+ALLOCATOR_ENV = {"MIMALLOC_PURGE_DELAY": "-1"}
+
+
+def ensure_ray() -> None:
+    """Join the cluster in RAY_ADDRESS (or the job's cluster), else start a local one."""
+    if ray.is_initialized():
+        return
+    # Ray Data logs several INFO lines per dataset execution (every epoch), which would bury the
+    # epoch summaries; its warnings still show. The processes of a local Ray inherit this
+    # setting; RAY_DATA_LOG_LEVEL=INFO brings the lines back.
+    if "RAY_DATA_LOG_LEVEL" not in os.environ:
+        os.environ["RAY_DATA_LOG_LEVEL"] = "WARNING"
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # configured at import
+    for name, value in ALLOCATOR_ENV.items():  # inherited by a local Ray's processes
+        os.environ.setdefault(name, value)
+    ray.init(address=os.environ.get("RAY_ADDRESS"))
+    quiet_progress_bars()
+
+
+def quiet_progress_bars() -> None:
+    """Our own lines report progress (per shard, per step, per epoch); Ray Data's bars, drawn by
+    actors whose output is relayed line by line, turn into noise in logs."""
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    # ... and its warning that they are off (here; Ray Data's own actors still say it once)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def cluster_shape() -> dict[str, str]:
+    """Nodes, CPUs and GPUs of the cluster this process joined ({} before it joined one)."""
+    if not ray.is_initialized():
+        return {}
+    resources = ray.cluster_resources()
+    return {
+        "cluster_nodes": str(len([n for n in ray.nodes() if n["Alive"]])),
+        "cluster_cpus": f"{resources.get('CPU', 0):g}",
+        "cluster_gpus": f"{resources.get('GPU', 0):g}",
+    }
+
+
+# What Ray Tune copies from the driver's environment into every trial actor's runtime
+# environment (ray/tune/execution/class_cache.py, Ray 2.60), which Ray's runtime_env_agent then
+# writes to its log in plain text.
+_TUNE_PROPAGATED_SECRETS = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SECURITY_TOKEN",
+    "AWS_SESSION_TOKEN",
+}
+
+
+def keep_credentials_out_of_ray_logs() -> None:
+    """Stop Ray Tune from copying the driver's AWS credentials into its trials' runtime
+    environments (and so into the cluster's logs). The trials lose nothing: like Ray Data's
+    tasks and Ray Train's workers, they run in worker processes that inherit their node's
+    environment, which is where a cluster's credentials are set."""
+    from ray.tune.execution import class_cache
+
+    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if isinstance(propagated, set | frozenset):
+        class_cache.ENV_VARS_TO_PROPAGATE = set(propagated) - _TUNE_PROPAGATED_SECRETS
+
+
+def quiet_report_echo() -> None:
+    """Ray 2.60 logs every `ray.train.report` (a whole `TrainingReport(...)` dump) at INFO through
+    a logger named by its source file's path, which `LoggingConfig` does not reach: set it to
+    WARNING in this process (a training worker). Our own lines report each epoch."""
+    suffix = "ray/train/v2/_internal/execution/context.py"
+    for name in list(logging.root.manager.loggerDict):
+        if name.replace("\\", "/").endswith(suffix):
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,103 @@
+"""One training run, tracked: prepared shards -> Ray Data -> Ray Train workers -> one MLflow
+run, which ends FINISHED (with the paper's figures), FAILED or KILLED. The `train` and `demo`
+commands run one (`train`); a sweep or study runs one per trial (experiments/trials.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import ray.train
+
+from orchestrator.analysis.figures import log_for_run
+from orchestrator.common.yaml_config import to_yaml
+from orchestrator.config.experiment import ExperimentConfig, training_params
+from orchestrator.data.sources import open_data
+from orchestrator.tracking.callback import epoch_logger
+from orchestrator.tracking.config import redacted, ui_command
+from orchestrator.tracking.metrics import SUMMARY_COLUMNS
+from orchestrator.tracking.run import TrackedRun
+from orchestrator.training import identity
+from orchestrator.training.launch import TrainingJob, fit, plan_training
+
+
+def train(config: ExperimentConfig) -> TrackedRun:
+    """One training run: prepared shards -> Ray Data -> Ray Train workers -> one MLflow run."""
+    run_name = config.name or f"{config.tracking.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+    data = open_data(config.data, config.prepare)
+    job = plan_training(config, data, run_name)
+    print(
+        f"data: {data.uri} ({data.count('train')} training / {data.count('val')} validation "
+        f"images of {data.image_size} px, {len(data.classes)} classes)",
+        flush=True,
+    )
+    run = TrackedRun(config.tracking, run_name, resume=config.name is not None)
+    identity.check_resume(job.plan, run_name, run)
+    start(run, job, "train")
+    print(
+        f"MLflow run {run.run_id} ('{run_name}'{', resumed' if run.resumed else ''}) in "
+        f"{redacted(run.tracking_uri)}",
+        flush=True,
+    )
+    run_training(job, run)
+    _print_summary(run)
+    return run
+
+
+def start(run: TrackedRun, job: TrainingJob, kind: str, extra_tags: dict | None = None) -> None:
+    """A training's start on its MLflow run: every config field of the training and the data's
+    facts as params, its identity, kind and provenance as tags, its resolved config."""
+    params = {
+        **training_params(job.config),
+        **job.data.params(),
+        "train.use_gpu_resolved": job.use_gpu,
+    }
+    tags = {**job.identity_tags, **(extra_tags or {})}
+    run.log_start(kind, params, to_yaml(job.config), tags)
+
+
+def run_training(
+    job: TrainingJob,
+    run: TrackedRun,
+    storage_path: str | None = None,
+    callbacks: tuple[ray.train.UserCallback, ...] = (),
+    close_on_error: bool = True,
+    figures: bool = True,
+) -> None:
+    """Fit the job's TorchTrainer; the MLflow run ends FINISHED, FAILED or KILLED. A finished
+    run gets the paper's figures (`tracking.figures`) unless `figures=False`.
+
+    `close_on_error=False` leaves a run that did not finish open for its owner to close (a sweep
+    knows whether its scheduler stopped a trial, which the trial itself cannot tell).
+    """
+    run.log_dataset(job.data, "train")
+    try:
+        fit(
+            dataclasses.replace(job.plan, system_metrics=run.system_metrics_target()),
+            datasets=job.datasets,
+            run_name=job.config.name,
+            callbacks=[epoch_logger(run), *callbacks],
+            use_gpu=job.use_gpu,
+            storage_path=storage_path,
+            data_cpus=job.config.data.max_cpus,
+        )
+    except BaseException as error:
+        if close_on_error:
+            run.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    if figures and run.config.figures and run.tracked:
+        log_for_run(run, job.plan.run_folder, job.data)
+    run.finish("FINISHED")
+
+
+def _print_summary(run: TrackedRun) -> None:
+    """The epoch table from what MLflow holds, and how to open the MLflow UI."""
+    history = {key: dict(run.history(key)) for key, _, _ in SUMMARY_COLUMNS}
+    print("\nepoch  " + "  ".join(title for _, title, _ in SUMMARY_COLUMNS))
+    for epoch in sorted(history[SUMMARY_COLUMNS[0][0]]):
+        cells = [
+            shape.format(history[key].get(epoch, float("nan"))) for key, _, shape in SUMMARY_COLUMNS
+        ]
+        print(f"{epoch:>5}  " + "  ".join(cells))
+    print(f"\nMLflow run {run.run_id} is in {redacted(run.tracking_uri)}")
+    print(f"Open the MLflow UI:  {ui_command(run.tracking_uri)}")

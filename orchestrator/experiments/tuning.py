@@ -1,0 +1,191 @@
+"""The Ray Tune plumbing a sweep and a study share: where a Tune experiment keeps its state,
+its MLflow parent run, the CPUs each concurrent trial may give Ray Data, and the Tuner, new or
+restored (`--resume`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+
+import ray
+import ray.tune as tune
+
+from orchestrator.common import ray_cluster
+from orchestrator.common.errors import ConfigError
+from orchestrator.common.redact import redact_text
+from orchestrator.common.storage import absolute, for_ray
+from orchestrator.config import sweep as sweep_config
+from orchestrator.config.experiment import ExperimentConfig
+from orchestrator.data.prepared import PreparedData
+from orchestrator.data.sources import open_data
+from orchestrator.experiments import trials
+from orchestrator.experiments.trials import CloseTrialRuns
+from orchestrator.tracking.config import resolve_tracking_uri
+from orchestrator.tracking.run import TrackedRun
+
+# A trial's own process only waits on its TorchTrainer, whose workers hold the real CPUs.
+TRIAL_DRIVER_CPUS = 0.01
+# Tune saves the experiment's callback (CloseTrialRuns, holding a SweepConfig) by module path;
+# state saved before the packages moved names these modules
+MOVED_MODULES = {"orchestrator.trial_runs": trials, "orchestrator.search": sweep_config}
+
+
+@dataclass(frozen=True)
+class ExperimentFolders:
+    """Where a sweep or a study keeps its state: Tune's experiment in `<root>/<name>`, its
+    trials' Ray Train runs (checkpoints) in `<root>/<name>/trials`."""
+
+    root: str  # `<train.storage_path>/sweeps` (a path or URI): Tune's storage_path
+    name: str
+
+    @property
+    def experiment(self) -> str:
+        return f"{self.root}/{self.name}"
+
+    @property
+    def trials(self) -> str:
+        return f"{self.experiment}/trials"
+
+
+def folders(config: ExperimentConfig, name: str) -> ExperimentFolders:
+    return ExperimentFolders(f"{absolute(config.train.storage_path)}/sweeps", name)
+
+
+def open_parent(
+    config: ExperimentConfig, name: str, kind: str, resume: bool
+) -> tuple[ExperimentConfig, TrackedRun]:
+    """The Tune experiment `name`'s MLflow parent run (`<kind>-<name>`), new or (`resume`) the
+    interrupted one's; and the config with an absolute tracking URI, as trials need it (they
+    run in other processes and directories). Starts Ray."""
+    tracking = dataclasses.replace(config.tracking, uri=resolve_tracking_uri(config.tracking))
+    config = dataclasses.replace(config, tracking=tracking)
+    path = folders(config, name).experiment
+    if not resume and _can_restore(path):
+        raise ConfigError(
+            f"{kind}.name: '{name}' already ran in {redact_text(path)}; pass --resume to "
+            f"continue it, or choose another {kind}.name"
+        )
+    parent = TrackedRun(
+        config.tracking, f"{kind}-{name}", resume=resume, refuse_existing=not resume
+    )
+    if not parent.tracked:
+        raise ConfigError(
+            f"tracking.optional: a {kind} cannot run untracked (its trials are found again on "
+            "--resume through their MLflow runs); start the tracking server first"
+        )
+    ray_cluster.ensure_ray()
+    ray_cluster.keep_credentials_out_of_ray_logs()
+    return config, parent
+
+
+def open_data_for_trials(
+    config: ExperimentConfig, kind: str, concurrent: int
+) -> tuple[ExperimentConfig, PreparedData]:
+    """(config with each trial's CPU share for Ray Data, the prepared data). `concurrent`:
+    the `<kind>.max_concurrent_trials`."""
+    data = open_data(config.data, config.prepare)
+    return _share_cpus(config, kind, concurrent), data
+
+
+def fit(parent: TrackedRun, tuner: tune.Tuner):
+    """Run the Tune experiment; its trials' MLflow runs are closed as Tune ends them."""
+    CloseTrialRuns.open_sweeps[parent.run_id] = parent
+    try:
+        return tuner.fit()
+    except BaseException:
+        parent.finish("FAILED")
+        raise
+    finally:
+        CloseTrialRuns.open_sweeps.pop(parent.run_id)
+
+
+def make_tuner(
+    kind: str,
+    where: ExperimentFolders,
+    trainable,
+    space: dict,
+    tune_config: tune.TuneConfig,
+    resume: bool,
+    callback: CloseTrialRuns,
+) -> tune.Tuner:
+    """The Tuner of the `kind` (sweep, study) in `where`: restored from there on `resume`
+    (finished trials are not run again), else new."""
+    trainable = tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPUS})
+    if resume and _can_restore(where.experiment):
+        print(f"resuming {kind} '{where.name}' from {redact_text(where.experiment)}", flush=True)
+        for old, module in MOVED_MODULES.items():
+            sys.modules.setdefault(old, module)
+        in_storage, filesystem = for_ray(where.experiment)
+        return tune.Tuner.restore(
+            in_storage, trainable=trainable, resume_unfinished=True, storage_filesystem=filesystem
+        )
+    in_storage, filesystem = for_ray(where.root)
+    return tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune_config,
+        run_config=tune.RunConfig(
+            name=where.name,
+            storage_path=in_storage,
+            storage_filesystem=filesystem,
+            callbacks=[callback],
+        ),
+    )
+
+
+def _can_restore(path: str) -> bool:
+    in_storage, filesystem = for_ray(path)
+    return tune.Tuner.can_restore(in_storage, storage_filesystem=filesystem)
+
+
+def _share_cpus(config: ExperimentConfig, kind: str, concurrent: int) -> ExperimentConfig:
+    """Give each of the concurrent trials its share of the cluster's CPUs for Ray Data.
+
+    Left alone, the first trial's data streams take every CPU its trainer leaves free, and the
+    next trial's workers wait for CPUs that never come (their start times out).
+    """
+    train, data = config.train, config.data
+    cpus = ray.cluster_resources().get("CPU", 0)
+    per_trial = train.num_workers * train.cpus_per_worker + TRIAL_DRIVER_CPUS
+    share = data.max_cpus
+    if share is None:
+        share = (cpus - concurrent * per_trial) / concurrent
+    if share < data.decode_cpus:
+        raise ConfigError(
+            f"{kind}.max_concurrent_trials: {concurrent} trials x "
+            f"{train.num_workers} workers x {train.cpus_per_worker:g} CPUs leave "
+            f"{max(share, 0):g} CPUs per trial for Ray Data on this {cpus:g}-CPU cluster, less "
+            f"than data.decode_cpus ({data.decode_cpus:g}); run fewer trials at once"
+        )
+    return dataclasses.replace(config, data=dataclasses.replace(data, max_cpus=share))
+
+
+def require_state_api() -> None:
+    """Trials that the scheduler stops must give their CPUs back, which needs Ray's State API.
+
+    Tune stops a trial by killing its process; Ray Train then frees the trial's worker CPUs
+    once its placement-group cleaner sees (through the State API, served by Ray's dashboard)
+    that the trial's controller is gone. Without it the next trials wait for CPUs forever.
+    """
+    from ray.util.state import list_actors
+    from ray.util.state.exception import RayStateApiException
+
+    deadline = time.monotonic() + 30  # a local Ray's dashboard takes seconds to come up
+    while True:
+        try:
+            list_actors(limit=1, timeout=10)
+            return
+        except (RayStateApiException, ConnectionError) as error:
+            if time.monotonic() < deadline:
+                time.sleep(1)
+                continue
+            failure = error
+            break
+    raise ConfigError(
+        "sweep.scheduler: an early-stopping scheduler needs Ray's State API, which this "
+        f"cluster does not serve ({type(failure).__name__}); start Ray with its dashboard "
+        "(`ray start --head` includes it unless --include-dashboard=false), or use "
+        "sweep.scheduler: fifo"
+    ) from failure
