@@ -122,7 +122,7 @@ def test_a_history_whose_checkpoints_are_gone_is_refused_and_left_as_found(tmp_p
         _check_resume(job, run)  # the storage holds no checkpoint
     assert "holds epochs up to 3 with a checkpoint" in str(error.value)
     assert "none is there: deleted, or storage_path changed" in str(error.value)
-    assert run.client.get_run(run.run_id).info.status == "FINISHED"  # not left RUNNING
+    assert run.record().status == "FINISHED"  # not left RUNNING
 
 
 def test_checkpoint_location_and_epoch_are_separate_tags():

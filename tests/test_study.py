@@ -1,4 +1,4 @@
-"""A study's table (orchestrator/ablations.py): every kind of ablation measured against the
+"""A study's table (experiments/ablations.py): every kind of ablation measured against the
 baseline of the same seed, signs against the paper's, seeds that disagree called inconclusive;
 and the shipped study file is the paper's. (The study itself, trials on Ray, killed and resumed:
 run by hand, see the README's study section.)"""

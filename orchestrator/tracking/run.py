@@ -60,14 +60,14 @@ class TrackedRun:
         quiet_client_output()
         self.config = config
         self.tracking_uri = resolve_tracking_uri(config)
-        self.client = MlflowClient(self.tracking_uri)
-        self.store = Store(self.client)  # reads, as the project's own records
+        self._client = MlflowClient(self.tracking_uri)
+        self.store = Store(self._client)  # reads, as the project's own records
         self.run_id = None
         self.resumed = False
         self.previous_status = None
         if self._reachable():
             # what an earlier outage left behind
-            replay_buffers(self.client, config.buffer_dir, config.buffer_max_values)
+            replay_buffers(self._client, config.buffer_dir, config.buffer_max_values)
             self._open(run_name, resume, parent_run_id, refuse_existing)
 
     def _reachable(self) -> bool:
@@ -99,15 +99,15 @@ class TrackedRun:
     ) -> None:
         """Find the run to continue (by its run-key tag) or create it, in the experiment."""
         config = self.config
-        experiment = self.client.get_experiment_by_name(config.experiment)
+        experiment = self._client.get_experiment_by_name(config.experiment)
         if experiment is not None:
             self.experiment_id = experiment.experiment_id
             if tags.EXPERIMENT_KIND not in experiment.tags:  # a kind a user chose stays
-                self.client.set_experiment_tag(
+                self._client.set_experiment_tag(
                     self.experiment_id, tags.EXPERIMENT_KIND, tags.MODEL_TRAINING
                 )
         else:  # a local sqlite store keeps its artifacts beside the database, not in ./mlruns
-            self.experiment_id = self.client.create_experiment(
+            self.experiment_id = self._client.create_experiment(
                 config.experiment,
                 artifact_location=artifact_location(self.tracking_uri),
                 tags={tags.EXPERIMENT_KIND: tags.MODEL_TRAINING},
@@ -122,12 +122,12 @@ class TrackedRun:
             if found:
                 self.run_id, self.resumed = found[0].run_id, True
                 self.previous_status = found[0].status
-                self.client.update_run(self.run_id, status="RUNNING")
+                self._client.update_run(self.run_id, status="RUNNING")
                 return
         new = {tags.SOURCE_NAME: "orchestrator/run.py", tags.RUN_KEY: run_name}
         if parent_run_id is not None:  # nested under it in the UI
             new[tags.PARENT_RUN_ID] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=new)
+        run = self._client.create_run(self.experiment_id, run_name=run_name, tags=new)
         self.run_id = run.info.run_id
 
     @property
@@ -157,8 +157,8 @@ class TrackedRun:
             values = {k: v for k, v in values.items() if k not in logged}
         items = [Param(k, v) for k, v in values.items()]
         for start in range(0, len(items), PARAMS_PER_CALL):
-            self.client.log_batch(self.run_id, params=items[start : start + PARAMS_PER_CALL])
-        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in start_tags.items()])
+            self._client.log_batch(self.run_id, params=items[start : start + PARAMS_PER_CALL])
+        self._client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in start_tags.items()])
         self.log_text(config_yaml, "config.yaml")
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
@@ -167,7 +167,7 @@ class TrackedRun:
         if not self.tracked:
             return
         timestamp = int(time.time() * 1000)
-        self.client.log_batch(
+        self._client.log_batch(
             self.run_id, metrics=[Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
         )
 
@@ -199,7 +199,7 @@ class TrackedRun:
         for attempt in range(1, DATASET_ATTEMPTS + 1):
             try:
                 with failing_fast():
-                    self.client.log_inputs(self.run_id, datasets=given)
+                    self._client.log_inputs(self.run_id, datasets=given)
                 return
             except Exception as error:  # noqa: BLE001 - lineage is worth a warning, not a run
                 # MLflow adds a dataset it has not seen in two steps: trials starting together
@@ -216,7 +216,7 @@ class TrackedRun:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.tracked:
-            self.client.log_text(self.run_id, redact_text(text), artifact_file)
+            self._client.log_text(self.run_id, redact_text(text), artifact_file)
 
     def record(self) -> RunRecord | None:
         """This run as the store holds it now (None when untracked)."""
@@ -225,7 +225,7 @@ class TrackedRun:
     def abandon(self) -> None:
         """Leave a resumed run as it was found (its status), e.g. when the resume is refused."""
         if self.tracked and self.resumed:
-            self.client.update_run(self.run_id, status=self.previous_status)
+            self._client.update_run(self.run_id, status=self.previous_status)
 
     def last_epoch(self) -> int:
         """The last epoch this run logged (0: none yet)."""
@@ -249,7 +249,7 @@ class TrackedRun:
 
         if self.tracked:
             values = redact({k: str(v) for k, v in values.items()})
-            self.client.log_batch(
+            self._client.log_batch(
                 run_id or self.run_id, tags=[RunTag(k, v) for k, v in values.items()]
             )
 
@@ -262,12 +262,12 @@ class TrackedRun:
         cannot close its own run: its process is gone)."""
         if end_tags:
             self.set_tags(end_tags, run_id)
-        self.client.set_terminated(run_id, status=status)
+        self._client.set_terminated(run_id, status=status)
 
     def log_artifacts(self, folder: str, artifact_path: str) -> None:
         """Files as artifacts (plots: not text, so nothing to redact in them)."""
         if self.tracked:
-            self.client.log_artifacts(self.run_id, folder, artifact_path)
+            self._client.log_artifacts(self.run_id, folder, artifact_path)
 
     def log_model(self, model, example, output, registered_name: str | None, metadata: dict):
         """`model` (a torch module) in MLflow's "pt2" format (torch.export: no pickled code runs
@@ -294,9 +294,9 @@ class TrackedRun:
 
     def set_alias(self, name: str, alias: str, version: str, version_tags: dict) -> None:
         """Point `name@alias` at a registered model's version and tag that version."""
-        self.client.set_registered_model_alias(name, alias, version)
+        self._client.set_registered_model_alias(name, alias, version)
         for key, value in redact({k: str(v) for k, v in version_tags.items()}).items():
-            self.client.set_model_version_tag(name, version, key, value)
+            self._client.set_model_version_tag(name, version, key, value)
 
     def finish(self, status: str = "FINISHED") -> None:
         """Replay what an outage buffered, then close the run, waiting for the server if away.
@@ -312,8 +312,8 @@ class TrackedRun:
         while True:
             try:
                 with failing_fast():
-                    replayed = buffer.flush(self.client, self.run_id)
-                    self.client.set_terminated(self.run_id, status=status)
+                    replayed = buffer.flush(self._client, self.run_id)
+                    self._client.set_terminated(self.run_id, status=status)
                 if waiting or replayed:
                     print(
                         f"MLflow: replayed {replayed} buffered metric values; run {self.run_id} "
