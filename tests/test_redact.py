@@ -129,3 +129,21 @@ def test_redact_exception_is_one_short_line_without_secrets():
             raise RuntimeError("broken")
 
     assert redact_exception(Unprintable()) == "Unprintable: <unprintable message>"
+
+
+def test_a_prepared_datasets_uri_is_printed_without_its_secret(capsys):
+    """`prepare` (and `train`, `evaluate`, `figures`, `neighbors`, which print where the data and
+    the model are) name an object-store URI without the secret a user put in it."""
+    from orchestrator.data.prepare import PrepareResult
+    from orchestrator.data.sources import report_prepare
+
+    uri = "s3://AKIAEXAMPLE:wJalrXUtnFEMI/K7MDENG@bucket/prepared"
+    done = dict(images={"train": 8, "val": 2}, rejects=0, total=10, rejects_file=f"{uri}/r.csv")
+    for skipped in (True, False):
+        result = PrepareResult(
+            out=uri, skipped=skipped, processed=10, seconds=1.0, cpus=2.0, manifest=None, **done
+        )
+        report_prepare(result)
+        printed = capsys.readouterr().out
+        assert "s3://AKIAEXAMPLE:***@bucket/prepared" in printed
+        assert "wJalrXUtnFEMI" not in printed

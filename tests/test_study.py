@@ -114,3 +114,36 @@ def test_a_speed_threshold_neither_run_reaches_is_lowered_to_one_both_reach():
     ]  # at epoch 4
     (row,) = study_rows(study, trials, classes=10)
     assert row["top1"] == pytest.approx(2.0) and row["conclusive"] is False  # one seed
+
+
+def test_the_title_states_the_measured_data_and_a_study_of_evaluation_only_plots(tmp_path):
+    """The table's title says what the data is by its facts (a 4-class, 160-image run was once
+    titled with the shipped config's "10-class, 2,000 images") and names the trials that did not
+    finish (their rows count fewer seeds); a study whose ablations only
+    evaluate (ten_crop) has no validation curves to draw, and drawing them once crashed its end
+    after all the training."""
+    from orchestrator.experiments.study import _missing, _plots, _title
+
+    config = load_config(STUDY_CONFIG)
+    data = {
+        "data.prepared_uri": "s3://bucket/prepared/pets-0a1b",
+        "data.num_classes": 4,
+        "data.num_train_images": 160,
+        "data.num_val_images": 40,
+        "data.image_size": 64,
+    }
+    title = _title(config, data, trials=[])
+    assert "on pets-0a1b (4 classes, 160 training, 40 validation images, 64 px, 56 px" in title
+    assert "10-class" not in title and "2,000" not in title
+    older = {k: v for k, v in data.items() if k not in ("data.num_val_images", "data.image_size")}
+    assert "(4 classes, 160 training images, 56 px crops" in _title(config, older, trials=[])
+
+    trials = [_trial("baseline", 0, 0.3), _trial("baseline", 1, 0.3), _trial("no_lrn", 1, 0.3)]
+    assert _missing(config.study, []).startswith("\nno finished trial for: baseline seed 0, ")
+    assert _missing(config.study, trials).startswith("\nno finished trial for: no_lrn seed 0, ")
+    complete = StudyConfig(seeds=2, ablations={"no_lrn": Ablation({"model.lrn": False})})
+    assert _missing(complete, trials + [_trial("no_lrn", 0, 0.3)]) == ""
+
+    only_evaluation = StudyConfig(seeds=1, ablations={"crop": Ablation(measure="ten_crop")})
+    _plots(only_evaluation, [_trial("baseline", 0, 0.3, ten_crop=(0.2, 0.1))], tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing to draw: no trained ablation, no speed one

@@ -51,7 +51,7 @@ def test_searches_sample_the_yaml_space(ray_cluster, tmp_path, search):
             num_samples=spec.num_samples,
             search_alg=search_algorithm(spec),
         ),
-        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
+        run_config=tune.RunConfig(name="shared", storage_path=str(tmp_path / "sweeps"), verbose=0),
     ).fit()
     configs = [r.config for r in results]
     if search == "tpe":
@@ -63,3 +63,48 @@ def test_searches_sample_the_yaml_space(ray_cluster, tmp_path, search):
     else:  # every combination once
         pairs = sorted((c["optim.lr"], c["optim.weight_decay"]) for c in configs)
         assert pairs == sorted((lr, wd) for lr in (0.01, 0.02, 0.04) for wd in (0.0, 5e-4))
+    _another_kind_of_experiment_is_refused(tmp_path)
+
+
+def _another_kind_of_experiment_is_refused(storage):
+    """A sweep and a study share `<train.storage_path>/sweeps/<name>`: a study named like the
+    sweep that saved its state there (here, the Tune run above, whose trials ran `trial`) is
+    refused before any MLflow run or Ray work, naming both (it once restored the sweep's state
+    and failed with a traceback)."""
+    from orchestrator.common.paths import STUDY_CONFIG
+    from orchestrator.experiments import tuning
+    from orchestrator.experiments.study import run_study_trial
+
+    assert tuning.saved_trainable(str(storage / "sweeps" / "shared")) == "trial"
+    assert tuning.saved_trainable(str(storage / "sweeps" / "elsewhere")) is None
+    config = load_config(STUDY_CONFIG, [f"train.storage_path={storage}"])
+    for resume in (False, True):
+        with pytest.raises(ConfigError, match="its trials run trial, a study's run run_study_t"):
+            tuning.open_parent(config, "shared", "study", resume, run_study_trial)
+
+
+def test_resume_runs_a_failed_trial_again(ray_cluster, tmp_path):
+    """`--resume` goes on with the trials that failed, not only the unfinished ones (a trial
+    that failed once used to stay out of the results for good)."""
+    import ray.tune as tune
+
+    from orchestrator.experiments import tuning
+    from orchestrator.experiments.trials import CloseTrialRuns
+
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+
+    def flaky(config):
+        (attempts / str(len(list(attempts.iterdir())))).touch()
+        if len(list(attempts.iterdir())) == 1:
+            raise RuntimeError("the first attempt fails")
+        tune.report({"val_top1_error": 0.5})
+
+    where = tuning.ExperimentFolders(str(tmp_path / "sweeps"), "flaky")
+    tune_config = tune.TuneConfig(metric="val_top1_error", mode="min")
+    callback = CloseTrialRuns("no-parent-run", epochs=1)  # no open sweep: closes nothing
+    (failed,) = tuning.make_tuner("sweep", where, flaky, {}, tune_config, False, callback).fit()
+    assert failed.error is not None
+    (again,) = tuning.make_tuner("sweep", where, flaky, {}, tune_config, True, callback).fit()
+    assert again.error is None and again.metrics["val_top1_error"] == 0.5
+    assert len(list(attempts.iterdir())) == 2

@@ -24,14 +24,15 @@ def evaluate(model_uri: str, ten_crop: bool, overrides: list[str]) -> dict[str, 
     """
     from orchestrator.analysis.evaluate import validation_errors
     from orchestrator.analysis.trained import open_trained
+    from orchestrator.common.redact import redact_text
     from orchestrator.tracking.run import TrackedRun
 
     trained = open_trained(model_uri, overrides)
     config, data, state = trained.config, trained.data, trained.state
     metrics, count = validation_errors(trained, ten_crop)
     print(
-        f"evaluated {trained.uri} (epoch {trained.epoch}) on {count} validation images of "
-        f"{data.uri}:"
+        f"evaluated {redact_text(trained.uri)} (epoch {trained.epoch}) on {count} validation "
+        f"images of {redact_text(data.uri)}:"
     )
     for key, value in metrics.items():
         print(f"  {key:<24} {value:.4f}")

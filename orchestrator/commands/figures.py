@@ -29,10 +29,12 @@ def write(model_uri: str, out: Path, overrides: list[str]):
     from orchestrator.analysis import figures
     from orchestrator.analysis.scoring import scoring_for
     from orchestrator.analysis.trained import open_trained
+    from orchestrator.common.redact import redact_text
 
     trained = open_trained(model_uri, overrides)
     made = figures.make_figures(scoring_for(trained), trained.epoch)
-    print(f"figures of {trained.uri} (epoch {trained.epoch}) on {trained.data.uri}:")
+    where, data = redact_text(trained.uri), redact_text(trained.data.uri)
+    print(f"figures of {where} (epoch {trained.epoch}) on {data}:")
     for path in figures.write_figures(made, out):
         print(f"  {path}")
     return made

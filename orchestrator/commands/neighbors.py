@@ -45,6 +45,7 @@ def search(
     from orchestrator.analysis.figures import save_neighbors
     from orchestrator.analysis.scoring import nearest_training_images
     from orchestrator.analysis.trained import open_trained
+    from orchestrator.common.redact import redact_text
 
     trained = open_trained(model_uri, overrides)
     pixels, probabilities, found = nearest_training_images(trained, images, count)
@@ -63,7 +64,7 @@ def search(
                 f"{neighbor.path}"
             )
     if out is not None:
-        title = f"nearest training images in fc7 space ({trained.uri})"
+        title = f"nearest training images in fc7 space ({redact_text(trained.uri)})"
         save_neighbors(pixels, titles, found, classes, title, out)
         print(f"drawn into {out}")
     return found

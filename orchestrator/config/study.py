@@ -37,8 +37,8 @@ class StudyConfig:
     name: str = "study"  # the Tune experiment, the MLflow parent run, the --resume handle
     seeds: int = 2  # every trial repeated with seeds 0 .. seeds-1 (the config's seed + i)
     max_concurrent_trials: int = 2
-    dataset_note: str = ""  # what the data is, printed with the table (the budget comes from
-    # the config: epochs, images)
+    # what the data is, printed with the table beside its measured facts (classes, images, size)
+    dataset_note: str = ""
     ablations: dict[str, Ablation] = field(default_factory=dict)
 
     def __post_init__(self):

@@ -35,6 +35,7 @@ from typing import Literal
 import numpy as np
 
 from orchestrator.common.errors import ConfigError
+from orchestrator.common.redact import redact_text
 from orchestrator.common.storage import Busy, Location
 from orchestrator.data.prepared import FORMAT_VERSION, MANIFEST_FILE, Manifest, ShardParams
 from orchestrator.data.shards import Progress, images_per_shard, merge, plan_shards, run_shards
@@ -334,8 +335,8 @@ def _discard_other_plans(out: Location, key: str) -> None:
     if plan.get("key") == key:
         return
     print(
-        f"prepare: {out.uri} holds partial work of an interrupted prepare with another source "
-        "or other parameters: discarding it and starting over",
+        f"prepare: {redact_text(out.uri)} holds partial work of an interrupted prepare with "
+        "another source or other parameters: discarding it and starting over",
         flush=True,
     )
     for folder in ("_work", "train", "val"):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from orchestrator.common import ray_cluster
 from orchestrator.common.errors import ConfigError
+from orchestrator.common.redact import redact_text
 from orchestrator.data.config import DataConfig
 from orchestrator.data.prepare import PrepareConfig, PrepareResult, list_source, run_prepare
 from orchestrator.data.prepared import PreparedData, open_prepared
@@ -45,10 +46,11 @@ def prepare_source(prepare: PrepareConfig, splits) -> PrepareResult:
 
 
 def report_prepare(result: PrepareResult) -> None:
+    out = redact_text(result.out)
     if result.skipped:
         print(
-            f"prepared data: {result.out} (already complete: {result.images['train']} training "
-            f"/ {result.images['val']} validation images)",
+            f"prepared data: {out} (already complete: {result.images['train']} training / "
+            f"{result.images['val']} validation images)",
             flush=True,
         )
         return
@@ -56,10 +58,11 @@ def report_prepare(result: PrepareResult) -> None:
     earlier = f"; {resumed} done by an earlier run" if resumed else ""
     print(
         f"prepare: {sum(result.images.values())} images ({result.images['train']} train, "
-        f"{result.images['val']} val) in {result.out}; {result.rejects} rejected (see "
-        f"{result.rejects_file}). This run: {result.processed} files in {result.seconds:.1f} s, "
-        f"{result.images_per_second:.0f} images/s, {result.images_per_second_per_core:.0f} "
-        f"images/s per CPU core ({result.cpus:g} cores){earlier}",
+        f"{result.images['val']} val) in {out}; {result.rejects} rejected (see "
+        f"{redact_text(result.rejects_file)}). This run: {result.processed} files in "
+        f"{result.seconds:.1f} s, {result.images_per_second:.0f} images/s, "
+        f"{result.images_per_second_per_core:.0f} images/s per CPU core ({result.cpus:g} "
+        f"cores){earlier}",
         flush=True,
     )
 

@@ -72,7 +72,7 @@ def study(config: ExperimentConfig, resume: bool) -> list[dict]:
     _check(config, groups)
     # the trials' run names and their `sweep` tag carry the study's name
     config = dataclasses.replace(config, sweep=SweepConfig(name=spec.name, scheduler="fifo"))
-    config, parent = tuning.open_parent(config, spec.name, "study", resume)
+    config, parent = tuning.open_parent(config, spec.name, "study", resume, run_study_trial)
     config, data = tuning.open_data_for_trials(config, "study", spec.max_concurrent_trials)
     parent.log_start(
         "study",
@@ -92,7 +92,11 @@ def study(config: ExperimentConfig, resume: bool) -> list[dict]:
         flush=True,
     )
     tuning.fit(parent, _tuner(config, groups, data, parent.run_id, resume))
-    rows = summarize(parent, spec, config.train.epochs, len(data.classes), data.name)
+    try:
+        rows = summarize(parent, config, data.params())
+    except BaseException:
+        parent.finish("FAILED")
+        raise
     parent.finish("FINISHED")
     return rows
 
@@ -160,15 +164,15 @@ def trials_of(
     return trials
 
 
-def summarize(
-    parent: TrackedRun, spec: StudyConfig, epochs: int, classes: int, data_name: str
-) -> list[dict]:
-    """The table on the parent run (CSV, Markdown) and printed, and the plots."""
+def summarize(parent: TrackedRun, config: ExperimentConfig, data: dict) -> list[dict]:
+    """The table on the parent run (CSV, Markdown) and printed, and the plots. `data`: the
+    data's facts as the parent's params hold them (`PreparedData.params`)."""
+    spec = config.study
     trials = trials_of(parent.store, parent.children())
-    rows = rows_of(spec, trials, classes)
-    title = _title(spec, epochs, data_name, trials)
-    print(f"\n{title}\n{format_text(rows)}")
-    parent.log_text(title + "\n\n" + format_markdown(rows), "study/table.md")
+    rows = rows_of(spec, trials, int(data["data.num_classes"]))
+    title, missing = _title(config, data, trials), _missing(spec, trials)
+    print(f"\n{title}\n{format_text(rows)}{missing}")
+    parent.log_text(title + "\n\n" + format_markdown(rows) + missing, "study/table.md")
     parent.log_text(csv_text(rows, columns_when_empty=("ablation",)), "study/table.csv")
     with tempfile.TemporaryDirectory() as folder:
         _plots(spec, trials, Path(folder))
@@ -176,12 +180,37 @@ def summarize(
     return rows
 
 
-def _title(spec: StudyConfig, epochs: int, data_name: str, trials: list[Trial]) -> str:
-    note = f" ({spec.dataset_note})" if spec.dataset_note else ""
+def _missing(spec: StudyConfig, trials: list[Trial]) -> str:
+    """A line naming each trial of the grid that did not finish ('' when every one did): its
+    group's row counts one seed fewer."""
+    done = {(trial.group, trial.seed) for trial in trials}
+    missing = [
+        f"{group} seed {seed}"
+        for group in spec.trained()
+        for seed in range(spec.seeds)
+        if (group, seed) not in done
+    ]
+    return f"\nno finished trial for: {', '.join(missing)}" if missing else ""
+
+
+def _title(config: ExperimentConfig, data: dict, trials: list[Trial]) -> str:
+    """What the table compares, with the data's measured facts (`data`: the data params a
+    study's parent run holds; runs from before some of them were logged have fewer)."""
+    spec = config.study
+    facts = [f"{data['data.num_classes']} classes", f"{data['data.num_train_images']} training"]
+    if "data.num_val_images" in data:
+        facts.append(f"{data['data.num_val_images']} validation images")
+    else:
+        facts[-1] += " images"
+    if "data.image_size" in data:
+        facts.append(f"{data['data.image_size']} px")
+    facts.append(f"{config.model.input_size} px crops")
+    note = f"; {spec.dataset_note}" if spec.dataset_note else ""
     return (
-        f"study '{spec.name}' on {data_name}{note}, {epochs} epochs per trial, "
-        f"{len(trials)} finished trials; change of the ablation against the baseline with "
-        "the same seed (points of error; speed: times the epochs)"
+        f"study '{spec.name}' on {dataset_name(str(data['data.prepared_uri']))} "
+        f"({', '.join(facts)}{note}), {config.train.epochs} epochs per trial, {len(trials)} "
+        "finished trials; change of the ablation against the baseline with the same seed "
+        "(points of error; speed: times the epochs)"
     )
 
 
@@ -196,7 +225,8 @@ def _plots(spec: StudyConfig, trials: list[Trial], folder: Path) -> None:
     seeds); and training error against epochs for every activation (the paper's Figure 1)."""
     plt = pyplot()
     trained = [name for name in spec.trained() if name != BASELINE]
-    _draw_val_error(plt, spec, trials, trained, folder / "val_error_curves.png")
+    if trained:  # (ten_crop ablations train nothing of their own)
+        _draw_val_error(plt, spec, trials, trained, folder / "val_error_curves.png")
     speed = [name for name in trained if spec.ablations[name].measure == "speed"]
     if speed:
         threshold = spec.ablations[speed[0]].threshold
@@ -247,9 +277,8 @@ def report(config: ExperimentConfig, name: str) -> list[dict]:
     study_config = load_config_text(logged, source="the study's config.yaml")
     trials = trials_of(record.store, record.children)
     rows = rows_of(study_config.study, trials, int(parent.params["data.num_classes"]))
-    data_name = dataset_name(parent.params["data.prepared_uri"])
-    title = _title(study_config.study, study_config.train.epochs, data_name, trials)
-    print(f"{title}\n{format_text(rows)}")
+    title = _title(study_config, parent.params, trials)
+    print(f"{title}\n{format_text(rows)}{_missing(study_config.study, trials)}")
     for path in record.files:
         print(f"file: {path}")
     return rows

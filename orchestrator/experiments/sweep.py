@@ -52,7 +52,7 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
         raise ConfigError("sweep.space: empty; name at least one config field to sweep")
     # bad keys fail before Ray
     load_config_text(to_yaml(config, redact_secrets=False), sample_overrides(spec.space))
-    config, parent = tuning.open_parent(config, spec.name, "sweep", resume)
+    config, parent = tuning.open_parent(config, spec.name, "sweep", resume, run_trial)
     if spec.scheduler != "fifo":
         tuning.require_state_api()
     config, data = tuning.open_data_for_trials(config, "sweep", spec.max_concurrent_trials)

@@ -10,6 +10,7 @@ import time
 import ray.train
 
 from orchestrator.analysis.figures import log_for_run
+from orchestrator.common.redact import redact_text
 from orchestrator.common.yaml_config import to_yaml
 from orchestrator.config.experiment import ExperimentConfig, training_params
 from orchestrator.data.sources import open_data
@@ -27,8 +28,9 @@ def train(config: ExperimentConfig) -> TrackedRun:
     data = open_data(config.data, config.prepare)
     job = plan_training(config, data, run_name)
     print(
-        f"data: {data.uri} ({data.count('train')} training / {data.count('val')} validation "
-        f"images of {data.image_size} px, {len(data.classes)} classes)",
+        f"data: {redact_text(data.uri)} ({data.count('train')} training / "
+        f"{data.count('val')} validation images of {data.image_size} px, "
+        f"{len(data.classes)} classes)",
         flush=True,
     )
     run = TrackedRun(config.tracking, run_name, resume=config.name is not None)

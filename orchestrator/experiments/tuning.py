@@ -5,6 +5,7 @@ restored (`--resume`)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import ray.tune as tune
 from orchestrator.common import ray_cluster
 from orchestrator.common.errors import ConfigError
 from orchestrator.common.redact import redact_text
-from orchestrator.common.storage import absolute, for_ray
+from orchestrator.common.storage import Location, absolute, for_ray
 from orchestrator.config import sweep as sweep_config
 from orchestrator.config.experiment import ExperimentConfig
 from orchestrator.data.prepared import PreparedData
@@ -54,14 +55,23 @@ def folders(config: ExperimentConfig, name: str) -> ExperimentFolders:
 
 
 def open_parent(
-    config: ExperimentConfig, name: str, kind: str, resume: bool
+    config: ExperimentConfig, name: str, kind: str, resume: bool, trainable
 ) -> tuple[ExperimentConfig, TrackedRun]:
     """The Tune experiment `name`'s MLflow parent run (`<kind>-<name>`), new or (`resume`) the
     interrupted one's; and the config with an absolute tracking URI, as trials need it (they
-    run in other processes and directories). Starts Ray."""
+    run in other processes and directories). `trainable`: the function the trials run, which
+    Tune records with its state (a sweep and a study of one name would share the folder). Starts
+    Ray."""
     tracking = dataclasses.replace(config.tracking, uri=resolve_tracking_uri(config.tracking))
     config = dataclasses.replace(config, tracking=tracking)
     path = folders(config, name).experiment
+    saved = saved_trainable(path)
+    if saved not in (None, trainable.__name__):
+        raise ConfigError(
+            f"{kind}.name: '{name}' is another kind of experiment's in {redact_text(path)} (its "
+            f"trials run {saved}, a {kind}'s run {trainable.__name__}); choose another "
+            f"{kind}.name"
+        )
     if not resume and _can_restore(path):
         raise ConfigError(
             f"{kind}.name: '{name}' already ran in {redact_text(path)}; pass --resume to "
@@ -111,7 +121,8 @@ def make_tuner(
     callback: CloseTrialRuns,
 ) -> tune.Tuner:
     """The Tuner of the `kind` (sweep, study) in `where`: restored from there on `resume`
-    (finished trials are not run again), else new."""
+    (finished trials are not run again; unfinished and failed ones run again, and their own
+    training goes on from its last checkpoint), else new."""
     trainable = tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPUS})
     if resume and _can_restore(where.experiment):
         print(f"resuming {kind} '{where.name}' from {redact_text(where.experiment)}", flush=True)
@@ -119,7 +130,11 @@ def make_tuner(
             sys.modules.setdefault(old, module)
         in_storage, filesystem = for_ray(where.experiment)
         return tune.Tuner.restore(
-            in_storage, trainable=trainable, resume_unfinished=True, storage_filesystem=filesystem
+            in_storage,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=filesystem,
         )
     in_storage, filesystem = for_ray(where.root)
     return tune.Tuner(
@@ -133,6 +148,18 @@ def make_tuner(
             callbacks=[callback],
         ),
     )
+
+
+def saved_trainable(path: str) -> str | None:
+    """The function whose trials the Tune experiment saved in `path` ran (Tune's newest
+    experiment state names it for each trial), or None when there is none to read."""
+    where = Location.of(path)
+    states = [n for n in where.names() if n.startswith("experiment_state-") and n.endswith(".json")]
+    try:
+        trials = where.read_json(max(states))["trial_data"] if states else []
+        return json.loads(trials[0][0])["trainable_name"] if trials else None
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
 
 
 def _can_restore(path: str) -> bool:
