@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from orchestrator.common.errors import InputError
 from orchestrator.common.paths import REPO_ROOT
 from orchestrator.common.yaml_config import to_yaml
 from orchestrator.config.experiment import load_config
@@ -82,6 +83,15 @@ def test_figures_and_neighbors_of_a_checkpoint(
     assert [n.path for n in found][:1] == [str(image.relative_to(root))]
     assert found[0].distance < 1e-4 < found[1].distance <= found[2].distance
     assert (tmp_path / "nb.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # bounded: a cap on the neighbours, and the images scored a group at a time (here one per
+    # pass), each its own nearest, the same as alone
+    with pytest.raises(InputError, match=r"--count: got 2000; allowed: 1\.\.50"):
+        neighbors.search(checkpoint, [image], 2000, None, [])
+    monkeypatch.setattr(scoring, "QUERIES_PER_PASS", 1)
+    other = sorted((root / "train").glob("*/*"))[3]
+    pair = neighbors.search(checkpoint, [image, other], 3, None, [])
+    assert [found[0].path for found in pair] == [str(p.relative_to(root)) for p in (image, other)]
+    assert [(n.path, n.distance) for n in pair[0]] == [(n.path, n.distance) for n in found]
 
     # `figures`: every file; the confusion matrix counts every validation image once and its
     # error is what `evaluate` measures; the top-5 are the model's own, highest first. Scored

@@ -5,6 +5,7 @@ tasks score the batches of a large dataset; a small one is scored in this proces
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from workloads.alexnet.transforms import BatchTransform
 from workloads.datasets import codec
 
 NEIGHBORS = 5  # training images per query (Figure 4, right: five)
+QUERIES_PER_PASS = 64  # a user's images scored in one pass over the training set (and held)
 SCORE_BATCH = 512  # images per forward pass in the scoring tasks
 SCORED_HERE_UP_TO = 5000  # images: a pass over no more is scored in this process, without Ray
 
@@ -87,7 +89,7 @@ class Neighbor:
     id: int
     label: int
     path: str  # the training file's path in the prepared source
-    image: np.ndarray  # uint8 (S, S, 3), as prepared
+    image: np.ndarray | None  # uint8 (S, S, 3), as prepared; None once it is not needed
 
 
 class _Scorer:
@@ -259,12 +261,17 @@ def prepared_like_training(path: Path, data: PreparedData) -> np.ndarray:
     return pixels
 
 
-def nearest_training_images(trained: Trained, images: list[Path], count: int):
-    """A user's image files as the training images were prepared (uint8 (N, S, S, 3)), their
-    class probabilities (N, classes), and the `count` training images nearest to each in fc7
-    space, nearest first."""
+def nearest_training_images(trained: Trained, images: list[Path], count: int) -> Iterator:
+    """The `count` training images nearest in fc7 space to each of a user's image files, nearest
+    first, QUERIES_PER_PASS files at a time (one pass over the training shards each): memory does
+    not grow with the number of files. Yields, per group: (its files, their pixels as the
+    training images were prepared, uint8 (N, S, S, 3), class probabilities (N, classes), the
+    neighbours of each)."""
     scoring = scoring_for(trained)
-    pixels = np.stack([prepared_like_training(path, trained.data) for path in images])
-    features, probabilities = features_of(scoring.model(), scoring.transform, pixels)
-    found, _ = score(scoring, features.numpy(), k=count, confusion=False)
-    return pixels, probabilities, found
+    model = scoring.model()
+    for start in range(0, len(images), QUERIES_PER_PASS):
+        files = images[start : start + QUERIES_PER_PASS]
+        pixels = np.stack([prepared_like_training(path, trained.data) for path in files])
+        features, probabilities = features_of(model, scoring.transform, pixels)
+        found, _ = score(scoring, features.numpy(), k=count, confusion=False)
+        yield files, pixels, probabilities, found
