@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         # A path the user gave that is missing or closed to us, found only while working
         print(f"error: {one_line(str(error))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as error:  # Ctrl-C: what was kept is said, no traceback
+        print(one_line(str(error)) or "interrupted", file=sys.stderr)
+        return 130
     except Exception:  # a bug, or a failure nobody foresaw: the traceback, with secrets masked
         print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
         return 1

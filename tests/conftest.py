@@ -259,6 +259,78 @@ def start_cli():
             process.kill()
 
 
+def wait_for(process, condition, what: str, timeout: float = 300):
+    """Polls `condition()` until it returns something true (returned), while `process` runs."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the run ended before {what}"
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"no {what} within {timeout} s")
+
+
+def experiment_args(command: str, config: str, prepared: str, tmp_path, *overrides) -> list:
+    """`run.py COMMAND --config CONFIG` on the prepared data `prepared`, MLflow and storage
+    under tmp_path, a small model at batch 32, plus `key=value` overrides."""
+    settings = [
+        "data.source=prepared",
+        f"data.root={prepared}",
+        f"train.storage_path={tmp_path / 'results'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"tracking.buffer_dir={tmp_path / 'buffer'}",
+        "tracking.figures=false",
+        "train.global_batch_size=32",
+        "model.width=0.125",
+        *overrides,
+    ]
+    return [command, "--config", config] + [p for s in settings for p in ("--set", s)]
+
+
+def experiment_runs(client, experiment: str) -> tuple[list, list]:
+    """(parent runs, trial runs) in `experiment`, as MLflow holds them now."""
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id]) if found else []
+    kinds = [run.data.tags.get("kind") for run in runs]
+    return (
+        [r for r, k in zip(runs, kinds) if k in ("sweep", "study")],
+        [r for r, k in zip(runs, kinds) if k == "trial"],
+    )
+
+
+def interrupt_after_an_epoch(start_cli, args, env, tmp_path, experiment):
+    """Starts `args` (a sweep or study command), sends its driver SIGINT once a trial has
+    logged its first epoch, and checks what the interrupted command left: exit 130 and no
+    traceback, the parent and the trial KILLED, no summary, no registered model. Returns the
+    MlflowClient and the interrupted driver's console output."""
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def a_trial_logged_an_epoch():
+        _, trials = experiment_runs(client, experiment)
+        return any(client.get_metric_history(t.info.run_id, "val_top1_error") for t in trials)
+
+    log = tmp_path / "interrupted.log"
+    driver = start_cli(*args, env=env, log=log)
+    wait_for(driver, a_trial_logged_an_epoch, "a trial's first epoch in MLflow", timeout=400)
+    driver.send_signal(signal.SIGINT)  # as Ctrl-C in its terminal
+    assert driver.wait(timeout=180) == 130, log.read_text()[-4000:]
+    printed = log.read_text()
+    assert "interrupted with 0 of its 1 trials finished: nothing summarised" in printed
+    assert "Traceback" not in printed
+    (parent,), (trial,) = experiment_runs(client, experiment)
+    assert parent.info.status == "KILLED" and trial.info.status == "KILLED"
+    assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["config.yaml"]
+    assert client.search_model_versions() == []
+    return client, printed
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     import socket

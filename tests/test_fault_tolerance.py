@@ -13,12 +13,11 @@ import json
 import os
 import re
 import signal
-import time
 
 import numpy as np
 import pytest
 import yaml
-from conftest import S3_BUCKET, load_into_plain_alexnet
+from conftest import S3_BUCKET, load_into_plain_alexnet, wait_for
 from mlflow.tracking import MlflowClient
 
 from orchestrator.analysis.figures import FILES as FIGURE_FILES
@@ -52,17 +51,6 @@ def _logged_epochs(client: MlflowClient) -> list[int]:
     return [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_top1_error")]
 
 
-def _wait_for(process, condition, what, timeout=300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the run ended before {what}"
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"no {what} within {timeout} s")
-
-
 def _step_losses(text: str) -> list[tuple[int, int, int, float]]:
     """(worker pid, epoch, step, running loss) of every progress line, in order."""
     return [(int(p), int(e), int(s), float(v)) for p, e, s, v in STEP_LINE.findall(text)]
@@ -93,9 +81,9 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     first = start_cli(*args, env=env, log=first_log)
 
     # 1. The MLflow server goes away once epoch 1 is in it, for two epochs.
-    _wait_for(first, lambda: 1 in _logged_epochs(client), "epoch 1 in MLflow")
+    wait_for(first, lambda: 1 in _logged_epochs(client), "epoch 1 in MLflow")
     mlflow_server.stop()
-    _wait_for(
+    wait_for(
         first,
         lambda: "MLflow still unreachable after epoch" in first_log.read_text(),
         "two epochs in the outage",
@@ -106,13 +94,13 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     def mid_epoch_4():
         return [line for line in _step_losses(first_log.read_text()) if line[1:3] == (4, 3)]
 
-    ((worker, _, _, loss_before),) = _wait_for(first, mid_epoch_4, "epoch 4 step 3")
+    ((worker, _, _, loss_before),) = wait_for(first, mid_epoch_4, "epoch 4 step 3")
     os.kill(worker, signal.SIGKILL)
     assert "epoch   4  train loss" not in first_log.read_text()  # it died inside epoch 4
     mlflow_server.start()
 
     # The new worker group resumes from the epoch-3 checkpoint and its loss goes on from there.
-    _wait_for(
+    wait_for(
         first,
         lambda: "resumed from the checkpoint of epoch 3" in first_log.read_text(),
         "resume after the killed worker",
@@ -122,14 +110,14 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
         lines = [line for line in _step_losses(first_log.read_text()) if line[1:3] == (4, 3)]
         return lines[1:]
 
-    (_, _, _, loss_after), *_ = _wait_for(first, resumed_step_3, "epoch 4 step 3 again")
+    (_, _, _, loss_after), *_ = wait_for(first, resumed_step_3, "epoch 4 step 3 again")
     fresh = [line[3] for line in _step_losses(first_log.read_text()) if line[1:3] == (1, 3)][0]
     assert abs(loss_after - loss_before) < abs(loss_after - fresh), (fresh, loss_before, loss_after)
 
     # 3. Then kill the driver (and everything it started) once epoch 4 is in MLflow (the
     # buffered epochs with it), and start it again with the same name: it goes on from the
     # epoch-4 checkpoint in the same run.
-    _wait_for(first, lambda: 4 in _logged_epochs(client), "epoch 4 in MLflow")
+    wait_for(first, lambda: 4 in _logged_epochs(client), "epoch 4 in MLflow")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     second_log = tmp_path / "second.log"

@@ -1,7 +1,6 @@
 """A study's table (experiments/ablations.py): every kind of ablation measured against the
 baseline of the same seed, signs against the paper's, seeds that disagree called inconclusive;
-and the shipped study file is the paper's. (The study itself, trials on Ray, killed and resumed:
-run by hand, see the README's study section.)"""
+the shipped study file is the paper's; a study stopped by Ctrl-C and resumed."""
 
 import math
 
@@ -41,7 +40,7 @@ def test_the_shipped_study_is_the_papers():
     ]
 
 
-def _trial(group, seed, val1, val5=0.1, train=None, ten_crop=None):
+def _trial(group, seed, val1, val5=0.1, train=None, ten_crop=None, recorded_seed=None):
     history = {
         "val_top1_error": {1: 0.9, 2: val1},
         "val_top5_error": {1: 0.5, 2: val5},
@@ -52,7 +51,7 @@ def _trial(group, seed, val1, val5=0.1, train=None, ten_crop=None):
             {2: ten_crop[0]},
             {2: ten_crop[1]},
         )
-    return Trial(group, seed, history)
+    return Trial(group, seed, history, recorded_seed)
 
 
 def test_each_kind_of_ablation_is_measured_against_the_baseline_of_its_seed():
@@ -122,7 +121,7 @@ def test_the_title_states_the_measured_data_and_a_study_of_evaluation_only_plots
     finish (their rows count fewer seeds); a study whose ablations only
     evaluate (ten_crop) has no validation curves to draw, and drawing them once crashed its end
     after all the training."""
-    from orchestrator.experiments.study import _missing, _plots, _title
+    from orchestrator.experiments.study import _notes, _plots, _title
 
     config = load_config(STUDY_CONFIG)
     data = {
@@ -139,11 +138,107 @@ def test_the_title_states_the_measured_data_and_a_study_of_evaluation_only_plots
     assert "(4 classes, 160 training images, 56 px crops" in _title(config, older, trials=[])
 
     trials = [_trial("baseline", 0, 0.3), _trial("baseline", 1, 0.3), _trial("no_lrn", 1, 0.3)]
-    assert _missing(config.study, []).startswith("\nno finished trial for: baseline seed 0, ")
-    assert _missing(config.study, trials).startswith("\nno finished trial for: no_lrn seed 0, ")
+    missing = "\nno finished trial for: "
+    assert _notes(config.study, [], [], []).startswith(missing + "baseline seed 0, ")
+    assert _notes(config.study, trials, [], []).startswith(missing + "no_lrn seed 0, ")
     complete = StudyConfig(seeds=2, ablations={"no_lrn": Ablation({"model.lrn": False})})
-    assert _missing(complete, trials + [_trial("no_lrn", 0, 0.3)]) == ""
+    assert _notes(complete, trials + [_trial("no_lrn", 0, 0.3)], [], []) == ""
 
     only_evaluation = StudyConfig(seeds=1, ablations={"crop": Ablation(measure="ten_crop")})
     _plots(only_evaluation, [_trial("baseline", 0, 0.3, ten_crop=(0.2, 0.1))], tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing to draw: no trained ablation, no speed one
+
+
+def test_trials_of_other_seeds_or_epochs_are_not_compared_and_runs_trained_twice_are_named(
+    tmp_path,
+):
+    """A resumed study once paired a seed-0 baseline with a seed-5 variant ("the same seed, sign
+    agrees") and a 1-epoch baseline with a 2-epoch one; and a grid started again under its
+    parent showed whichever run of a (group, seed) came last. Pairs are now checked on what
+    each run recorded, and runs held twice are left out, each named under the table."""
+    from orchestrator.experiments.study import _notes, trials_of
+    from orchestrator.tracking import tags
+    from orchestrator.tracking.config import TrackingConfig
+    from orchestrator.tracking.run import TrackedRun
+
+    study = StudyConfig(seeds=2, ablations={"no_lrn": Ablation({"model.lrn": False})})
+    trials = [
+        _trial("baseline", 0, 0.30, recorded_seed=0),
+        _trial("no_lrn", 0, 0.35, recorded_seed=5),  # resumed with another seed
+        _trial("baseline", 1, 0.30, recorded_seed=1),
+        _trial("no_lrn", 1, 0.40, recorded_seed=1),
+    ]
+    trials[3].history["val_top1_error"] = {1: 0.40}  # trained for 1 epoch, the baseline 2
+    (row,) = study_rows(study, trials, classes=10)
+    assert row["seeds"] == 0 and math.isnan(row["top1"]) and row["sign_agrees"] is None
+    assert row["unpaired"] == [
+        "no_lrn seed 0 (seed 5 against 0)",
+        "no_lrn seed 1 (1 against 2 epochs)",
+    ]
+    notes = _notes(study, trials, [row], [])
+    assert (
+        "not compared, trained with another seed or for other epochs: no_lrn seed 0 (seed 5"
+        in notes
+    )
+    trials[1].recorded_seed = 0
+    (row,) = study_rows(study, trials, classes=10)
+    assert row["seeds"] == 1 and row["top1"] == pytest.approx(5.0)
+
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", buffer_dir=str(tmp_path))
+    parent = TrackedRun(config, "study-twice")
+    for name, group, index in (("a", "baseline", 0), ("b", "baseline", 0), ("c", "no_lrn", 0)):
+        child = TrackedRun(config, name, parent_run_id=parent.run_id)
+        child.set_tags({tags.GROUP: group, tags.SEED_INDEX: str(index)})
+        child.log_metrics({"val_top1_error": 0.5}, step=1)
+        child.finish("FINISHED")
+    found, twice = trials_of(parent.store, parent.children())
+    assert [(t.group, t.seed) for t in found] == [("no_lrn", 0)] and twice == ["baseline seed 0"]
+    assert _notes(study, found, [], twice) == (
+        "\nno finished trial for: baseline seed 1, no_lrn seed 1"  # not baseline seed 0
+        "\nleft out, trained twice under this study: baseline seed 0"
+    )
+
+
+@pytest.mark.ray
+def test_ctrl_c_on_a_study_logs_no_table_and_resume_needs_its_state(
+    ray_cluster, tiny_prepared, tmp_path, start_cli, run_cli
+):
+    """Ctrl-C once ended a study FINISHED with a partial table logged as its result, exit 0.
+    Now: exit 130, parent KILLED, no table; a --resume that finds no Tune state where it looks
+    (storage_path relative to another directory, say) once started a new grid under the old
+    parent, and is now refused naming the path; the real --resume trains the trial to its end
+    and logs the table."""
+    from conftest import experiment_args, experiment_runs, interrupt_after_an_epoch
+
+    args = experiment_args(
+        "study",
+        "configs/paper-ablations.yaml",
+        tiny_prepared,
+        tmp_path,
+        "train.epochs=4",
+        "study.name=ctrl-c",
+        "study.seeds=1",
+        "study.max_concurrent_trials=1",
+        "study.ablations={crop: {measure: ten_crop}}",  # the baseline: the one trial
+    )
+    env = {"RAY_ADDRESS": ray_cluster}
+    client, _ = interrupt_after_an_epoch(start_cli, args, env, tmp_path, "alexnet-studies")
+
+    elsewhere = tmp_path / "elsewhere"
+    moved = run_cli(*args, "--resume", "--set", f"train.storage_path={elsewhere}", env=env)
+    assert moved.returncode == 2, moved.stdout + moved.stderr
+    assert f"--resume found no Tune state of study 'ctrl-c' in {elsewhere}/sweeps/ctrl-c" in (
+        moved.stderr
+    )
+    (parent,), _ = experiment_runs(client, "alexnet-studies")
+    assert parent.info.status == "KILLED" and not elsewhere.exists()
+
+    resumed = run_cli(*args, "--resume", env=env)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
+    assert "study 'ctrl-c' on tiny" in resumed.stdout  # the table's title
+    (parent,), (trial,) = experiment_runs(client, "alexnet-studies")
+    assert parent.info.status == "FINISHED" and trial.info.status == "FINISHED"
+    history = client.get_metric_history(trial.info.run_id, "val_top1_error")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
+    assert {"study/table.md", "study/table.csv"} <= logged

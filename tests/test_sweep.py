@@ -1,7 +1,9 @@
-"""Sweeps' search spaces: validated before Ray, sampled by Ray Tune (TPE, grid). The 3-trial ASHA
-sweep, killed and resumed, runs as a Ray job in test_cluster.py."""
+"""Sweeps' search spaces: validated before Ray, sampled by Ray Tune (TPE, grid); a sweep stopped
+by Ctrl-C and resumed. The 3-trial ASHA sweep, killed and resumed, runs as a Ray job in
+test_cluster.py."""
 
 import pytest
+from conftest import experiment_args, experiment_runs, interrupt_after_an_epoch
 
 from orchestrator.common.errors import ConfigError
 from orchestrator.common.paths import SWEEP_CONFIG
@@ -108,3 +110,47 @@ def test_resume_runs_a_failed_trial_again(ray_cluster, tmp_path):
     (again,) = tuning.make_tuner("sweep", where, flaky, {}, tune_config, True, callback).fit()
     assert again.error is None and again.metrics["val_top1_error"] == 0.5
     assert len(list(attempts.iterdir())) == 2
+
+
+def test_ctrl_c_on_a_sweep_summarises_nothing_and_resume_trains_the_trial_to_its_end(
+    ray_cluster, tiny_prepared, tmp_path, start_cli, run_cli
+):
+    """Ctrl-C once made Tune return as if done: the sweep summarised its half-trained trial,
+    closed it FINISHED and early-stopped, registered its 1-epoch model as @best and exited 0,
+    and --resume then never trained it. Now: exit 130, nothing kept as a result; a --resume
+    with a changed seed is refused (it would pair two trainings in one table); the plain one
+    trains the trial on from its checkpoint, every epoch once, and @best is its last epoch's."""
+    from orchestrator.training.checkpoints import read_checkpoint
+
+    args = experiment_args(
+        "sweep",
+        "configs/sweep.yaml",
+        tiny_prepared,
+        tmp_path,
+        "train.epochs=4",  # (its first takes longest: the Ctrl-C lands in the second or third)
+        "sweep.name=ctrl-c",
+        "sweep.scheduler=fifo",
+        "sweep.num_samples=1",
+        "sweep.max_concurrent_trials=1",
+        "sweep.space={optim.lr: {choice: [0.02]}}",
+        "sweep.register_model=pytest-ctrl-c",
+    )
+    env = {"RAY_ADDRESS": ray_cluster}
+    client, _ = interrupt_after_an_epoch(start_cli, args, env, tmp_path, "alexnet-sweeps")
+
+    changed = run_cli(*args, "--resume", "--set", "seed=3", env=env)
+    assert changed.returncode == 2, changed.stdout + changed.stderr
+    assert "started as another experiment than this one (seed 0 -> 3)" in changed.stderr
+    (parent,), _ = experiment_runs(client, "alexnet-sweeps")
+    assert parent.info.status == "KILLED"  # as it was found
+
+    resumed = run_cli(*args, "--resume", env=env)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
+    assert "resumed from the checkpoint of epoch " in resumed.stdout + resumed.stderr
+    (parent,), (trial,) = experiment_runs(client, "alexnet-sweeps")
+    assert parent.info.status == "FINISHED" and trial.info.status == "FINISHED"
+    assert trial.data.tags["early_stopped"] == "false"
+    history = client.get_metric_history(trial.info.run_id, "val_top1_error")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    best = client.get_model_version_by_alias("pytest-ctrl-c", "best")
+    assert int(best.version) == 1 and read_checkpoint(best.tags["checkpoint"])["epoch"] == 4

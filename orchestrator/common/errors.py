@@ -17,6 +17,11 @@ class ConfigError(ValueError):
     prefix = "config error"
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) ended the work before it finished: `orchestrator/run.py` prints the
+    message (what was kept and how to continue) and exits 130, as a shell does."""
+
+
 class InputError(ConfigError):
     """Not a config field but something the user pointed at: a file, a model URI, a folder."""
 

@@ -39,8 +39,23 @@ class Trial:
     """One finished trial as MLflow holds it: per metric, {epoch: value}."""
 
     group: str  # BASELINE or an ablation's name
-    seed: int
+    seed: int  # its seed's index in the study
     history: dict[str, dict[int, float]]
+    recorded_seed: int | None = None  # the `seed` its run recorded (None: not known)
+
+    @property
+    def epochs(self) -> int:
+        """The epochs it trained (its last validation error's)."""
+        return max(self.history.get(VAL_TOP1_ERROR, {}), default=0)
+
+    def unlike(self, other: Trial) -> str:
+        """'' when the two trained with the same seed for the same epochs, else what differs."""
+        seeds = (self.recorded_seed, other.recorded_seed)
+        if None not in seeds and seeds[0] != seeds[1]:
+            return f"seed {seeds[0]} against {seeds[1]}"
+        if self.epochs != other.epochs:
+            return f"{self.epochs} against {other.epochs} epochs"
+        return ""
 
     def last(self, metric: str) -> float:
         values = self.history.get(metric, {})
@@ -96,10 +111,14 @@ def study_rows(study: StudyConfig, trials: list[Trial], classes: int) -> list[di
     by_key = {(t.group, t.seed): t for t in trials}
     rows = []
     for name, ablation in study.ablations.items():
-        per_seed = []
+        per_seed, unpaired = [], []
         for seed in range(study.seeds):
             baseline, variant = by_key.get((BASELINE, seed)), by_key.get((name, seed))
             if baseline is None or (variant is None and ablation.measure != "ten_crop"):
+                continue
+            unlike = variant.unlike(baseline) if variant is not None else ""
+            if unlike:  # two trainings that differ in more than the ablation: not compared
+                unpaired.append(f"{name} seed {seed} ({unlike})")
                 continue
             per_seed.append(change(ablation, baseline, variant, classes))
         top1, top1_spread = _summary([c[0] for c in per_seed])
@@ -127,6 +146,7 @@ def study_rows(study: StudyConfig, trials: list[Trial], classes: int) -> list[di
                 "top5_spread": top5_spread,
                 "seeds": len(per_seed),
                 "per_seed_top1": [round(c[0], 4) for c in per_seed],
+                "unpaired": unpaired,
                 "sign_agrees": agrees,
                 "conclusive": conclusive,
             }

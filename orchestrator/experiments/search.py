@@ -36,6 +36,17 @@ def param_space(space: dict, search: str) -> dict:
     return tune_space
 
 
+def trial_count(config: SweepConfig) -> int:
+    """How many trials the sweep runs: `num_samples` times the size of its grid (Tune repeats
+    the whole grid for every sample)."""
+    count = config.num_samples
+    for spec in config.space.values():
+        ((kind, values),) = spec.items()
+        if kind == "grid" or (kind == "choice" and config.search == "grid"):
+            count *= len(values)
+    return count
+
+
 def search_algorithm(config: SweepConfig):
     if config.search == "tpe":
         from ray.tune.search.optuna import OptunaSearch  # imports Optuna: only when it is used

@@ -74,6 +74,9 @@ def study(config: ExperimentConfig, resume: bool) -> list[dict]:
     config = dataclasses.replace(config, sweep=SweepConfig(name=spec.name, scheduler="fifo"))
     config, parent = tuning.open_parent(config, spec.name, "study", resume, run_study_trial)
     config, data = tuning.open_data_for_trials(config, "study", spec.max_concurrent_trials)
+    fixed = {"study.seeds": spec.seeds, "study.groups": groups}
+    fields = tuning.identity_fields(config, data.key, fixed)
+    identity = tuning.check_identity(parent, "study", spec.name, fields)
     parent.log_start(
         "study",
         params={
@@ -83,7 +86,7 @@ def study(config: ExperimentConfig, resume: bool) -> list[dict]:
             **data.params(),
         },
         config_yaml=to_yaml(config),
-        extra_tags={tags.STUDY: spec.name},
+        extra_tags={tags.STUDY: spec.name, **identity},
     )
     parent.log_dataset(data, "train")
     print(
@@ -91,12 +94,10 @@ def study(config: ExperimentConfig, resume: bool) -> list[dict]:
         f"parent run {parent.run_id} in {redacted(parent.tracking_uri)}",
         flush=True,
     )
-    tuning.fit(parent, _tuner(config, groups, data, parent.run_id, resume))
-    try:
+    tuner = _tuner(config, groups, data, parent.run_id, resume)
+    tuning.fit(parent, tuner, "study", spec.name, len(groups) * spec.seeds)
+    with tuning.closing(parent):
         rows = summarize(parent, config, data.params())
-    except BaseException:
-        parent.finish("FAILED")
-        raise
     parent.finish("FINISHED")
     return rows
 
@@ -149,30 +150,40 @@ def _tuner(
 
 def trials_of(
     store: Store, children: list[RunRecord], metrics=CURVES + (VAL_TOP5_ERROR,)
-) -> list[Trial]:
-    """The finished trials among a study's child runs, with their metric histories."""
+) -> tuple[list[Trial], list[str]]:
+    """The finished trials among a study's child runs, with their metric histories; and the
+    (group, seed) the runs hold twice (a grid started again under one parent), whose runs are
+    left out: which of them the table should show, nobody can tell."""
+    finished = [c for c in children if c.status == "FINISHED" and c.group is not None]
+    keys = [(child.group, child.seed_index) for child in finished]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
     trials = []
-    for child in children:
-        if child.status != "FINISHED" or child.group is None:
+    for child in finished:
+        if (child.group, child.seed_index) in twice:
             continue
         history = {key: dict(store.history(child.run_id, key)) for key in metrics}
         last = max(history[VAL_TOP1_ERROR], default=0)
         for key in TEN_CROP_METRICS:
             if key in child.metrics:
                 history[key] = {last: child.metrics[key]}
-        trials.append(Trial(child.group, child.seed_index, history))
-    return trials
+        seed = child.params.get("seed")
+        trials.append(Trial(child.group, child.seed_index, history, _int(seed)))
+    return trials, [f"{group} seed {seed}" for group, seed in twice]
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else None
 
 
 def summarize(parent: TrackedRun, config: ExperimentConfig, data: dict) -> list[dict]:
     """The table on the parent run (CSV, Markdown) and printed, and the plots. `data`: the
     data's facts as the parent's params hold them (`PreparedData.params`)."""
     spec = config.study
-    trials = trials_of(parent.store, parent.children())
+    trials, twice = trials_of(parent.store, parent.children())
     rows = rows_of(spec, trials, int(data["data.num_classes"]))
-    title, missing = _title(config, data, trials), _missing(spec, trials)
-    print(f"\n{title}\n{format_text(rows)}{missing}")
-    parent.log_text(title + "\n\n" + format_markdown(rows) + missing, "study/table.md")
+    title, notes = _title(config, data, trials), _notes(spec, trials, rows, twice)
+    print(f"\n{title}\n{format_text(rows)}{notes}")
+    parent.log_text(title + "\n\n" + format_markdown(rows) + notes, "study/table.md")
     parent.log_text(csv_text(rows, columns_when_empty=("ablation",)), "study/table.csv")
     with tempfile.TemporaryDirectory() as folder:
         _plots(spec, trials, Path(folder))
@@ -180,17 +191,24 @@ def summarize(parent: TrackedRun, config: ExperimentConfig, data: dict) -> list[
     return rows
 
 
-def _missing(spec: StudyConfig, trials: list[Trial]) -> str:
-    """A line naming each trial of the grid that did not finish ('' when every one did): its
-    group's row counts one seed fewer."""
+def _notes(spec: StudyConfig, trials: list[Trial], rows: list[dict], twice: list[str]) -> str:
+    """Lines under the table, each naming what a row leaves out ('' when nothing is): trials
+    of the grid that did not finish, seeds whose baseline and variant trained differently,
+    (group, seed) trained twice."""
     done = {(trial.group, trial.seed) for trial in trials}
     missing = [
         f"{group} seed {seed}"
         for group in spec.trained()
         for seed in range(spec.seeds)
-        if (group, seed) not in done
+        if (group, seed) not in done and f"{group} seed {seed}" not in twice
     ]
-    return f"\nno finished trial for: {', '.join(missing)}" if missing else ""
+    unpaired = [entry for row in rows for entry in row.get("unpaired", [])]
+    lines = [
+        ("no finished trial for", missing),
+        ("not compared, trained with another seed or for other epochs", unpaired),
+        ("left out, trained twice under this study", twice),
+    ]
+    return "".join(f"\n{what}: {', '.join(items)}" for what, items in lines if items)
 
 
 def _title(config: ExperimentConfig, data: dict, trials: list[Trial]) -> str:
@@ -275,10 +293,10 @@ def report(config: ExperimentConfig, name: str) -> list[dict]:
     parent = record.parent
     logged = record.store.read_text(parent.run_id, "config.yaml")
     study_config = load_config_text(logged, source="the study's config.yaml")
-    trials = trials_of(record.store, record.children)
+    trials, twice = trials_of(record.store, record.children)
     rows = rows_of(study_config.study, trials, int(parent.params["data.num_classes"]))
     title = _title(study_config, parent.params, trials)
-    print(f"{title}\n{format_text(rows)}{_missing(study_config.study, trials)}")
+    print(f"{title}\n{format_text(rows)}{_notes(study_config.study, trials, rows, twice)}")
     for path in record.files:
         print(f"file: {path}")
     return rows

@@ -33,6 +33,7 @@ from orchestrator.experiments.search import (
     sample_overrides,
     scheduler,
     search_algorithm,
+    trial_count,
 )
 from orchestrator.experiments.sweep_results import format_table, log_plots, trial_rows
 from orchestrator.experiments.trials import CloseTrialRuns, close_trial_run, run_trial
@@ -42,6 +43,17 @@ from orchestrator.tracking.metrics import VAL_TOP5_ERROR
 from orchestrator.tracking.reads import checkpoint_of_run
 from orchestrator.tracking.run import TrackedRun
 from orchestrator.training.checkpoints import read_checkpoint
+
+# The sweep's fields a --resume must keep (with its base training): what it searches and how
+IDENTITY = (
+    "space",
+    "search",
+    "scheduler",
+    "metric",
+    "num_samples",
+    "grace_period",
+    "reduction_factor",
+)
 
 
 def sweep(config: ExperimentConfig, resume: bool) -> None:
@@ -56,12 +68,16 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
     if spec.scheduler != "fifo":
         tuning.require_state_api()
     config, data = tuning.open_data_for_trials(config, "sweep", spec.max_concurrent_trials)
-    _log_start(parent, config)
-    results = tuning.fit(parent, _tuner(config, data, parent.run_id, resume))
-    summarize(parent, config, results)
+    fixed = {f"sweep.{key}": getattr(spec, key) for key in IDENTITY}
+    fields = tuning.identity_fields(config, data.key, fixed, varied=tuple(spec.space))
+    _log_start(parent, config, tuning.check_identity(parent, "sweep", spec.name, fields))
+    tuner = _tuner(config, data, parent.run_id, resume)
+    results = tuning.fit(parent, tuner, "sweep", spec.name, trial_count(spec))
+    with tuning.closing(parent):
+        summarize(parent, config, results)
 
 
-def _log_start(parent: TrackedRun, config: ExperimentConfig) -> None:
+def _log_start(parent: TrackedRun, config: ExperimentConfig, identity: dict) -> None:
     spec = config.sweep
     parent.log_start(
         "sweep",
@@ -72,6 +88,7 @@ def _log_start(parent: TrackedRun, config: ExperimentConfig) -> None:
             tags.SEARCH_SPACE: json.dumps(spec.space),
             tags.SEARCH_ALGORITHM: spec.search,
             tags.SCHEDULER: spec.scheduler,
+            **identity,
         },
     )
     where = redacted(parent.tracking_uri)

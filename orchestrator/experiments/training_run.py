@@ -17,7 +17,7 @@ from orchestrator.data.sources import open_data
 from orchestrator.tracking.callback import epoch_logger
 from orchestrator.tracking.config import redacted, ui_command
 from orchestrator.tracking.metrics import SUMMARY_COLUMNS
-from orchestrator.tracking.run import TrackedRun
+from orchestrator.tracking.run import TrackedRun, ended_status
 from orchestrator.training import identity
 from orchestrator.training.launch import TrainingJob, fit, plan_training
 
@@ -85,7 +85,7 @@ def run_training(
         )
     except BaseException as error:
         if close_on_error:
-            run.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            run.finish(ended_status(error))
         raise
     if figures and run.config.figures and run.tracked:
         log_for_run(run, job.plan.run_folder, job.data)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import threading
 import warnings
 
 import ray.tune as tune
@@ -79,9 +81,26 @@ class CloseTrialRuns(tune.Callback):
     state saved before the packages moved.)"""
 
     open_sweeps: dict[str, TrackedRun] = {}  # parent run id -> the driver's handle
+    interrupted: set[str] = set()  # parent run ids whose experiment Ctrl-C ended
 
     def __init__(self, parent_run_id: str, epochs: int):
         self.parent_run_id, self.epochs = parent_run_id, epochs
+
+    def setup(self, **info):
+        """Notes a Ctrl-C for the driver: Tune ends the experiment early and returns as if it
+        were done (it marks the trials it stops TERMINATED), so only the signal tells an
+        interrupted experiment from a finished one. Tune's own handler still runs: it saves the
+        experiment's state, for --resume."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # (signals reach the main thread only)
+        tune_handler, parent = signal.getsignal(signal.SIGINT), self.parent_run_id
+
+        def note_and_stop(signum, frame):
+            CloseTrialRuns.interrupted.add(parent)
+            if callable(tune_handler):
+                tune_handler(signum, frame)
+
+        signal.signal(signal.SIGINT, note_and_stop)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(trial.trial_id, failed=False)

@@ -8,13 +8,14 @@ import dataclasses
 import json
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import ray
 import ray.tune as tune
 
 from orchestrator.common import ray_cluster
-from orchestrator.common.errors import ConfigError
+from orchestrator.common.errors import ConfigError, Interrupted
 from orchestrator.common.redact import redact_text
 from orchestrator.common.storage import Location, absolute, for_ray
 from orchestrator.config import sweep as sweep_config
@@ -23,8 +24,10 @@ from orchestrator.data.prepared import PreparedData
 from orchestrator.data.sources import open_data
 from orchestrator.experiments import trials
 from orchestrator.experiments.trials import CloseTrialRuns
+from orchestrator.tracking import tags
 from orchestrator.tracking.config import resolve_tracking_uri
-from orchestrator.tracking.run import TrackedRun
+from orchestrator.tracking.run import TrackedRun, ended_status
+from orchestrator.training.identity import describe, differences, digest, training_fields
 
 # A trial's own process only waits on its TorchTrainer, whose workers hold the real CPUs.
 TRIAL_DRIVER_CPUS = 0.01
@@ -85,9 +88,48 @@ def open_parent(
             f"tracking.optional: a {kind} cannot run untracked (its trials are found again on "
             "--resume through their MLflow runs); start the tracking server first"
         )
+    trials_before = parent.children() if parent.resumed else []
+    if trials_before and not _can_restore(path):
+        parent.abandon()
+        raise ConfigError(
+            f"train.storage_path: --resume found no Tune state of {kind} '{name}' in "
+            f"{redact_text(path)}, though its MLflow run {parent.run_id} holds "
+            f"{len(trials_before)} trial runs (storage_path relative to another directory, or "
+            "the folder moved?); a new grid there would mix old and new trials in one table. "
+            f"Point train.storage_path at its state, or choose another {kind}.name"
+        )
     ray_cluster.ensure_ray()
     ray_cluster.keep_credentials_out_of_ray_logs()
     return config, parent
+
+
+def identity_fields(
+    config: ExperimentConfig, data_key: str, fixed: dict, varied: tuple[str, ...] = ()
+) -> dict:
+    """What makes a sweep or study the one it started as: the training of its base config
+    (training/identity.py) with `train.epochs`, less the fields its trials `varied`, and the
+    experiment's own `fixed` fields (its space, its groups, its seeds...)."""
+    fields = {**training_fields(config, data_key), "train.epochs": config.train.epochs}
+    fields = {key: value for key, value in fields.items() if key not in varied}
+    fields.update({key: json.loads(json.dumps(value)) for key, value in fixed.items()})
+    return {key: fields[key] for key in sorted(fields)}
+
+
+def check_identity(parent: TrackedRun, kind: str, name: str, fields: dict) -> dict[str, str]:
+    """Refuse to resume a sweep or study as another one than its parent run recorded at its
+    first start (a changed seed, epochs, data, space or group would pair trials of two
+    experiments in one table); returns the tags that record `fields` on the parent."""
+    recorded = parent.record().training_fields if parent.resumed else None
+    changed = differences(recorded, fields) if recorded is not None else {}
+    if changed:
+        parent.abandon()
+        raise ConfigError(
+            f"--resume: {kind} '{name}' started as another experiment than this one "
+            f"({describe(changed)}); its finished trials would be compared with trials of the "
+            f"new settings. Resume it with the settings it started with, or choose another "
+            f"{kind}.name"
+        )
+    return tags.identity(digest(fields), fields)
 
 
 def open_data_for_trials(
@@ -99,16 +141,48 @@ def open_data_for_trials(
     return _share_cpus(config, kind, concurrent), data
 
 
-def fit(parent: TrackedRun, tuner: tune.Tuner):
-    """Run the Tune experiment; its trials' MLflow runs are closed as Tune ends them."""
+def fit(parent: TrackedRun, tuner: tune.Tuner, kind: str, name: str, expected: int):
+    """Run the Tune experiment; its trials' MLflow runs are closed as Tune ends them.
+
+    Ctrl-C makes Tune save its state and return early, as if done: an interrupted fit (or one
+    that ends with fewer than `expected` trials ended) raises `Interrupted` instead of returning
+    a partial result. The trials still running are marked KILLED and so is the parent; `--resume`
+    trains them on from their checkpoints. A fit that fails marks them FAILED."""
     CloseTrialRuns.open_sweeps[parent.run_id] = parent
+    CloseTrialRuns.interrupted.discard(parent.run_id)
     try:
-        return tuner.fit()
-    except BaseException:
-        parent.finish("FAILED")
+        results = tuner.fit()
+        ended = results.num_terminated + results.num_errors
+        if parent.run_id in CloseTrialRuns.interrupted or ended < expected:
+            raise Interrupted(f"{kind} '{name}' interrupted")
+        return results
+    except BaseException as error:
+        status = ended_status(error)
+        for child in parent.children():
+            if child.status == "RUNNING":
+                parent.close_child(child.run_id, status)
+        parent.finish(status)
+        if isinstance(error, Interrupted):
+            finished = sum(child.status == "FINISHED" for child in parent.children())
+            raise Interrupted(
+                f"{kind} '{name}' interrupted with {finished} of its {expected} trials "
+                "finished: nothing summarised, no model registered. Continue it with the same "
+                "command and --resume"
+            ) from None
         raise
     finally:
         CloseTrialRuns.open_sweeps.pop(parent.run_id)
+        CloseTrialRuns.interrupted.discard(parent.run_id)
+
+
+@contextmanager
+def closing(parent: TrackedRun):
+    """Ends `parent` KILLED or FAILED when the block raises (it finishes it itself)."""
+    try:
+        yield
+    except BaseException as error:
+        parent.finish(ended_status(error))
+        raise
 
 
 def make_tuner(

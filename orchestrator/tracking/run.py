@@ -39,6 +39,11 @@ DATASET_DIGEST_CHARS = 16  # MLflow keeps at most 36; the whole digest is in the
 PARAMS_PER_CALL = 100  # the REST API's limit
 
 
+def ended_status(error: BaseException) -> str:
+    """The MLflow status of a run that `error` ended: KILLED by Ctrl-C, else FAILED."""
+    return "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+
+
 class TrackedRun:
     """The driver's handle on one MLflow run.
 
