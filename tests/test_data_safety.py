@@ -1,6 +1,7 @@
 """Nothing a user points at is deleted, overwritten or mixed: generated data and prepare outputs
 go only into folders that are new, empty or marked as written by us, one writer at a time."""
 
+import socket
 import subprocess
 import sys
 
@@ -99,15 +100,16 @@ def test_partial_work_of_another_plan_is_discarded(tmp_path, capsys):
     assert "partial work of an interrupted prepare" in capsys.readouterr().out
 
 
-def test_a_bucket_lock_of_a_process_that_died_here_is_taken_over_at_once(s3_server):
-    """On object storage the lock is an object with a heartbeat: a fresh one whose holder ran on
-    another machine is respected; one whose holder ran here and is gone is taken over."""
-    import socket
+def test_a_bucket_lock_is_taken_over_only_from_a_holder_known_to_be_gone(s3_server):
+    """On object storage the lock is an object with a heartbeat. A fresh one is respected when
+    its holder runs on another machine, or on this host name in another pid namespace (a
+    container with host networking: its pid is not visible here, which once declared it dead);
+    one whose holder ran in this kernel and pid namespace and has exited is taken over at once."""
     import time
 
     from conftest import S3_BUCKET
 
-    from orchestrator.common.storage import Busy
+    from orchestrator.common.locks import Busy, _process_id, exclusive
 
     out = Location.of(f"s3://{S3_BUCKET}/locks")
     exited = subprocess.run(
@@ -116,17 +118,103 @@ def test_a_bucket_lock_of_a_process_that_died_here_is_taken_over_at_once(s3_serv
         text=True,
         check=True,
     )
-    holders = [("elsewhere", 1, True), (socket.gethostname(), int(exited.stdout), False)]
-    for host, pid, respected in holders:
-        owner = {"host": host, "pid": pid, "what": "prepare"}
+    here = {"host": socket.gethostname(), "pid": int(exited.stdout), **_process_id()}
+    holders = [
+        ({**here, "host": "elsewhere", "boot": "another-kernel"}, True),
+        ({**here, "pid_ns": "pid:[1]"}, True),  # a container on this host
+        (here, False),
+    ]
+    for owner, respected in holders:
         out.write_json({"token": "t", "owner": owner, "heartbeat": time.time()}, LOCK_FILE)
         if respected:
-            with pytest.raises(Busy, match="elsewhere"), out.exclusive(LOCK_FILE, "prepare"):
-                pass
+            with pytest.raises(Busy, match=owner["pid_ns"].replace("[", r"\[")):
+                with exclusive(out, LOCK_FILE, "prepare"):
+                    pass
         else:
-            with out.exclusive(LOCK_FILE, "prepare"):
-                assert out.read_json(LOCK_FILE)["owner"]["pid"] != pid
+            with exclusive(out, LOCK_FILE, "prepare"):
+                assert out.read_json(LOCK_FILE)["owner"]["pid"] != owner["pid"]
     assert not out.exists(LOCK_FILE)  # released
+
+
+HOLDER = """
+import sys, time
+from orchestrator.common import locks
+from orchestrator.common.storage import Location
+locks.LOCK_HEARTBEAT_S, locks.LOCK_STALE_S = {heartbeat}, {stale}
+try:
+    with locks.exclusive(Location.of(sys.argv[1]), "contested.lock", "first") as lease:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lease.check()
+            print("held", time.time(), flush=True)
+            time.sleep(0.05)
+except locks.LockLost as error:
+    print("lost", time.time(), error, flush=True)
+    sys.exit(3)
+"""
+
+
+def test_a_bucket_lock_holder_that_stalls_loses_it_and_stops(s3_server, monkeypatch):
+    """A holder whose heartbeats stop for longer than the stale limit (here: a paused process,
+    as a long GC pause or a network blip would leave it) once went on believing it held the
+    lock, overwrote its new holder's lock and deleted it on exit, letting a third writer in.
+    Now, with shortened timings on the tests' S3 server: the first holder stops believing before
+    the second takes over (never two at once), stops with a clear error when it wakes, and
+    leaves the second's lock alone."""
+    import signal
+    import threading
+    import time
+
+    from conftest import S3_BUCKET
+
+    from orchestrator.common import locks
+
+    heartbeat, stale = 0.3, 2.0
+    monkeypatch.setattr(locks, "LOCK_HEARTBEAT_S", heartbeat)
+    monkeypatch.setattr(locks, "LOCK_STALE_S", stale)
+    out = Location.of(f"s3://{S3_BUCKET}/contested")
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(heartbeat=heartbeat, stale=stale), out.uri],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines = [first.stdout.readline()]
+    assert lines[0].startswith("held")
+    with pytest.raises(locks.Busy, match="first"):
+        with locks.exclusive(out, "contested.lock", "second"):
+            pass
+    first.send_signal(signal.SIGSTOP)  # its heartbeats stop
+    time.sleep(stale + 0.5)
+    with locks.exclusive(out, "contested.lock", "second") as lease:
+        taken = time.time()
+        first.send_signal(signal.SIGCONT)
+        lines += first.communicate(timeout=60)[0].splitlines()
+        lease.check()  # still ours
+        assert out.read_json("contested.lock")["owner"]["what"] == "second"
+    held = [float(line.split()[1]) for line in lines if line.startswith("held")]
+    assert first.returncode == 3 and lines[-1].startswith("lost")
+    assert "contested.lock" in lines[-1] and "stopped before writing more" in lines[-1]
+    assert max(held) < taken  # it never believed it held the lock once the second had it
+    assert not out.exists("contested.lock")  # the second released its own
+
+    # Writers starting at the same instant: S3's conditional create lets exactly one in
+    barrier, outcomes = threading.Barrier(4), []
+
+    def start(name: str) -> None:
+        barrier.wait()
+        try:
+            with locks.exclusive(out, "contested.lock", name):
+                outcomes.append("held")
+                time.sleep(0.5)
+        except locks.Busy:
+            outcomes.append("busy")
+
+    starters = [threading.Thread(target=start, args=(f"w{i}",)) for i in range(4)]
+    for thread in starters:
+        thread.start()
+    for thread in starters:
+        thread.join()
+    assert sorted(outcomes) == ["busy", "busy", "busy", "held"]
 
 
 def test_s3_endpoint_from_the_standard_aws_variables(monkeypatch):

@@ -6,15 +6,10 @@ code serves a laptop folder and a bucket.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import socket
-import threading
-import time
 import urllib.parse
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,99 +146,3 @@ class Location:
         """The names directly inside the folder at `parts` ([] when it does not exist)."""
         selector = pafs.FileSelector(self.join(*parts), allow_not_found=True)
         return sorted(info.base_name for info in self.fs.get_file_info(selector))
-
-    @contextlib.contextmanager
-    def exclusive(self, name: str, what: str):
-        """Hold the lock file `name` in this folder while the block runs; raise `Busy` naming
-        the holder when another process holds it.
-
-        Local folders: an `fcntl` lock, released by the kernel when its holder dies. Object
-        stores have no atomic create here, so there the lock is an object with a heartbeat
-        (renewed every LOCK_HEARTBEAT_S; one older than LOCK_STALE_S, or whose holder ran on
-        this machine and has exited, is taken over): it stops a second run that starts while
-        one is at work, not two that start in the same second.
-        """
-        self.make_dirs()
-        owner = {"host": socket.gethostname(), "pid": os.getpid(), "what": what}
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            with _local_lock(self.join(name), owner):
-                yield
-            return
-        with _object_lock(self, name, owner):
-            yield
-
-
-class Busy(RuntimeError):
-    """Another process holds a lock (its holder is in the message)."""
-
-
-LOCK_HEARTBEAT_S = 20
-LOCK_STALE_S = 90
-
-
-@contextlib.contextmanager
-def _local_lock(path: str, owner: dict):
-    import fcntl
-
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(handle, 4096, 0).decode(errors="replace").strip() or "unknown"
-            raise Busy(f"held by {holder}") from None
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, json.dumps(owner).encode(), 0)
-        yield
-    finally:
-        os.close(handle)  # releases the lock; the file stays (deleting it would race a waiter)
-
-
-def _exited(owner: dict) -> bool:
-    """Whether a lock's holder ran on this machine and is gone (e.g. killed): its lock is taken
-    over at once. A holder on another machine is waited for until its heartbeat is stale."""
-    if owner.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, KeyError, TypeError, ValueError):
-        return False
-    return False
-
-
-@contextlib.contextmanager
-def _object_lock(location: "Location", name: str, owner: dict):
-    token = uuid.uuid4().hex
-    try:
-        held = location.read_json(name)
-    except (OSError, ValueError):
-        held = None
-    fresh = held and time.time() - held.get("heartbeat", 0) < LOCK_STALE_S
-    if fresh and not _exited(held.get("owner") or {}):
-        raise Busy(f"held by {json.dumps(held.get('owner'))}")
-
-    def beat() -> None:
-        location.write_json({"token": token, "owner": owner, "heartbeat": time.time()}, name)
-
-    beat()
-    time.sleep(0.5)  # a run that started at the same moment has overwritten ours by now
-    if location.read_json(name).get("token") != token:
-        raise Busy("taken by a run that started at the same moment")
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(LOCK_HEARTBEAT_S):
-            with contextlib.suppress(OSError):
-                beat()
-
-    thread = threading.Thread(target=renew, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        with contextlib.suppress(OSError):
-            location.fs.delete_file(location.join(name))

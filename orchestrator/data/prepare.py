@@ -35,8 +35,9 @@ from typing import Literal
 import numpy as np
 
 from orchestrator.common.errors import ConfigError
+from orchestrator.common.locks import Busy, Lease, exclusive
 from orchestrator.common.redact import redact_text
-from orchestrator.common.storage import Busy, Location
+from orchestrator.common.storage import Location
 from orchestrator.data.prepared import FORMAT_VERSION, MANIFEST_FILE, Manifest, ShardParams
 from orchestrator.data.shards import Progress, images_per_shard, merge, plan_shards, run_shards
 from workloads.datasets.image_folder import ImageList, list_image_folder, relative_path
@@ -202,8 +203,8 @@ def run_prepare(
         return _already_complete(out, manifest, splits)  # complete: nothing to lock
     _refuse_foreign_output(out)
     try:
-        with out.exclusive(LOCK_FILE, f"prepare of {root}"):
-            return _prepare_locked(config, out, key, root, splits, started)
+        with exclusive(out, LOCK_FILE, f"prepare of {root}") as lease:
+            return _prepare_locked(config, out, key, root, splits, started, lease)
     except Busy as busy:
         raise ConfigError(
             f"prepare.out: another prepare is writing to {out.uri} ({busy}); wait for it to "
@@ -227,7 +228,9 @@ def _refuse_foreign_output(out: Location) -> None:
         )
 
 
-def _prepare_locked(config, out: Location, key: str, root: Path, splits: dict, started: float):
+def _prepare_locked(
+    config, out: Location, key: str, root: Path, splits: dict, started: float, lease: Lease
+):
     train = splits["train"]
     total = sum(len(images) for images in splits.values())
     manifest = _read_manifest(out)
@@ -238,6 +241,7 @@ def _prepare_locked(config, out: Location, key: str, root: Path, splits: dict, s
             f"prepare.out: {out.uri} already holds a prepared dataset of another source or "
             "other parameters; choose another --out or delete it"
         )
+    lease.check()
     _discard_other_plans(out, key)
     shards, already, cpus = _write_shards(config, out, key, splits, total)
     image_sum, rgb_outer_sum, per_class, images, rejects, digest = merge(
@@ -275,6 +279,7 @@ def _prepare_locked(config, out: Location, key: str, root: Path, splits: dict, s
         source={"type": config.source, "root": str(root), "files": total},
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
+    lease.check()  # a writer that lost the lock does not commit
     out.write_json(manifest.to_json(), MANIFEST_FILE)  # the dataset is complete from here on
     out.delete_dir("_work")
     return PrepareResult(**result_args, manifest=manifest)
