@@ -1,7 +1,7 @@
 """A local Ray head with token auth and an MLflow server, both on 127.0.0.1; and their stop.
 
-    python cluster/local.py start [--mlflow-backend postgresql://...]
-                                  [--artifacts-destination s3://...] [--num-cpus N]
+    [MLFLOW_BACKEND_STORE_URI=postgresql://...] python cluster/local.py start
+        [--artifacts-destination s3://...] [--num-cpus N]
     python cluster/local.py stop
     python cluster/local.py env      # the exports again
 
@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -53,12 +54,19 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+def _wait_for(
+    url: str, process: subprocess.Popen, log: Path, timeout: float, secret: str = ""
+) -> None:
+    """Until `url` answers; if `process` exits first, its log's tail, `secret` and every
+    credential masked (a password whose `@` is not encoded defeats the URI patterns)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:]
+            if secret:
+                tail = tail.replace(secret, "***")
             raise SystemExit(
-                f"it exited with {process.returncode}; its log {log}:\n" + log.read_text()[-3000:]
+                f"it exited with {process.returncode}; its log {log}:\n{redact_text(tail)}"
             )
         if _answers(url):
             return
@@ -116,9 +124,44 @@ def exports(head: dict) -> str:
     )
 
 
-def start(args: argparse.Namespace) -> int:
-    state = Path(args.state_dir).expanduser().resolve()
+BACKEND_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # SQLAlchemy's, as MLflow takes
+
+
+def backend_store(args: argparse.Namespace, state: Path) -> str:
+    """MLflow's store: MLFLOW_BACKEND_STORE_URI (the one place for a password), the
+    --mlflow-backend URI (no password: a command line shows in `ps` and shell history), or
+    sqlite in the state folder. SystemExit naming the problem for any other."""
+    if args.mlflow_backend and urllib.parse.urlsplit(args.mlflow_backend).password is not None:
+        raise SystemExit(
+            "--mlflow-backend: the URI holds a password, which `ps` and the shell's history "
+            "would show; put the URI in MLFLOW_BACKEND_STORE_URI instead"
+        )
+    backend = (
+        args.mlflow_backend
+        or os.environ.get("MLFLOW_BACKEND_STORE_URI")
+        or f"sqlite:///{state / 'mlflow.db'}"
+    )
+    scheme = urllib.parse.urlsplit(backend).scheme.split("+")[0]
+    if scheme not in BACKEND_SCHEMES:
+        raise SystemExit(
+            f"--mlflow-backend / MLFLOW_BACKEND_STORE_URI: got {redact_text(backend)!r}; "
+            f"allowed: a {', '.join(BACKEND_SCHEMES)} URI, e.g. "
+            "postgresql://user:password@host:5432/db"
+        )
+    return backend
+
+
+def state_folder(path: str) -> Path:
+    """The head's state folder (its pids, logs and sqlite store), for this user alone (0700)."""
+    state = Path(path).expanduser().resolve()
     state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o700)
+    return state
+
+
+def start(args: argparse.Namespace) -> int:
+    state = state_folder(args.state_dir)
+    backend = backend_store(args, state)
     if _state_file(state).exists():
         head = json.loads(_state_file(state).read_text())
         started = head.get("started", {})
@@ -126,11 +169,6 @@ def start(args: argparse.Namespace) -> int:
             stop = f"python cluster/local.py stop --state-dir {state}"
             print(f"a local head is already running; stop it first: {stop}", file=sys.stderr)
             return 1
-    backend = (
-        args.mlflow_backend
-        or os.environ.get("MLFLOW_BACKEND_STORE_URI")
-        or f"sqlite:///{state / 'mlflow.db'}"
-    )
     artifacts = args.artifacts_destination or str(state / "mlartifacts")
     mlflow_uri = f"http://127.0.0.1:{args.mlflow_port}"
     env = {
@@ -159,7 +197,7 @@ def start(args: argparse.Namespace) -> int:
     mlflow = subprocess.Popen(
         mlflow_command,
         cwd=state,
-        stdout=open(mlflow_log, "a"),  # noqa: SIM115 - the server keeps it
+        stdout=os.fdopen(os.open(mlflow_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a"),
         stderr=subprocess.STDOUT,
         # the store's URI (with its password) in the environment, not on a command line that
         # every user of the machine can list
@@ -217,7 +255,8 @@ def start(args: argparse.Namespace) -> int:
     )
     print(f"Ray head starting on 127.0.0.1:{args.ray_port} (token auth) ...", flush=True)
     try:  # the two start side by side: the head is up in the time the slower one takes
-        _wait_for(f"{mlflow_uri}/health", mlflow, mlflow_log, timeout=120)
+        password = urllib.parse.urlsplit(backend).password or ""
+        _wait_for(f"{mlflow_uri}/health", mlflow, mlflow_log, timeout=120, secret=password)
         _wait_for(f"http://127.0.0.1:{args.dashboard_port}/api/version", ray_head, ray_log, 120)
     except SystemExit:
         _terminate({mlflow.pid: True, ray_head.pid: False})
@@ -338,9 +377,9 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument(
                 "--mlflow-backend",
                 default=None,
-                help="MLflow's store: sqlite:///<state>/mlflow.db by default, or a "
-                "postgresql://user:password@host:port/db URI (or set "
-                "MLFLOW_BACKEND_STORE_URI)",
+                help="MLflow's store: sqlite:///<state>/mlflow.db by default, or a URI without "
+                "a password; a postgresql://user:password@host:port/db URI goes in "
+                "MLFLOW_BACKEND_STORE_URI (command lines show in `ps`)",
             )
             sub.add_argument(
                 "--artifacts-destination",

@@ -50,12 +50,14 @@ def local_head(tmp_path_factory, postgres_server, s3_server):
         "--num-cpus",
         "2",
         *(str(x) for item in ports.items() for x in item),
-        "--mlflow-backend",
-        postgres_server[0],
         "--artifacts-destination",
         ARTIFACTS,
     ]
-    env = {**os.environ, "PYTEST_SERVICE_SECRET_KEY": ENV_SECRET}  # inherited by every job
+    env = {
+        **os.environ,
+        "PYTEST_SERVICE_SECRET_KEY": ENV_SECRET,  # inherited by every job
+        "MLFLOW_BACKEND_STORE_URI": postgres_server[0],  # the password: never on a command line
+    }
     started = subprocess.run(
         command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env
     )

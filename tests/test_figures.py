@@ -118,3 +118,36 @@ def test_figures_and_neighbors_of_a_checkpoint(
     assert (np.diff(made.top_probabilities, axis=1) <= 0).all()
     assert len(made.neighbors) == 6 and all(len(found) == 5 for found in made.neighbors)
     assert all(n.path.startswith("train/") for found in made.neighbors for n in found)
+
+
+def test_a_checkpoint_is_scored_on_the_prepared_data_it_names_and_nothing_is_prepared(
+    ray_cluster, tiny_prepared, tmp_path, monkeypatch
+):
+    """`evaluate`, `figures` and `neighbors` once ran `prepare` from the checkpoint's config in
+    the current directory: the demo's data generated again there, an image folder prepared anew
+    from whatever it holds now, and scored if it changed. Now they open the prepared data the
+    checkpoint names, refuse it if its key changed, and prepare nothing unless --set says."""
+    from orchestrator.analysis.trained import open_trained
+
+    monkeypatch.chdir(tmp_path)  # where the old path generated the demo's data
+    path = _checkpoint(tiny_prepared, tmp_path / "checkpoint.pt")
+    state = torch.load(path, weights_only=True)
+    raw = load_config(REPO_ROOT / "configs" / "demo.yaml", ["model.num_classes=5"])
+    state["config"] = to_yaml(raw)  # trained from the demo's raw (synthetic) source
+    state["data"] = {"uri": tiny_prepared, "key": open_prepared(tiny_prepared).key}
+    torch.save(state, path)
+    trained = open_trained(str(path), [])
+    assert trained.data.uri == tiny_prepared
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # nothing made here
+
+    state["data"]["key"] = "a-key-of-other-data"
+    torch.save(state, path)
+    with pytest.raises(InputError, match="is not what .* was trained on \\(its key was a-key-of"):
+        open_trained(str(path), [])
+    del state["data"]  # a checkpoint from before they named their data
+    torch.save(state, path)
+    with pytest.raises(InputError, match="does not name the prepared folder"):
+        open_trained(str(path), [])
+    chosen = ["data.source=prepared", f"data.root={tiny_prepared}"]
+    assert open_trained(str(path), chosen).data.uri == tiny_prepared
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]

@@ -1,7 +1,9 @@
 """`cluster/local.py stop` signals only the processes `start` started: a recorded pid now held by
-another process (the pid was reused after ours exited) is left alone, with a message saying why.
-No Ray and no MLflow server: the head's state file records `sleep` processes."""
+another process (the pid was reused after ours exited) is left alone, with a message saying why;
+`start` keeps the database's password off command lines and out of what it prints. No Ray and no
+MLflow server: the head's state file records `sleep` processes."""
 
+import argparse
 import json
 import signal
 import subprocess
@@ -62,3 +64,40 @@ def test_stop_ends_its_own_process(sleeper, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"stopped mlflow (pid {sleeper.pid})" in result.stdout
     assert sleeper.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_the_database_password_stays_off_command_lines_and_out_of_printed_logs(tmp_path):
+    """`--mlflow-backend` once put the PostgreSQL password on a command line (`ps`, the shell's
+    history), and a failed start printed the MLflow log's tail unmasked (a password with an
+    unencoded `@` defeats the URI pattern), from a 0644 log in a 0755 folder. Now: refused on
+    the command line, masked in the tail, the state folder 0700."""
+    sys.path.insert(0, str(REPO_ROOT / "cluster"))
+    import local
+
+    refused = subprocess.run(
+        [sys.executable, "cluster/local.py", "start", "--state-dir", str(tmp_path / "head")]
+        + ["--mlflow-backend", "postgresql://mlflow:p@ss@127.0.0.1:5432/mlflow"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1 and "--mlflow-backend: the URI holds a password" in (
+        refused.stderr
+    )
+    assert "p@ss" not in refused.stdout + refused.stderr
+    assert list((tmp_path / "head").iterdir()) == []  # refused before anything started
+    args = argparse.Namespace(mlflow_backend="mysql-ish://x")
+    with pytest.raises(SystemExit, match="allowed: a sqlite, postgresql, mysql, mssql URI"):
+        local.backend_store(args, tmp_path)
+
+    state = local.state_folder(str(tmp_path / "head"))
+    assert state.stat().st_mode & 0o777 == 0o700
+    log = state / "mlflow.log"
+    log.write_text("sqlalchemy: could not connect to postgresql://mlflow:p@ss@127.0.0.1/mlflow\n")
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    with pytest.raises(SystemExit) as failed:
+        local._wait_for("http://127.0.0.1:9/health", exited, log, timeout=5, secret="p@ss")
+    assert "could not connect to postgresql://mlflow:***" in str(failed.value)
+    assert "p@ss" not in str(failed.value) and "ss@127" not in str(failed.value)

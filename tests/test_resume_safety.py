@@ -133,3 +133,72 @@ def test_checkpoint_location_and_epoch_are_separate_tags():
     old_format = {"last_checkpoint": "/r/checkpoint_1 (epoch 2)"}  # runs logged before
     assert last_checkpoint(old_format) == ("/r/checkpoint_1", 2)
     assert last_checkpoint({}) == (None, 0)
+
+
+def test_a_new_run_does_not_adopt_checkpoints_that_no_mlflow_run_records(tmp_path, capsys):
+    """The same `name` in another MLflow experiment (or after deleting mlflow.db) once
+    "resumed" from the other training's checkpoint in the shared folder, trained nothing and
+    showed its history. A new MLflow run now refuses such a folder (and deletes the run it just
+    made), unless train.resume_unrecorded asks to continue from it."""
+    job = _job(tmp_path)
+    _store_checkpoint(job, 2, "checkpoint_a")
+    config = TrackingConfig(
+        uri=f"sqlite:///{tmp_path / 'other.db'}", experiment="other", buffer_dir=str(tmp_path)
+    )
+    new = TrackedRun(config, "same", resume=True)
+    assert not new.resumed
+    with pytest.raises(ConfigError) as error:
+        _check_resume(job, new)
+    assert "holds checkpoints of 'same' (up to epoch 2) that no MLflow run of this name" in str(
+        error.value
+    )
+    assert new.store.search([new.experiment_id], "") == []  # the refused run is gone
+
+    asked = _job(tmp_path, "train.resume_unrecorded=true")
+    _check_resume(asked, TrackedRun(config, "same", resume=True))
+    assert "continues from the checkpoint of epoch 2 that no MLflow run records" in (
+        capsys.readouterr().out
+    )
+
+
+def test_a_restarted_worker_never_loads_a_checkpoint_of_another_training(tmp_path):
+    """A worker group restarted by Ray Train took the newest checkpoint in its folder whatever
+    training wrote it, and so did the figures. Now the checkpoint must carry the run's training
+    digest (train.resume_changed: the driver let a changed training continue on purpose)."""
+    from orchestrator.training.checkpoints import checkpoint_to_resume
+
+    mine = _job(tmp_path)
+    _store_checkpoint(mine, 1, "checkpoint_a")
+    other = _job(tmp_path, "optim.lr=0.02")
+    _store_checkpoint(other, 2, "checkpoint_b")
+    with pytest.raises(RuntimeError, match="checkpoint_b: a checkpoint of another training"):
+        checkpoint_to_resume(mine.plan)
+    changed = dataclasses.replace(
+        mine.plan, train=dataclasses.replace(mine.plan.train, resume_changed=True)
+    )
+    _, where = checkpoint_to_resume(changed)
+    assert where.endswith("checkpoint_b")
+    assert newest_checkpoint(mine.plan.run_folder, mine.plan.training_digest).epoch == 1
+
+
+def test_a_second_driver_of_a_live_run_is_refused_and_default_names_differ(
+    tmp_path, tiny_train_args, run_cli
+):
+    """Two drivers with one `name`: the second once adopted the first's RUNNING MLflow run and
+    its checkpoint folder; and default names, per second, put two runs started in the same
+    second into one folder. A driver now holds a lock in its run's folder (here held by this
+    process, as a live driver holds it) and default names end in random digits."""
+    from orchestrator.common.locks import sole_driver
+    from orchestrator.experiments.training_run import default_run_name
+
+    with sole_driver(str(tmp_path / "results" / "busy"), "name", "run 'busy'"):
+        refused = run_cli(*tiny_train_args("name=busy"))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "config error: name: run 'busy' is running in another driver (held by" in (
+        refused.stderr
+    )
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any MLflow run
+
+    config = load_config(DEMO_CONFIG)
+    names = {default_run_name(config) for _ in range(20)}
+    assert len(names) == 20 and all(n.startswith("alexnet-") for n in names)

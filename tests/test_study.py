@@ -231,7 +231,8 @@ def test_ctrl_c_on_a_study_logs_no_table_and_resume_needs_its_state(
         moved.stderr
     )
     (parent,), _ = experiment_runs(client, "alexnet-studies")
-    assert parent.info.status == "KILLED" and not elsewhere.exists()
+    assert parent.info.status == "KILLED"
+    assert [p.name for p in elsewhere.rglob("*")] == ["sweeps", "ctrl-c", ".driver.lock"]
 
     resumed = run_cli(*args, "--resume", env=env)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]

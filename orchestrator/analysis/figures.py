@@ -203,10 +203,10 @@ def _draw_confusion(plt, figures: Figures):
     return figure
 
 
-def log_for_run(run: TrackedRun, run_folder: str, data: PreparedData) -> None:
-    """The figures of a finished training run's last checkpoint (in `run_folder`), into its
-    MLflow run."""
-    stored = newest_checkpoint(run_folder)
+def log_for_run(run: TrackedRun, run_folder: str, digest: str, data: PreparedData) -> None:
+    """The figures of a finished training run's last checkpoint (in `run_folder`, of the
+    training whose digest is `digest`), into its MLflow run."""
+    stored = newest_checkpoint(run_folder, digest)
     if stored is not None:
         log_figures(run, Trained.of(stored.uri, read_checkpoint(stored.uri), data))
 

@@ -6,12 +6,15 @@ and the sweep's best model start here."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from orchestrator.common.errors import InputError
+from orchestrator.common.redact import redact_text
 from orchestrator.config.experiment import ExperimentConfig, load_config, load_config_text
+from orchestrator.data.config import DataConfig
 from orchestrator.data.prepared import PreparedData
 from orchestrator.data.sources import open_data
 from orchestrator.tracking.reads import checkpoint_of_run
@@ -69,19 +72,47 @@ def checkpoint_config(state: dict, uri: str, overrides: list[str] = ()) -> Exper
 
 
 def open_trained(model_uri: str, overrides: list[str]) -> Trained:
-    """The checkpoint behind `model_uri`, its config (with `--set` overrides, e.g. `data.root`
-    for another prepared dataset) and its data, whose classes must be the checkpoint's. Starts
-    Ray (to prepare a raw source, as `train` does)."""
+    """The checkpoint behind `model_uri`, its config (with `--set` overrides) and the prepared
+    data it was trained on, as the checkpoint names it (its key must still match), or the data
+    `--set data.source/root` points at instead; their classes must be the checkpoint's. Nothing
+    is prepared unless `--set` names a raw source. Starts Ray."""
     if model_uri.startswith(("runs:/", "models:/")):
         model_uri = checkpoint_of_run(load_config(None, overrides).tracking, model_uri)
     state = read_checkpoint(model_uri)
     config = checkpoint_config(state, model_uri, overrides)
+    recorded = state.get("data") or {}
+    chosen = any(
+        o.startswith(("data.root=", "data.source=", "data.prepared_root=")) for o in overrides
+    )
+    data_config = config.data
+    if not chosen:
+        data_config = _recorded_data(config, recorded, model_uri)
 
     def check(data):  # before Ray starts, where the data is prepared already
+        if not chosen and recorded.get("key") not in (None, data.key):
+            raise InputError(
+                f"data.root: the prepared data at {redact_text(data.uri)} is not what "
+                f"{redact_text(model_uri)} was trained on (its key was {recorded['key']}, it is "
+                f"{data.key} now); point --set data.root at the data it was trained on"
+            )
         _check_classes(state, config, data, model_uri)
 
-    data = open_data(config.data, config.prepare, check=check)
+    data = open_data(data_config, config.prepare, check=check)
     return Trained(uri=model_uri, state=state, config=config, data=data)
+
+
+def _recorded_data(config: ExperimentConfig, recorded: dict, model_uri: str) -> DataConfig:
+    """Where the checkpoint's prepared data is: named in it, or its config's prepared source."""
+    if recorded.get("uri") and "***" not in recorded["uri"]:
+        return dataclasses.replace(config.data, source="prepared", root=recorded["uri"])
+    if config.data.source == "prepared":
+        return config.data
+    raise InputError(
+        f"--model: {redact_text(model_uri)} was trained on data prepared from the "
+        f"{config.data.source} source {redact_text(config.data.root or '')}, and does not name "
+        "the prepared folder (it was written before checkpoints kept it, or its URI holds a "
+        "secret); pass --set data.source=prepared --set data.root=<that folder>"
+    )
 
 
 def _check_classes(state: dict, config: ExperimentConfig, data, model_uri: str) -> None:

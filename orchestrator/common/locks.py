@@ -29,17 +29,15 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import TYPE_CHECKING
 
 import pyarrow.fs as pafs
 
-from orchestrator.common.errors import InputError
-
-if TYPE_CHECKING:
-    from orchestrator.common.storage import Location
+from orchestrator.common.errors import ConfigError, InputError
+from orchestrator.common.storage import Location
 
 LOCK_HEARTBEAT_S = 20.0
 LOCK_STALE_S = 90.0
+DRIVER_LOCK = ".driver.lock"  # in a run's (or a sweep's) folder, while a driver runs it
 CREATE_SETTLE_S = 0.5  # stores without conditional writes: a racing writer's copy lands by then
 
 
@@ -84,6 +82,22 @@ def exclusive(location: Location, name: str, what: str):
     with _object_lock(_store_for(location, name), owner) as lease:
         yield lease
         lease.check()
+
+
+@contextlib.contextmanager
+def sole_driver(folder: str, field: str, what: str):
+    """One driver at a time for the run (or sweep, study) whose folder is `folder`: a second
+    one started with the same `field` (name) is refused instead of adopting the live one's
+    MLflow run and checkpoints."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(exclusive(Location.of(folder), DRIVER_LOCK, what))
+        except Busy as busy:
+            raise ConfigError(
+                f"{field}: {what} is running in another driver ({busy}); wait for it to end, "
+                f"or choose another {field}"
+            ) from None
+        yield
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ COMMAND_SECTIONS = ("sweep", "study")
 class ExperimentConfig:
     """Everything one run needs. Defaults are the paper's recipe at full scale."""
 
-    name: str | None = None  # run name; None: "<tracking.experiment>-<date>-<time>"
+    name: str | None = None  # run name; None: "<tracking.experiment>-<date>-<time>-<4 hex>"
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -72,6 +72,12 @@ def study(config: ExperimentConfig, resume: bool) -> list[dict]:
     _check(config, groups)
     # the trials' run names and their `sweep` tag carry the study's name
     config = dataclasses.replace(config, sweep=SweepConfig(name=spec.name, scheduler="fifo"))
+    with tuning.sole_driver(config, spec.name, "study"):
+        return _study(config, groups, resume)
+
+
+def _study(config: ExperimentConfig, groups: dict[str, dict], resume: bool) -> list[dict]:
+    spec = config.study
     config, parent = tuning.open_parent(config, spec.name, "study", resume, run_study_trial)
     config, data = tuning.open_data_for_trials(config, "study", spec.max_concurrent_trials)
     fixed = {"study.seeds": spec.seeds, "study.groups": groups}

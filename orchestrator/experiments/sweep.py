@@ -64,6 +64,12 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
         raise ConfigError("sweep.space: empty; name at least one config field to sweep")
     # bad keys fail before Ray
     load_config_text(to_yaml(config, redact_secrets=False), sample_overrides(spec.space))
+    with tuning.sole_driver(config, spec.name, "sweep"):
+        _sweep(config, resume)
+
+
+def _sweep(config: ExperimentConfig, resume: bool) -> None:
+    spec = config.sweep
     config, parent = tuning.open_parent(config, spec.name, "sweep", resume, run_trial)
     if spec.scheduler != "fifo":
         tuning.require_state_api()

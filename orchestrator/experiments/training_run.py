@@ -5,11 +5,13 @@ commands run one (`train`); a sweep or study runs one per trial (experiments/tri
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 
 import ray.train
 
 from orchestrator.analysis.figures import log_for_run
+from orchestrator.common.locks import sole_driver
 from orchestrator.common.redact import redact_text
 from orchestrator.common.yaml_config import to_yaml
 from orchestrator.config.experiment import ExperimentConfig, training_params
@@ -23,8 +25,10 @@ from orchestrator.training.launch import TrainingJob, fit, plan_training
 
 
 def train(config: ExperimentConfig) -> TrackedRun:
-    """One training run: prepared shards -> Ray Data -> Ray Train workers -> one MLflow run."""
-    run_name = config.name or f"{config.tracking.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """One training run: prepared shards -> Ray Data -> Ray Train workers -> one MLflow run. A
+    run named like an earlier one (`name`) continues it; a second driver of a live one is
+    refused."""
+    run_name = config.name or default_run_name(config)
     data = open_data(config.data, config.prepare)
     job = plan_training(config, data, run_name)
     print(
@@ -33,17 +37,24 @@ def train(config: ExperimentConfig) -> TrackedRun:
         f"{len(data.classes)} classes)",
         flush=True,
     )
-    run = TrackedRun(config.tracking, run_name, resume=config.name is not None)
-    identity.check_resume(job.plan, run_name, run)
-    start(run, job, "train")
-    print(
-        f"MLflow run {run.run_id} ('{run_name}'{', resumed' if run.resumed else ''}) in "
-        f"{redacted(run.tracking_uri)}",
-        flush=True,
-    )
-    run_training(job, run)
+    with sole_driver(job.plan.run_folder, "name", f"run '{run_name}'"):
+        run = TrackedRun(config.tracking, run_name, resume=config.name is not None)
+        identity.check_resume(job.plan, run_name, run)
+        start(run, job, "train")
+        print(
+            f"MLflow run {run.run_id} ('{run_name}'{', resumed' if run.resumed else ''}) in "
+            f"{redacted(run.tracking_uri)}",
+            flush=True,
+        )
+        run_training(job, run)
     _print_summary(run)
     return run
+
+
+def default_run_name(config: ExperimentConfig) -> str:
+    """`<experiment>-<date>-<time>-<4 hex digits>`: two runs started in the same second get
+    two names (and two checkpoint folders)."""
+    return f"{config.tracking.experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def start(run: TrackedRun, job: TrainingJob, kind: str, extra_tags: dict | None = None) -> None:
@@ -88,7 +99,7 @@ def run_training(
             run.finish(ended_status(error))
         raise
     if figures and run.config.figures and run.tracked:
-        log_for_run(run, job.plan.run_folder, job.data)
+        log_for_run(run, job.plan.run_folder, job.plan.training_digest, job.data)
     run.finish("FINISHED")
 
 

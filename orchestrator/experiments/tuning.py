@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import ray
 import ray.tune as tune
 
-from orchestrator.common import ray_cluster
+from orchestrator.common import locks, ray_cluster
 from orchestrator.common.errors import ConfigError, Interrupted
 from orchestrator.common.redact import redact_text
 from orchestrator.common.storage import Location, absolute, for_ray
@@ -55,6 +55,11 @@ class ExperimentFolders:
 
 def folders(config: ExperimentConfig, name: str) -> ExperimentFolders:
     return ExperimentFolders(f"{absolute(config.train.storage_path)}/sweeps", name)
+
+
+def sole_driver(config: ExperimentConfig, name: str, kind: str):
+    """One driver at a time for the sweep or study `name` (a lock in its folder)."""
+    return locks.sole_driver(folders(config, name).experiment, f"{kind}.name", f"{kind} '{name}'")
 
 
 def open_parent(

@@ -228,9 +228,12 @@ class TrackedRun:
         return self.store.run(self.run_id) if self.tracked else None
 
     def abandon(self) -> None:
-        """Leave a resumed run as it was found (its status), e.g. when the resume is refused."""
+        """Leave things as they were found when a start is refused: a resumed run with its
+        status, a run just created deleted."""
         if self.tracked and self.resumed:
             self._client.update_run(self.run_id, status=self.previous_status)
+        elif self.tracked:
+            self._client.delete_run(self.run_id)
 
     def last_epoch(self) -> int:
         """The last epoch this run logged (0: none yet)."""

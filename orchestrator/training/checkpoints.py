@@ -52,6 +52,7 @@ def save_checkpoint(
             "schedule": state.schedule.state_dict(),
             "config": plan.config_yaml,
             "classes": list(plan.classes),
+            "data": dict(plan.data),  # the prepared data: {"uri", "key"}
         }
         torch.save(checkpoint, folder / CHECKPOINT_FILE)
         _write_meta(folder, epoch, plan.training_digest, plan.training_fields)
@@ -128,19 +129,30 @@ def stored_checkpoints(run_folder: str) -> list[StoredCheckpoint]:
     return sorted(found, key=lambda checkpoint: checkpoint.epoch)
 
 
-def newest_checkpoint(run_folder: str) -> StoredCheckpoint | None:
+def newest_checkpoint(run_folder: str, digest: str | None = None) -> StoredCheckpoint | None:
+    """The newest complete checkpoint in `run_folder`; with `digest`, the newest of that
+    training (or of one from before checkpoints recorded their training's digest)."""
     found = stored_checkpoints(run_folder)
+    if digest is not None:
+        found = [stored for stored in found if stored.training_digest in ("", digest)]
     return found[-1] if found else None
 
 
-def checkpoint_to_resume(run_folder: str):
-    """(ray.train.Checkpoint, where it is) to resume a worker from, or (None, ""): the newest
-    complete one in the run's storage folder, which can be newer than the one Ray Train's
-    controller registered (a worker that died right after uploading one: its report never
-    reached the controller)."""
+def checkpoint_to_resume(plan):
+    """(ray.train.Checkpoint, where it is) to resume a worker of `plan` (its WorkerPlan) from,
+    or (None, ""): the newest complete one in the run's storage folder, which can be newer than
+    the one Ray Train's controller registered (a worker that died right after uploading one: its
+    report never reached the controller). One of another training is never loaded: an error
+    (unless `train.resume_changed` let the driver continue one on purpose)."""
     import ray.train
 
-    stored = newest_checkpoint(run_folder) if run_folder else None
+    stored = newest_checkpoint(plan.run_folder) if plan.run_folder else None
+    foreign = stored is not None and stored.training_digest not in ("", plan.training_digest)
+    if foreign and not plan.train.resume_changed:
+        raise RuntimeError(
+            f"{redact_text(stored.uri)}: a checkpoint of another training (training digest "
+            f"{stored.training_digest}, this one's {plan.training_digest}); not loaded"
+        )
     if stored is not None:
         location = stored.location
         checkpoint = ray.train.Checkpoint(path=location.path, filesystem=location.fs)
@@ -153,7 +165,8 @@ def checkpoint_to_resume(run_folder: str):
 
 def read_checkpoint(path: str | Path) -> dict:
     """A checkpoint's training state: "model" (single-device weights), "config" (YAML), "epoch",
-    "classes" (names in label order; empty in checkpoints written before they were kept).
+    "classes" (names in label order; empty in checkpoints written before they were kept), "data"
+    (the prepared data's "uri" and "key"; absent in checkpoints written before they were kept).
 
     `path`: a checkpoint folder (as written by `train`) or its checkpoint.pt; a local path or a
     URI (`s3://...`).

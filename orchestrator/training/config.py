@@ -46,6 +46,10 @@ class TrainConfig:
     # true: resume a run by name although fields that define its training changed (model, data,
     # optimizer, batch, seed: training/identity.py); false refuses such a resume
     resume_changed: bool = False
+    # true: a new MLflow run may continue from checkpoints that storage_path/<name> holds but no
+    # MLflow run of this name records (its tracking store was deleted); false refuses: they may
+    # be another experiment's run of the same name
+    resume_unrecorded: bool = False
 
     def __post_init__(self):
         for name in ("epochs", "global_batch_size", "num_workers", "checkpoint_every"):
@@ -96,6 +100,8 @@ class WorkerPlan:
     run_folder: str = ""  # <storage_path>/<run name>: where a restart looks for checkpoints
     system_metrics: SystemMetricsTarget | None = None  # rank 0 samples its node into the run
     progress_bar: bool = False  # a live bar per epoch (the driver's console is a terminal)
+    # the prepared data it trains on, kept in every checkpoint: what evaluate scores on
+    data: dict[str, str] = field(default_factory=dict)  # {"uri": ..., "key": ...}
 
 
 class TrainingSections(Protocol):

@@ -92,6 +92,8 @@ def check_resume(plan: WorkerPlan, name: str, run: TrackedRun) -> None:
     if recorded is not None and recorded.training_fields is not None:
         sources.append((f"its MLflow run {run.run_id}", recorded.training_fields))
     try:
+        if stored is not None and run.tracked and not run.resumed:
+            _refuse_unrecorded(plan, name, stored)
         for where, fields in sources:
             changed = differences(fields, plan.training_fields)
             if not changed:
@@ -108,6 +110,26 @@ def check_resume(plan: WorkerPlan, name: str, run: TrackedRun) -> None:
     except ConfigError:
         run.abandon()
         raise
+
+
+def _refuse_unrecorded(plan: WorkerPlan, name: str, stored: StoredCheckpoint) -> None:
+    """A new MLflow run finds checkpoints in its folder: another experiment's run of the same
+    name, or a run whose tracking store was deleted. Continuing from them would adopt another
+    training's model and report none of its history; only `train.resume_unrecorded` does."""
+    if plan.train.resume_unrecorded:
+        print(
+            f"'{name}': a new MLflow run continues from the checkpoint of epoch {stored.epoch} "
+            "that no MLflow run records (train.resume_unrecorded)",
+            flush=True,
+        )
+        return
+    raise ConfigError(
+        f"name: {redact_text(plan.run_folder)} holds checkpoints of '{name}' (up to epoch "
+        f"{stored.epoch}) that no MLflow run of this name in this experiment records (another "
+        "experiment's run of the same name, or a tracking store since deleted); continuing "
+        "would adopt another training's model. Choose another name or train.storage_path, or "
+        "set train.resume_unrecorded: true to continue from them in a new MLflow run"
+    )
 
 
 def _check_checkpoints_kept(

@@ -19,6 +19,7 @@ import ray.train.torch
 
 from orchestrator.common import storage
 from orchestrator.common.errors import ConfigError
+from orchestrator.common.redact import redact_text
 from orchestrator.common.yaml_config import to_yaml
 from orchestrator.data.feed import Feed, decode_place, decode_threads
 from orchestrator.data.prepared import PreparedData
@@ -83,6 +84,7 @@ def plan_training(config: TrainingSections, data: PreparedData, run_name: str) -
         training_fields=fields,
         run_folder=run_folder(config.train, run_name),
         progress_bar=sys.stdout.isatty(),
+        data={"uri": redact_text(data.uri), "key": data.key},  # (no secret into a checkpoint)
     )
     return TrainingJob(
         config=config,

@@ -189,7 +189,7 @@ def _setup(plan: WorkerPlan, rank: int) -> _Loop:
 
 def _resume(loop: _Loop, rank: int) -> int:
     """Restore the newest checkpoint, if any; returns the epochs it holds (0: a fresh start)."""
-    checkpoint, where = checkpoint_to_resume(loop.plan.run_folder)
+    checkpoint, where = checkpoint_to_resume(loop.plan)
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as folder:  # fetched once: restored, and reported again
