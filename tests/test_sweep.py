@@ -154,3 +154,19 @@ def test_ctrl_c_on_a_sweep_summarises_nothing_and_resume_trains_the_trial_to_its
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
     best = client.get_model_version_by_alias("pytest-ctrl-c", "best")
     assert int(best.version) == 1 and read_checkpoint(best.tags["checkpoint"])["epoch"] == 4
+
+
+def test_a_trial_is_called_early_stopped_only_under_a_scheduler_that_stops_trials(tmp_path):
+    """Under fifo (nothing stops a trial) a trial that ended short was once tagged early-stopped
+    (an interrupted one, closed as if done); only ASHA's are now."""
+    from orchestrator.experiments.trials import close_trial_run
+    from orchestrator.tracking.config import TrackingConfig
+    from orchestrator.tracking.run import TrackedRun
+
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", buffer_dir=str(tmp_path))
+    parent = TrackedRun(config, "sweep-short")
+    trial = TrackedRun(config, "short", parent_run_id=parent.run_id)
+    trial.log_metrics({"val_top1_error": 0.5}, step=1)
+    for stops_early, tagged in ((False, "false"), (True, "true")):
+        close_trial_run(parent, trial.run_id, 4, failed=False, stops_early=stops_early)
+        assert trial.record().tags["early_stopped"] == tagged

@@ -150,7 +150,7 @@ def _tuner(
     tune_config = tune.TuneConfig(
         metric=config.sweep.metric, mode="min", max_concurrent_trials=spec.max_concurrent_trials
     )
-    callback = CloseTrialRuns(parent_run_id, config.train.epochs)
+    callback = CloseTrialRuns(parent_run_id, config.train.epochs, stops_early=False)
     return tuning.make_tuner("study", where, trainable, space, tune_config, resume, callback)
 
 

@@ -123,7 +123,7 @@ def _tuner(
         num_samples=spec.num_samples,
         max_concurrent_trials=spec.max_concurrent_trials,
     )
-    callback = CloseTrialRuns(parent_run_id, config.train.epochs)
+    callback = CloseTrialRuns(parent_run_id, config.train.epochs, spec.scheduler != "fifo")
     space = param_space(spec.space, spec.search)
     return tuning.make_tuner("sweep", where, trainable, space, tune_config, resume, callback)
 
@@ -136,7 +136,8 @@ def summarize(parent: TrackedRun, config: ExperimentConfig, results) -> None:
         metrics = result.metrics or {}
         child = children.get(metrics.get("trial_id") or _trial_id_from_path(result.path))
         if child is not None:
-            close_trial_run(parent, child.run_id, epochs, result.error is not None)
+            failed, stops_early = result.error is not None, spec.scheduler != "fifo"
+            close_trial_run(parent, child.run_id, epochs, failed, stops_early)
     rows = trial_rows(parent.store, parent.children(), spec)  # as `report` shows them
     if rows and not math.isnan(rows[0][spec.metric]):
         best = rows[0]

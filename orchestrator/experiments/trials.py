@@ -83,8 +83,9 @@ class CloseTrialRuns(tune.Callback):
     open_sweeps: dict[str, TrackedRun] = {}  # parent run id -> the driver's handle
     interrupted: set[str] = set()  # parent run ids whose experiment Ctrl-C ended
 
-    def __init__(self, parent_run_id: str, epochs: int):
+    def __init__(self, parent_run_id: str, epochs: int, stops_early: bool = True):
         self.parent_run_id, self.epochs = parent_run_id, epochs
+        self.stops_early = stops_early  # a scheduler that stops trials (fifo: none)
 
     def setup(self, **info):
         """Notes a Ctrl-C for the driver: Tune ends the experiment early and returns as if it
@@ -115,7 +116,8 @@ class CloseTrialRuns(tune.Callback):
         try:
             for run in parent.children():
                 if run.trial_id == trial_id:
-                    close_trial_run(parent, run.run_id, self.epochs, failed)
+                    stops_early = getattr(self, "stops_early", True)  # (state saved before)
+                    close_trial_run(parent, run.run_id, self.epochs, failed, stops_early)
         except Exception as error:  # noqa: BLE001 - the tracking server is away: not fatal
             warnings.warn(
                 f"trial {trial_id}: its MLflow run stays open until the sweep ends "
@@ -124,11 +126,14 @@ class CloseTrialRuns(tune.Callback):
             )
 
 
-def close_trial_run(parent: TrackedRun, run_id: str, epochs: int, failed: bool) -> None:
+def close_trial_run(
+    parent: TrackedRun, run_id: str, epochs: int, failed: bool, stops_early: bool = True
+) -> None:
     """End a trial's run with an honest status: FAILED, or FINISHED, tagged early-stopped when
-    the scheduler ended it before its last epoch. The epochs it trained are those its run holds:
-    a trial's workers go on while the scheduler decides, and may finish the next epoch before
-    they are stopped. Closing again (at the sweep's end) corrects an earlier close."""
+    the scheduler (one that `stops_early`) ended it before its last epoch. The epochs it trained
+    are those its run holds: a trial's workers go on while the scheduler decides, and may finish
+    the next epoch before they are stopped. Closing again (at the sweep's end) corrects an
+    earlier close."""
     done = parent.store.last_epoch(run_id)
-    early = not failed and done < epochs
+    early = stops_early and not failed and done < epochs
     parent.close_child(run_id, "FAILED" if failed else "FINISHED", tags.trial_end(early, done))
