@@ -323,7 +323,9 @@ def interrupt_after_an_epoch(start_cli, args, env, tmp_path, experiment):
     assert driver.wait(timeout=180) == 130, log.read_text()[-4000:]
     printed = log.read_text()
     assert "interrupted with 0 of its 1 trials finished: nothing summarised" in printed
-    assert "Traceback" not in printed
+    # (lines Ray relays from its actors start with "(Actor pid=...)": Ray's own cleanup may
+    # print one there; the driver prints none)
+    assert not [line for line in printed.splitlines() if line.startswith("Traceback")]
     (parent,), (trial,) = experiment_runs(client, experiment)
     assert parent.info.status == "KILLED" and trial.info.status == "KILLED"
     assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["config.yaml"]
