@@ -32,6 +32,7 @@ COMMANDS = {
     "figures": "the paper's figures for a checkpoint: kernels, top-5, neighbours, confusion",
     "neighbors": "the training images nearest to your images in a model's fc7 space",
     "describe": "print the layer table: output shapes, params, multiply-adds",
+    "config": "print the resolved config (--config, --set), or every field (--fields)",
     "capacity": "CPU cores a GPU node needs so the data feed keeps up",
 }
 

@@ -158,6 +158,7 @@ def test_help_describes_every_command_and_option(capsys):
         "neighbors",
         "study",
         "report",
+        "config",
     ):
         with pytest.raises(SystemExit) as exit_status:
             parse_args([command, "--help"])
@@ -171,6 +172,7 @@ def test_help_describes_every_command_and_option(capsys):
             "neighbors": ("--model", "--count", "--out", "IMAGE"),
             "study": ("--config", "--resume"),
             "report": ("--sweep", "--study"),
+            "config": ("--config", "--fields"),
         }
         for option in expected.get(command, ("--config",)):
             assert option in sub, (command, option)
@@ -207,3 +209,47 @@ def test_a_config_names_its_base_and_holds_only_what_differs(tmp_path):
     (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
     with pytest.raises(ConfigError, match=r"config file .*nowhere.yaml does not exist"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_config_prints_the_resolved_config_and_every_field(capsys):
+    """`config` shows what will run: the file, its base and every --set merged, secrets masked;
+    `config --fields` lists every field of every section's dataclass, each with its allowed
+    values, default and meaning."""
+    import dataclasses
+    import typing
+
+    import yaml
+
+    from orchestrator.config.experiment import ExperimentConfig
+    from orchestrator.run import main
+
+    secret = "http://bob:hunter2@127.0.0.1:5000"
+    sets = ["--set", "optim.lr=.02", "--set", f"tracking.uri={secret}"]
+    assert main(["config", "--config", "configs/sweep.yaml", *sets]) == 0
+    printed = capsys.readouterr().out
+    shown = yaml.safe_load(printed)
+    assert shown["optim"]["lr"] == 0.02  # the override
+    assert shown["tracking"]["experiment"] == "alexnet-sweeps"  # sweep.yaml
+    assert shown["model"]["width"] == 0.25  # its base, demo.yaml
+    assert shown["sweep"]["space"]["optim.lr"] == {"loguniform": [0.002, 0.1]}
+    assert "hunter2" not in printed and shown["tracking"]["uri"] == "http://bob:***@127.0.0.1:5000"
+
+    def leaves(cls, prefix=""):
+        hints = typing.get_type_hints(cls)
+        for item in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[item.name]):
+                yield from leaves(hints[item.name], f"{prefix}{item.name}.")
+            else:
+                yield f"{prefix}{item.name}"
+
+    assert main(["config", "--fields"]) == 0
+    blocks = capsys.readouterr().out.split("\n")
+    keys = [line for line in blocks if line and not line.startswith(" ")]
+    assert keys == list(leaves(ExperimentConfig)) and len(keys) > 90
+    entry = blocks[
+        blocks.index("train.resume_unrecorded") : blocks.index("train.resume_unrecorded") + 4
+    ]
+    assert entry[1:3] == ["  allowed: true/false (on/off)", "  default: false"]
+    assert "no MLflow run of this name records" in entry[3]
+    assert blocks[blocks.index("model.activation") + 1] == "  allowed: 'relu', 'tanh'"
+    assert all(blocks[blocks.index(key) + 3].startswith("  ") for key in keys)  # a meaning each

@@ -57,18 +57,18 @@ def _yaml_load(text: str, source: str):
     return raw
 
 
-def _describe_type(tp) -> str:
+def describe_type(tp) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return ", ".join(repr(a) if isinstance(a, str) else str(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe_type(a) for a in typing.get_args(tp))
+        return " or ".join(describe_type(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
     if tp is bool:
         return "true/false (on/off)"
     if origin is dict:
-        return f"a mapping of names to {_describe_type(typing.get_args(tp)[1])}"
+        return f"a mapping of names to {describe_type(typing.get_args(tp)[1])}"
     if origin is tuple:
         plural = {int: "integers", float: "numbers", str: "strings"}
         return "a list of " + plural.get(typing.get_args(tp)[0], "values")
@@ -126,7 +126,7 @@ def _coerce(tp, value, path: str):
         raise TypeError(f"{path}: unsupported config type {tp!r}")
     if dataclasses.is_dataclass(tp):
         raise ConfigError(f"{path}: got {shown(value)}; allowed: a mapping of {tp.__name__} fields")
-    raise ConfigError(f"{path}: got {shown(value)}; allowed: {_describe_type(tp)}")
+    raise ConfigError(f"{path}: got {shown(value)}; allowed: {describe_type(tp)}")
 
 
 def from_dict(cls, raw: dict[str, Any], path: str = ""):

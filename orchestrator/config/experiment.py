@@ -30,7 +30,7 @@ class ExperimentConfig:
     """Everything one run needs. Defaults are the paper's recipe at full scale."""
 
     name: str | None = None  # run name; None: "<tracking.experiment>-<date>-<time>-<4 hex>"
-    seed: int = 0
+    seed: int = 0  # weights, augmentation and shuffling: the same seed, the same run
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)

@@ -36,9 +36,10 @@ class Ablation:
 class StudyConfig:
     name: str = "study"  # the Tune experiment, the MLflow parent run, the --resume handle
     seeds: int = 2  # every trial repeated with seeds 0 .. seeds-1 (the config's seed + i)
-    max_concurrent_trials: int = 2
+    max_concurrent_trials: int = 2  # trials Ray Tune runs at once
     # what the data is, printed with the table beside its measured facts (classes, images, size)
     dataset_note: str = ""
+    # name -> what it changes against the baseline (overrides) and the paper's number
     ablations: dict[str, Ablation] = field(default_factory=dict)
 
     def __post_init__(self):

@@ -20,7 +20,7 @@ class SweepConfig:
     scheduler: Literal["fifo", "asha"] = "asha"  # asha stops poor trials early
     metric: str = VAL_TOP1_ERROR  # minimised
     num_samples: int = 8  # trials (random, tpe); repeats of the whole grid (grid)
-    max_concurrent_trials: int = 2
+    max_concurrent_trials: int = 2  # trials Ray Tune runs at once
     grace_period: int = 1  # asha: epochs every trial runs before it may be stopped
     reduction_factor: int = 2  # asha: keep the best 1/reduction_factor at each rung
     register_model: str | None = "alexnet"  # the best model's name in the registry; None: off

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DataConfig:
+    # what data.root holds: prepared shards, a raw tree (prepared on first use), or the
+    # generated demo shapes
     source: Literal["prepared", "imagefolder", "imagenet", "synthetic"] = "prepared"
     root: str | None = None  # prepared: `prepare`'s output; imagefolder/imagenet: the raw tree;
     #                          synthetic: where to generate it (default data/synthetic)

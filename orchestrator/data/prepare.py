@@ -47,17 +47,17 @@ from workloads.datasets.statistics import rgb_statistics
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    source: Literal["imagefolder", "imagenet"] = "imagefolder"
+    source: Literal["imagefolder", "imagenet"] = "imagefolder"  # the raw tree's layout
     root: str | None = None  # the raw tree: train/<class>/* and val/ (see workloads/datasets)
     out: str | None = None  # a folder or a pyarrow filesystem URI (s3://..., gs://...)
     image_size: int = 256  # S: short side resized to S, central S x S kept
     encoding: Literal["jpeg", "raw"] = "jpeg"  # raw: uint8 pixels, no decode at training time
-    jpeg_quality: int = 90
+    jpeg_quality: int = 90  # jpeg: the quality images are stored at, 1..100
     shard_mb: float = 128.0  # target shard size; small datasets get smaller shards (>= 4/CPU)
     max_reject_fraction: float = 0.001  # fail when more than this fraction is unreadable
     val_labels: str | None = None  # imagenet: LOC_val_solution.csv or the devkit ground truth
     val_mapping: str | None = None  # imagenet: meta.mat or '<id> <wnid>' lines (devkit labels)
-    cpus_per_task: float = 1.0
+    cpus_per_task: float = 1.0  # CPUs each decode-and-write task holds
     seed: int = 0  # shuffles rows across classes
 
     def __post_init__(self):

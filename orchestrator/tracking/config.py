@@ -16,9 +16,9 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    uri: str | None = (
-        None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working dir
-    )
+    # the MLflow tracking server or store; None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    # in the working dir
+    uri: str | None = None
     experiment: str = "alexnet"  # MLflow experiment name
     optional: bool = False  # true: an unreachable tracking server at start warns, trains untracked
     # Metric values the server did not take (an outage) wait here, replayed when it is back

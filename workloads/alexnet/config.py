@@ -26,12 +26,12 @@ TORCHVISION_CONVS = (
 class ModelConfig:
     """What AlexNet to build. `None` fields take the variant's own default."""
 
-    variant: Literal["paper", "torchvision"] = "paper"
+    variant: Literal["paper", "torchvision"] = "paper"  # the 2012 net, or torchvision's
     num_classes: int | None = None  # None: from the data (1000 when there is no data)
     input_size: int = 224  # side of the square crop the net sees, in pixels
     width: float = 1.0  # multiplies every conv and fc width (0.25 = quarter-width for CPU runs)
     stem_stride: int = 4  # conv1's stride; 1 or 2 keeps enough resolution for small inputs
-    activation: Literal["relu", "tanh"] = "relu"
+    activation: Literal["relu", "tanh"] = "relu"  # tanh: the paper's Figure 1 comparison
     lrn: bool | None = None  # paper: on, torchvision: off
     pool: Literal["overlapping", "plain"] = "overlapping"  # max-pool 3/2 (paper) or 2/2
     dropout: float = 0.5  # on the outputs of fc6 and fc7 (paper); before them (torchvision)
@@ -102,9 +102,9 @@ class OptimizerConfig:
     """
 
     lr: float = 0.01  # at `reference_batch_size`; scaled linearly with the global batch
-    reference_batch_size: int = 128
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    reference_batch_size: int = 128  # the batch `lr` is given for (the paper's)
+    momentum: float = 0.9  # SGD momentum (paper: 0.9)
+    weight_decay: float = 5e-4  # L2 on every weight (paper: 0.0005)
     no_bias_decay: bool = False  # the 2012 code decayed weights only, not biases
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 

@@ -19,6 +19,8 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class ScheduleConfig:
+    # plateau: /drop_factor when validation error stalls (the paper); step: at fixed epochs;
+    # cosine: down to 0 over train.epochs; constant: never
     kind: Literal["constant", "plateau", "step", "cosine"] = "plateau"
     patience: int = 3  # plateau: epochs without a better validation error before a drop
     max_drops: int = 3  # plateau: the paper's three

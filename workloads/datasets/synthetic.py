@@ -25,13 +25,13 @@ SHAPES = ("disc", "square", "triangle", "cross", "ring", "stripes", "checker", "
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    num_classes: int = 10
-    train_per_class: int = 200
-    val_per_class: int = 50
+    num_classes: int = 10  # shapes, each in its own colour family
+    train_per_class: int = 200  # training images per class
+    val_per_class: int = 50  # validation images per class
     min_side: int = 48  # pixels; each image's sides are drawn from [min_side, max_side]
-    max_side: int = 160
-    jpeg_quality: int = 90
-    seed: int = 0
+    max_side: int = 160  # pixels (see min_side)
+    jpeg_quality: int = 90  # of the generated JPEG files, 1..100
+    seed: int = 0  # the same seed, the same images
 
     def __post_init__(self):
         if not 2 <= self.num_classes <= 64:

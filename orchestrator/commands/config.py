@@ -1,0 +1,28 @@
+"""`config`: the config that will run, resolved (`--config` with its `base` files and every
+`--set`), secrets masked; with `--fields`, every field a user may set, with its allowed values,
+default and meaning (config/fields.py)."""
+
+from __future__ import annotations
+
+from orchestrator.commands import add_config, add_overrides, load
+
+
+def add_arguments(parser) -> None:
+    add_config(parser, None)
+    add_overrides(parser)
+    parser.add_argument(
+        "--fields",
+        action="store_true",
+        help="list every config field (key, allowed values, default, meaning) instead",
+    )
+
+
+def run(args) -> None:
+    if args.fields:
+        from orchestrator.config.fields import format_reference, reference
+
+        print(format_reference(reference()), end="")
+        return
+    from orchestrator.common.yaml_config import to_yaml
+
+    print(to_yaml(load(args)), end="")
