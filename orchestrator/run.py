@@ -42,12 +42,17 @@ def command_module(name: str):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["demo", *argv]  # bare `run.py [--set ...]` is the demo
     parser = argparse.ArgumentParser(
-        prog="orchestrator/run.py",
+        prog=Path(sys.argv[0]).name
+        if sys.argv[0].endswith("alexnet-ray")
+        else "orchestrator/run.py",
         description=__doc__.split("\n\n")[0],
         epilog="`orchestrator/run.py <command> --help` describes each command's options.",
+    )
+    parser.add_argument(
+        "--version", action="store_true", help="print the versions (package, commit, engines)"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="command")
     for name, help_text in COMMANDS.items():
@@ -57,9 +62,53 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def versions() -> str:
+    """This package's version and commit, and those of the engines it runs on (read from the
+    installed packages' metadata: nothing heavy is imported)."""
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    parts = [f"{name} {version(name)}" for name in ("ray", "torch", "mlflow")]
+    return f"alexnet-ray {version('alexnet-ray')} ({git_commit()}); {', '.join(parts)}"
+
+
+def git_commit() -> str:
+    """The checkout's commit (with `+dirty` for uncommitted changes), or 'no git checkout'."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").exists():  # installed from a wheel: no checkout here
+        return "no git checkout"
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "no git checkout"
+    return head + ("+dirty" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_ray_console()  # before any command imports Ray
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.version:
+        print(versions())
+        return 0
     try:
         command_module(args.command).run(args)
     except ConfigError as error:

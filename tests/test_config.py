@@ -130,6 +130,7 @@ def test_help_and_config_errors_import_neither_torch_nor_ray():
     command's help and a config error answer without waiting for torch, Ray or MLflow."""
     for args, status in (
         (["--help"], 0),
+        (["--version"], 0),
         (["sweep", "--help"], 0),
         (["sweep", "--set", "sweep.search=grid"], 2),
     ):
