@@ -174,6 +174,8 @@ def test_help_describes_every_command_and_option(capsys):
             "study": ("--config", "--resume"),
             "report": ("--sweep", "--study"),
             "config": ("--config", "--fields"),
+            "train": ("--config", "--dry-run"),
+            "demo": ("--config", "--dry-run"),
         }
         for option in expected.get(command, ("--config",)):
             assert option in sub, (command, option)

@@ -202,3 +202,22 @@ def test_a_second_driver_of_a_live_run_is_refused_and_default_names_differ(
     config = load_config(DEMO_CONFIG)
     names = {default_run_name(config) for _ in range(20)}
     assert len(names) == 20 and all(n.startswith("alexnet-") for n in names)
+
+
+def test_a_dry_run_prints_the_plan_and_does_nothing(ray_cluster, tiny_train_args, tmp_path, capsys):
+    """`train --dry-run`: the workers and what is left for Ray Data, the data with its steps per
+    epoch, where checkpoints go and whether the run is new; nothing tracked, stored or trained."""
+    from orchestrator.run import main
+
+    args = tiny_train_args("name=planned", "train.epochs=3")
+    assert main([*args, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "plan of run 'planned' (--dry-run: nothing is prepared, tracked or trained)" in printed
+    assert "workers: 2 x 0.75 CPU (no GPU), parallel data; Ray Data: up to 0.5 of the" in printed
+    assert "(400 training / 100 validation images of 64 px, 5 classes), decoded by the worker" in (
+        printed
+    )
+    assert "batch 16 per worker (32 global), 12 steps per epoch, 3 epochs" in printed
+    assert f"checkpoints: {tmp_path / 'results' / 'planned'}" in printed
+    assert "MLflow: a new MLflow run, experiment 'alexnet-demo'" in printed
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()

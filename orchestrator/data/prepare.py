@@ -194,10 +194,7 @@ def run_prepare(
     root = Path(config.root or "").expanduser().resolve()
     train, val = splits or list_source(config)
     splits = {"train": train, "val": val}
-    fingerprint = source_fingerprint(root, splits)
-    params = sorted(dataclasses.asdict(config.shard_params()).items())
-    key = hashlib.sha256(f"{FORMAT_VERSION}:{fingerprint}:{params}".encode()).hexdigest()
-    out = Location.of(config.out or f"{default_parent}/{root.name}-{key[:12]}")
+    out, key = planned_output(config, splits, default_parent)
     manifest = _read_manifest(out)
     if manifest is not None and manifest.key == key:
         return _already_complete(out, manifest, splits)  # complete: nothing to lock
@@ -210,6 +207,25 @@ def run_prepare(
             f"prepare.out: another prepare is writing to {out.uri} ({busy}); wait for it to "
             "finish (its output is then complete and reused), or choose another --out"
         ) from None
+
+
+def planned_output(
+    config: PrepareConfig, splits: dict, default_parent: str | None
+) -> tuple[Location, str]:
+    """Where `run_prepare` writes `config.root`'s shards (`config.out`, else
+    `<default_parent>/<root name>-<key>`), and their key: a digest of the source files and the
+    shard parameters."""
+    root = Path(config.root or "").expanduser().resolve()
+    fingerprint = source_fingerprint(root, splits)
+    params = sorted(dataclasses.asdict(config.shard_params()).items())
+    key = hashlib.sha256(f"{FORMAT_VERSION}:{fingerprint}:{params}".encode()).hexdigest()
+    return Location.of(config.out or f"{default_parent}/{root.name}-{key[:12]}"), key
+
+
+def complete_output(out: Location, key: str) -> bool:
+    """Whether `out` holds the complete prepared dataset of `key`."""
+    manifest = _read_manifest(out)
+    return manifest is not None and manifest.key == key
 
 
 LOCK_FILE = ".prepare.lock"

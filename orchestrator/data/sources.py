@@ -10,8 +10,16 @@ from orchestrator.common import ray_cluster
 from orchestrator.common.errors import ConfigError
 from orchestrator.common.redact import redact_text
 from orchestrator.data.config import DataConfig
-from orchestrator.data.prepare import PrepareConfig, PrepareResult, list_source, run_prepare
+from orchestrator.data.prepare import (
+    PrepareConfig,
+    PrepareResult,
+    complete_output,
+    list_source,
+    planned_output,
+    run_prepare,
+)
 from orchestrator.data.prepared import PreparedData, open_prepared
+from workloads.datasets.generated import replaceable
 from workloads.datasets.synthetic import generate
 
 DEFAULT_SYNTHETIC_ROOT = "data/synthetic"
@@ -38,6 +46,33 @@ def raw_source(config: DataConfig, prepare: PrepareConfig) -> PrepareConfig | No
             raise ConfigError(f"data.root: required when data.source is '{config.source}'")
         root, source = Path(config.root).expanduser().resolve(), config.source
     return dataclasses.replace(prepare, source=source, root=str(root), out=config.prepared_root)
+
+
+def find_prepared(config: DataConfig, prepare: PrepareConfig) -> tuple[PreparedData | None, str]:
+    """The prepared data `config` names when it exists already, generating and preparing
+    nothing (a dry run); else None and what a run would do first."""
+    if config.source == "synthetic":
+        root = Path(config.root or DEFAULT_SYNTHETIC_ROOT).resolve()
+        try:
+            missing = replaceable(root, dataclasses.asdict(config.synthetic))
+        except ValueError as error:
+            raise ConfigError(f"data.root (data.source: synthetic): {error}") from None
+        if missing:
+            parent = config.prepared_root or f"{DEFAULT_PREPARED_PARENT}/"
+            return (
+                None,
+                f"the demo's images would be generated in {root}, then prepared in {parent}",
+            )
+        config = dataclasses.replace(config, source="imagefolder", root=str(root))
+    raw = raw_source(config, prepare)
+    if raw is None:
+        return open_prepared(config.root), ""
+    train, val = list_source(raw)
+    out, key = planned_output(raw, {"train": train, "val": val}, DEFAULT_PREPARED_PARENT)
+    if complete_output(out, key):
+        return open_prepared(out.uri), ""
+    images = len(train) + len(val)
+    return None, f"{raw.root}: {images} images would be prepared first, in {redact_text(out.uri)}"
 
 
 def prepare_source(prepare: PrepareConfig, splits) -> PrepareResult:

@@ -8,11 +8,12 @@ minutes of the client's retries). Writes go through tracking/run.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from orchestrator.common.errors import ConfigError, InputError
 from orchestrator.tracking import tags
 from orchestrator.tracking.client import reachable_client
-from orchestrator.tracking.config import TrackingConfig, redacted
+from orchestrator.tracking.config import TrackingConfig, redacted, resolve_tracking_uri
 from orchestrator.tracking.records import RunRecord, Store
 
 
@@ -47,6 +48,21 @@ def checkpoint_of_run(config: TrackingConfig, uri: str) -> str:
     if path is None:
         raise InputError(f"--model: MLflow run {run_id} recorded no checkpoint")
     return path
+
+
+def run_named(config: TrackingConfig, name: str) -> RunRecord | None:
+    """The run `name` in the config's experiment (the one `train` would continue), or None;
+    reads only: a sqlite store that does not exist yet is not created."""
+    uri = resolve_tracking_uri(config)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None
+    client, _ = reachable_client(config, ConfigError, "tracking.uri")
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is None:
+        return None
+    query = f"tags.`{tags.RUN_KEY}` = '{name}'"
+    found = Store(client).search([experiment.experiment_id], query)
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)
