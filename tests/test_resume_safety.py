@@ -43,7 +43,7 @@ def _check_resume(job, run):
     identity.check_resume(job.plan, job.config.name, run)
 
 
-def _store_checkpoint(job, epoch: int, name: str, complete: bool = True):
+def _store_checkpoint(job, epoch: int, name: str, complete: bool = True, report=None):
     folder = Path(job.plan.run_folder) / name
     folder.mkdir(parents=True)
     (folder / "checkpoint.pt").write_bytes(b"x" * 100)
@@ -54,6 +54,8 @@ def _store_checkpoint(job, epoch: int, name: str, complete: bool = True):
         "training_fields": job.plan.training_fields,
         "files": files,
     }
+    if report is not None:
+        meta["report"] = report
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
@@ -221,3 +223,35 @@ def test_a_dry_run_prints_the_plan_and_does_nothing(ray_cluster, tiny_train_args
     assert f"checkpoints: {tmp_path / 'results' / 'planned'}" in printed
     assert "MLflow: a new MLflow run, experiment 'alexnet-demo'" in printed
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
+
+
+def test_epochs_whose_reports_never_reached_mlflow_are_logged_from_their_checkpoints(
+    tmp_path, capsys
+):
+    """Ctrl-C: Ray Train aborts the run, but its workers finish an epoch or two meanwhile and
+    store their checkpoints, whose reports never reach MLflow; the restart then resumed from
+    the newest and left the epochs in between out of the history (epochs [1, 3, 4] of 4). Now a
+    run logs the epochs its checkpoints hold before it goes on, and names those none holds."""
+    from orchestrator.experiments.training_run import log_unreported_epochs
+    from orchestrator.tracking.metrics import EpochMetrics
+
+    def report(epoch):
+        values = dict.fromkeys(("train_loss", "train_top1_error", "val_loss"), 0.5)
+        values.update(val_top1_error=0.1 * epoch, val_top5_error=0.0, lr=0.01, lr_drops=0)
+        values.update(images_per_second=100.0, data_wait_fraction=0.1, epoch_seconds=1.0)
+        return EpochMetrics(epoch=epoch, **values).as_report()
+
+    job = _job(tmp_path)
+    run = _tracked(tmp_path, job)
+    run.log_metrics(EpochMetrics.from_report(report(1)).logged(), step=1)
+    for epoch in (2, 4):  # epoch 3's checkpoint was removed (train.keep_checkpoints)
+        _store_checkpoint(job, epoch, f"checkpoint_{epoch}", report=report(epoch))
+    other = _job(tmp_path, "optim.lr=0.02")  # another training's: never read
+    _store_checkpoint(other, 5, "checkpoint_5", report=report(5))
+    log_unreported_epochs(run, job.plan)
+    history = dict(run.history("val_top1_error"))
+    assert history == pytest.approx({1: 0.1, 2: 0.2, 4: 0.4})
+    assert run.record().last_checkpoint[1] == 4
+    printed = capsys.readouterr().out
+    assert "epoch   2  train loss 0.5000" in printed and "it never reached MLflow" in printed
+    assert "epochs 3 were trained, but neither MLflow nor a kept checkpoint holds" in printed

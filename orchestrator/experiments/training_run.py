@@ -11,16 +11,20 @@ import time
 import ray.train
 
 from orchestrator.analysis.figures import log_for_run
+from orchestrator.common.errors import Interrupted
 from orchestrator.common.locks import sole_driver
 from orchestrator.common.redact import redact_text
 from orchestrator.common.yaml_config import to_yaml
 from orchestrator.config.experiment import ExperimentConfig, training_params
 from orchestrator.data.sources import open_data
+from orchestrator.tracking import tags
 from orchestrator.tracking.callback import epoch_logger
 from orchestrator.tracking.config import redacted, ui_command
-from orchestrator.tracking.metrics import SUMMARY_COLUMNS
+from orchestrator.tracking.metrics import SUMMARY_COLUMNS, EpochMetrics
 from orchestrator.tracking.run import TrackedRun, ended_status
 from orchestrator.training import identity
+from orchestrator.training.checkpoints import stored_checkpoints
+from orchestrator.training.config import WorkerPlan
 from orchestrator.training.launch import TrainingJob, fit, plan_training
 
 
@@ -41,6 +45,7 @@ def train(config: ExperimentConfig) -> TrackedRun:
         run = TrackedRun(config.tracking, run_name, resume=config.name is not None)
         identity.check_resume(job.plan, run_name, run)
         start(run, job, "train")
+        log_unreported_epochs(run, job.plan)
         print(
             f"MLflow run {run.run_id} ('{run_name}'{', resumed' if run.resumed else ''}) in "
             f"{redacted(run.tracking_uri)}",
@@ -65,8 +70,37 @@ def start(run: TrackedRun, job: TrainingJob, kind: str, extra_tags: dict | None 
         **job.data.params(),
         "train.use_gpu_resolved": job.use_gpu,
     }
-    tags = {**job.identity_tags, **(extra_tags or {})}
-    run.log_start(kind, params, to_yaml(job.config), tags)
+    run_tags = {**job.identity_tags, **(extra_tags or {})}
+    run.log_start(kind, params, to_yaml(job.config), run_tags)
+
+
+def log_unreported_epochs(run: TrackedRun, plan: WorkerPlan) -> None:
+    """Epochs whose checkpoints reached storage but whose reports never reached MLflow (Ctrl-C:
+    Ray Train's workers finish an epoch or two while the run aborts), logged from the reports
+    their checkpoints keep before training goes on, so the history has no gap; epochs that left
+    no checkpoint are named."""
+    if not run.tracked:
+        return
+    last = max(run.store.logged_epochs(run.run_id), default=0)
+    newer = [
+        stored
+        for stored in stored_checkpoints(plan.run_folder)
+        if stored.epoch > last and stored.training_digest in ("", plan.training_digest)
+    ]
+    for stored in newer:
+        if stored.report:
+            record = EpochMetrics.from_report(stored.report)
+            run.log_metrics(record.logged(), step=stored.epoch)
+            run.set_tags(tags.last_checkpoint(stored.uri, stored.epoch))
+            print(f"{record.line()}  (from its checkpoint: it never reached MLflow)", flush=True)
+    kept = {stored.epoch for stored in newer if stored.report}
+    lost = [epoch for epoch in range(last + 1, max(kept, default=0)) if epoch not in kept]
+    if lost:
+        print(
+            f"epochs {', '.join(map(str, lost))} were trained, but neither MLflow nor a kept "
+            "checkpoint holds their values (train.keep_checkpoints)",
+            flush=True,
+        )
 
 
 def run_training(
@@ -94,6 +128,13 @@ def run_training(
             storage_path=storage_path,
             data_cpus=job.config.data.max_cpus,
         )
+    except SystemExit:  # Ray Train's own Ctrl-C handler aborts the run, then exits
+        if close_on_error:
+            run.finish("KILLED")
+        raise Interrupted(
+            f"run '{job.config.name}' interrupted: its MLflow run is KILLED, its checkpoints "
+            f"kept; the same command with --set name={job.config.name} goes on from the newest"
+        ) from None
     except BaseException as error:
         if close_on_error:
             run.finish(ended_status(error))

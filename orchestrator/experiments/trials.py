@@ -16,7 +16,7 @@ from orchestrator.common.ray_cluster import quiet_progress_bars
 from orchestrator.common.redact import redact_text
 from orchestrator.config.experiment import load_config_text
 from orchestrator.data.prepared import open_prepared
-from orchestrator.experiments.training_run import run_training, start
+from orchestrator.experiments.training_run import log_unreported_epochs, run_training, start
 from orchestrator.tracking import tags
 from orchestrator.tracking.metrics import EPOCH
 from orchestrator.tracking.run import TrackedRun
@@ -59,6 +59,7 @@ def run_trial(
     identity.check_resume(job.plan, run_name, run)
     trial_tags = {tags.TRIAL_ID: trial_id, tags.SWEEP: config.sweep.name, **(extra_tags or {})}
     start(run, job, "trial", trial_tags)
+    log_unreported_epochs(run, job.plan)
     # No figures here: Tune ends a trial at its last report; the sweep draws its best trial's
     run_training(
         job,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -55,21 +55,23 @@ def save_checkpoint(
             "data": dict(plan.data),  # the prepared data: {"uri", "key"}
         }
         torch.save(checkpoint, folder / CHECKPOINT_FILE)
-        _write_meta(folder, epoch, plan.training_digest, plan.training_fields)
+        _write_meta(folder, epoch, plan.training_digest, plan.training_fields, metrics)
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
     torch.save(rng, folder / f"rng-rank{rank}.pt")
 
 
-def _write_meta(folder: Path, epoch: int, training_digest: str, fields: dict) -> None:
-    """Rank 0, after writing its files: their sizes, which make the upload count as complete."""
+def _write_meta(folder: Path, epoch: int, training_digest: str, fields: dict, report: dict) -> None:
+    """Rank 0, after writing its files: their sizes, which make the upload count as complete;
+    and the epoch's report, which a restart logs if it never reached MLflow."""
     sizes = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
     meta = {
         "epoch": epoch,
         "training_digest": training_digest,
         "training_fields": fields,
         "files": sizes,
+        "report": json.loads(json.dumps(report, default=float)),  # (numpy numbers as floats)
     }
     (folder / META_FILE).write_text(json.dumps(meta, sort_keys=True))
 
@@ -96,6 +98,7 @@ class StoredCheckpoint:
     epoch: int
     training_digest: str
     training_fields: dict
+    report: dict = field(default_factory=dict)  # the epoch's metrics ({}: written before kept)
 
     @property
     def uri(self) -> str:
@@ -124,6 +127,7 @@ def stored_checkpoints(run_folder: str) -> list[StoredCheckpoint]:
                 int(meta["epoch"]),
                 meta.get("training_digest", ""),
                 meta.get("training_fields", {}),
+                meta.get("report", {}),
             )
         )
     return sorted(found, key=lambda checkpoint: checkpoint.epoch)
