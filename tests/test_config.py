@@ -171,7 +171,7 @@ def test_help_describes_every_command_and_option(capsys):
             "prepare": ("--source", "--root", "--out"),
             "figures": ("--model", "--out"),
             "neighbors": ("--model", "--count", "--out", "IMAGE"),
-            "study": ("--config", "--resume"),
+            "study": ("--config", "--resume", "--dry-run"),
             "report": ("--sweep", "--study"),
             "config": ("--config", "--fields"),
             "train": ("--config", "--dry-run"),

@@ -170,3 +170,32 @@ def test_a_trial_is_called_early_stopped_only_under_a_scheduler_that_stops_trial
     for stops_early, tagged in ((False, "false"), (True, "true")):
         close_trial_run(parent, trial.run_id, 4, failed=False, stops_early=stops_early)
         assert trial.record().tags["early_stopped"] == tagged
+
+
+def test_a_dry_run_of_a_sweep_and_of_a_study_prints_their_plans_and_does_nothing(
+    ray_cluster, tiny_prepared, tmp_path, capsys
+):
+    """`sweep --dry-run` and `study --dry-run`: their trials and each one's share of the
+    cluster, the data, where Tune's state goes and whether it is new; nothing tracked, stored,
+    prepared or trained."""
+    from orchestrator.run import main
+
+    sweep = experiment_args("sweep", "configs/sweep.yaml", tiny_prepared, tmp_path)
+    assert main([*sweep, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "plan of sweep 'lr-wd-dropout' (--dry-run: nothing is prepared, tracked or" in printed
+    assert (
+        "trials: 8 (random search, asha scheduler), 2 at a time; each 1 x 0.7 CPU and up to "
+        in (printed)
+    )
+    assert "(400 training / 100 validation images of 64 px, 5 classes)" in printed
+    assert "batch 32 per worker (32 global), 12 steps per epoch, 4 epochs" in printed
+    assert f"{tmp_path / 'results' / 'sweeps' / 'lr-wd-dropout'}: a new Tune experiment" in printed
+    assert "MLflow: a new parent run, experiment 'alexnet-sweeps'" in printed
+
+    study = experiment_args("study", "configs/paper-ablations.yaml", tiny_prepared, tmp_path)
+    assert main([*study, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "trials: 14 (7 groups x 2 seeds), 2 at a time" in printed
+    assert "sweeps/paper-ablations: a new Tune experiment" in printed
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()

@@ -30,6 +30,11 @@ def add_resumable(parser: argparse.ArgumentParser, default: Path, kind: str) -> 
         help=f"continue the interrupted {kind} of this {kind}.name: finished trials are not run "
         "again, unfinished ones go on from their checkpoints, each keeps its one MLflow run",
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=f"print the {kind}'s plan (trials, their CPUs, data, state, MLflow) and stop",
+    )
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,19 @@ def add_arguments(parser) -> None:
 
 def run(args) -> None:
     config = load(args)  # a bad config fails here, before Ray is imported
+    if args.dry_run:
+        from orchestrator.experiments.plan import experiment_plan
+        from orchestrator.experiments.search import trial_count
+        from orchestrator.experiments.sweep import check
+
+        spec = config.sweep
+        check(config)
+        trials = f"{trial_count(spec)} ({spec.search} search, {spec.scheduler} scheduler)"
+        lines = experiment_plan(
+            config, "sweep", spec.name, trials, spec.max_concurrent_trials, args.resume
+        )
+        print("\n".join(lines))
+        return
     from orchestrator.experiments.sweep import sweep
 
     sweep(config, resume=args.resume)

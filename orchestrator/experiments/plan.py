@@ -1,8 +1,9 @@
-"""`train --dry-run`: what a training run would do, printed, without doing it: the workers and
-their CPUs or GPUs, what is left for Ray Data, where the data is (or what would prepare it),
-where JPEGs are decoded, steps per epoch, where checkpoints go, and whether the run is new or
-continues one (and from which checkpoint). Nothing is generated, prepared, tracked or trained;
-Ray is joined (or started) to read the cluster's size."""
+"""`--dry-run`: what `train` (or a `sweep`, a `study`) would do, printed, without doing it: the
+workers and their CPUs or GPUs, what is left for Ray Data, where the data is (or what would
+prepare it), where JPEGs are decoded, steps per epoch, where checkpoints (or Tune's state) go,
+and whether the run is new or continues one (from which checkpoint); for a sweep or study, its
+trials. Nothing is generated, prepared, tracked or trained; Ray is joined (or started) to read
+the cluster's size."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from orchestrator.config.experiment import ExperimentConfig
 from orchestrator.data.feed import decode_place
 from orchestrator.data.prepared import PreparedData
 from orchestrator.data.sources import find_prepared
+from orchestrator.experiments import tuning
 from orchestrator.experiments.training_run import default_run_name
 from orchestrator.tracking.config import redacted, resolve_tracking_uri
 from orchestrator.tracking.reads import run_named
@@ -74,3 +76,34 @@ def _run_lines(config: ExperimentConfig, name: str) -> list[str]:
         if existing is None and not config.train.resume_unrecorded:
             resumes += " - refused: no MLflow run records it (train.resume_unrecorded)"
     return [f"checkpoints: {redact_text(folder)}", f"MLflow: {resumes}, {where}"]
+
+
+def experiment_plan(
+    config: ExperimentConfig, kind: str, name: str, trials: str, concurrent: int, resume: bool
+) -> list[str]:
+    """The lines `sweep --dry-run` and `study --dry-run` print. `trials`: how many, and what."""
+    data, first = find_prepared(config.data, config.prepare)
+    ray_cluster.ensure_ray()
+    train = config.train
+    shared = tuning.share_cpus(config, kind, concurrent)  # trials that cannot fit: refused
+    cpus = ray.cluster_resources().get("CPU", 0)
+    lines = [
+        f"plan of {kind} '{name}' (--dry-run: nothing is prepared, tracked or trained)",
+        f"trials: {trials}, {concurrent} at a time; each {train.num_workers} x "
+        f"{train.cpus_per_worker:g} CPU and up to {shared.data.max_cpus:g} CPUs for Ray Data, "
+        f"of the cluster's {cpus:g}",
+    ]
+    lines += _data_lines(config, data, first, resolve_use_gpu(train))
+    folder = tuning.folders(config, name).experiment
+    ran = tuning.can_restore(folder)
+    if ran:
+        state = "resumed (--resume)" if resume else "refused: it ran already; pass --resume"
+    else:
+        state = "a new Tune experiment"
+    parent = run_named(config.tracking, f"{kind}-{name}")
+    uri = redacted(resolve_tracking_uri(config.tracking))
+    recorded = f"continues MLflow run {parent.run_id} ({parent.status})" if parent else "a new"
+    return lines + [
+        f"Tune state and trials' checkpoints: {redact_text(folder)}: {state}",
+        f"MLflow: {recorded} parent run, experiment '{config.tracking.experiment}' in {uri}",
+    ]

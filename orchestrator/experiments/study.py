@@ -57,7 +57,7 @@ def run_study_trial(params: dict, groups: dict, seed: int, study: str, **trial):
     run_trial(overrides, extra_tags=study_tags, **trial)
 
 
-def _groups(config: ExperimentConfig) -> dict[str, dict]:
+def groups_of(config: ExperimentConfig) -> dict[str, dict]:
     """Trained group -> its config overrides (the baseline: none)."""
     study = config.study
     return {
@@ -68,8 +68,8 @@ def _groups(config: ExperimentConfig) -> dict[str, dict]:
 
 def study(config: ExperimentConfig, resume: bool) -> list[dict]:
     """Run (or with `resume`, continue) the study `config.study` describes; returns its table."""
-    spec, groups = config.study, _groups(config)
-    _check(config, groups)
+    spec, groups = config.study, groups_of(config)
+    check(config, groups)
     # the trials' run names and their `sweep` tag carry the study's name
     config = dataclasses.replace(config, sweep=SweepConfig(name=spec.name, scheduler="fifo"))
     with tuning.sole_driver(config, spec.name, "study"):
@@ -108,7 +108,7 @@ def _study(config: ExperimentConfig, groups: dict[str, dict], resume: bool) -> l
     return rows
 
 
-def _check(config: ExperimentConfig, groups: dict[str, dict]) -> None:
+def check(config: ExperimentConfig, groups: dict[str, dict]) -> None:
     """Every group's overrides make a valid config, and a ten-crop ablation has its numbers:
     before Ray starts."""
     if not config.study.ablations:

@@ -60,12 +60,16 @@ def sweep(config: ExperimentConfig, resume: bool) -> None:
     """Run (or with `resume`, continue) the sweep `config.sweep` describes, then summarize it
     on its MLflow parent run."""
     spec = config.sweep
-    if not spec.space:
-        raise ConfigError("sweep.space: empty; name at least one config field to sweep")
-    # bad keys fail before Ray
-    load_config_text(to_yaml(config, redact_secrets=False), sample_overrides(spec.space))
+    check(config)
     with tuning.sole_driver(config, spec.name, "sweep"):
         _sweep(config, resume)
+
+
+def check(config: ExperimentConfig) -> None:
+    """The space names fields that exist, with values they take: before Ray starts."""
+    if not config.sweep.space:
+        raise ConfigError("sweep.space: empty; name at least one config field to sweep")
+    load_config_text(to_yaml(config, redact_secrets=False), sample_overrides(config.sweep.space))
 
 
 def _sweep(config: ExperimentConfig, resume: bool) -> None:

@@ -80,7 +80,7 @@ def open_parent(
             f"trials run {saved}, a {kind}'s run {trainable.__name__}); choose another "
             f"{kind}.name"
         )
-    if not resume and _can_restore(path):
+    if not resume and can_restore(path):
         raise ConfigError(
             f"{kind}.name: '{name}' already ran in {redact_text(path)}; pass --resume to "
             f"continue it, or choose another {kind}.name"
@@ -94,7 +94,7 @@ def open_parent(
             "--resume through their MLflow runs); start the tracking server first"
         )
     trials_before = parent.children() if parent.resumed else []
-    if trials_before and not _can_restore(path):
+    if trials_before and not can_restore(path):
         parent.abandon()
         raise ConfigError(
             f"train.storage_path: --resume found no Tune state of {kind} '{name}' in "
@@ -143,7 +143,7 @@ def open_data_for_trials(
     """(config with each trial's CPU share for Ray Data, the prepared data). `concurrent`:
     the `<kind>.max_concurrent_trials`."""
     data = open_data(config.data, config.prepare)
-    return _share_cpus(config, kind, concurrent), data
+    return share_cpus(config, kind, concurrent), data
 
 
 def fit(parent: TrackedRun, tuner: tune.Tuner, kind: str, name: str, expected: int):
@@ -203,7 +203,7 @@ def make_tuner(
     (finished trials are not run again; unfinished and failed ones run again, and their own
     training goes on from its last checkpoint), else new."""
     trainable = tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPUS})
-    if resume and _can_restore(where.experiment):
+    if resume and can_restore(where.experiment):
         print(f"resuming {kind} '{where.name}' from {redact_text(where.experiment)}", flush=True)
         for old, module in MOVED_MODULES.items():
             sys.modules.setdefault(old, module)
@@ -241,12 +241,12 @@ def saved_trainable(path: str) -> str | None:
         return None
 
 
-def _can_restore(path: str) -> bool:
+def can_restore(path: str) -> bool:
     in_storage, filesystem = for_ray(path)
     return tune.Tuner.can_restore(in_storage, storage_filesystem=filesystem)
 
 
-def _share_cpus(config: ExperimentConfig, kind: str, concurrent: int) -> ExperimentConfig:
+def share_cpus(config: ExperimentConfig, kind: str, concurrent: int) -> ExperimentConfig:
     """Give each of the concurrent trials its share of the cluster's CPUs for Ray Data.
 
     Left alone, the first trial's data streams take every CPU its trainer leaves free, and the
