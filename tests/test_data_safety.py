@@ -154,7 +154,7 @@ except locks.LockLost as error:
 """
 
 
-def test_a_bucket_lock_holder_that_stalls_loses_it_and_stops(s3_server, monkeypatch):
+def test_a_bucket_lock_holder_that_stalls_loses_it_and_stops(s3_server, monkeypatch, tmp_path):
     """A holder whose heartbeats stop for longer than the stale limit (here: a paused process,
     as a long GC pause or a network blip would leave it) once went on believing it held the
     lock, overwrote its new holder's lock and deleted it on exit, letting a third writer in.
@@ -215,6 +215,12 @@ def test_a_bucket_lock_holder_that_stalls_loses_it_and_stops(s3_server, monkeypa
     for thread in starters:
         thread.join()
     assert sorted(outcomes) == ["busy", "busy", "busy", "held"]
+
+    # A local (fcntl) lock is the kernel's until its holder exits: never lost by time (a
+    # prepare of hours checks its lease before it commits)
+    with locks.exclusive(Location.of(str(tmp_path)), "local.lock", "long") as lease:
+        time.sleep(stale + 0.2)
+        lease.check()
 
 
 def test_s3_endpoint_from_the_standard_aws_variables(monkeypatch):

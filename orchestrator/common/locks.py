@@ -52,12 +52,15 @@ class LockLost(InputError):
 class Lease:
     """What a holder knows of its lock: `check()` before any step that needs it."""
 
-    def __init__(self, where: str):
+    def __init__(self, where: str, renewed: bool = True):
         self.where, self.lost, self.confirmed = where, "", time.monotonic()
+        self.renewed = renewed  # a heartbeat keeps it (object stores); False: the kernel does
 
     @property
     def held(self) -> bool:
-        return not self.lost and time.monotonic() - self.confirmed < LOCK_STALE_S - LOCK_HEARTBEAT_S
+        if self.lost or not self.renewed:
+            return not self.lost
+        return time.monotonic() - self.confirmed < LOCK_STALE_S - LOCK_HEARTBEAT_S
 
     def check(self) -> None:
         if not self.held:
@@ -77,7 +80,7 @@ def exclusive(location: Location, name: str, what: str):
     owner = {"host": socket.gethostname(), "pid": os.getpid(), "what": what, **_process_id()}
     if isinstance(location.fs, pafs.LocalFileSystem):
         with _local_lock(location.join(name), owner):
-            yield Lease(location.uri_of(name))
+            yield Lease(location.uri_of(name), renewed=False)  # held until the process ends
         return
     with _object_lock(_store_for(location, name), owner) as lease:
         yield lease

@@ -20,7 +20,12 @@ from orchestrator.experiments.training_run import default_run_name
 from orchestrator.tracking.config import redacted, resolve_tracking_uri
 from orchestrator.tracking.reads import run_named
 from orchestrator.training.checkpoints import newest_checkpoint
-from orchestrator.training.launch import check_capacity, resolve_use_gpu, run_folder
+from orchestrator.training.launch import (
+    check_capacity,
+    resolve_use_gpu,
+    run_folder,
+    steps_per_epoch,
+)
 
 
 def training_plan(config: ExperimentConfig) -> list[str]:
@@ -52,7 +57,7 @@ def _data_lines(
     batch = f"batch {train.batch_size_per_worker} per worker ({train.global_batch_size} global)"
     if data is None:
         return [f"data: {first}", f"{batch}, {train.epochs} epochs"]
-    steps = max(1, data.count("train") // train.num_workers // train.batch_size_per_worker)
+    steps = steps_per_epoch(train, data.count("train"))
     return [
         f"data: {redact_text(data.uri)} ({data.count('train')} training / {data.count('val')} "
         f"validation images of {data.image_size} px, {len(data.classes)} classes), decoded by "

@@ -60,8 +60,7 @@ def run_named(config: TrackingConfig, name: str) -> RunRecord | None:
     experiment = client.get_experiment_by_name(config.experiment)
     if experiment is None:
         return None
-    query = f"tags.`{tags.RUN_KEY}` = '{name}'"
-    found = Store(client).search([experiment.experiment_id], query)
+    found = Store(client).named(experiment.experiment_id, name)
     return found[0] if found else None
 
 

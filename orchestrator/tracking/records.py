@@ -96,6 +96,10 @@ class Store:
         """The last epoch the run logged (0: none): how far its training got."""
         return max(self.logged_epochs(run_id), default=0)
 
+    def named(self, experiment_id: str, name: str) -> list[RunRecord]:
+        """The runs of the experiment that carry the run name `name` (their run-key tag)."""
+        return self.search([experiment_id], f"tags.`{tags.RUN_KEY}` = '{name}'")
+
     def search(self, experiment_ids: list[str], filter_string: str) -> list[RunRecord]:
         found = self._client.search_runs(experiment_ids, filter_string=filter_string)
         return [RunRecord.of(run) for run in found]

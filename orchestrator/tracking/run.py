@@ -118,7 +118,7 @@ class TrackedRun:
                 tags={tags.EXPERIMENT_KIND: tags.MODEL_TRAINING},
             )
         if resume or refuse_existing:
-            found = self.store.search([self.experiment_id], f"tags.`{tags.RUN_KEY}` = '{run_name}'")
+            found = self.store.named(self.experiment_id, run_name)
             if found and refuse_existing:
                 raise ConfigError(
                     f"MLflow experiment '{config.experiment}' already holds a run named "

@@ -65,14 +65,13 @@ def plan_training(config: TrainingSections, data: PreparedData, run_name: str) -
     fields = identity.training_fields(config, data.key)
     use_gpu = resolve_use_gpu(config.train)
     check_capacity(config.train, use_gpu, config.data.decode_cpus)
-    images_per_worker = data.count("train") // config.train.num_workers  # an equal split
     place = decode_place(config.data, data.encoding, use_gpu)
     plan = WorkerPlan(
         model=config.model,
         optim=config.optim,
         train=config.train,
         transform=batch_transform(config.data, data, config.model.input_size, config.seed),
-        steps_per_epoch=max(1, images_per_worker // config.train.batch_size_per_worker),
+        steps_per_epoch=steps_per_epoch(config.train, data.count("train")),
         prefetch_batches=config.data.prefetch_batches,
         shuffle_rows=config.data.shuffle_rows,
         pin_memory=use_gpu,
@@ -102,6 +101,11 @@ def with_storage(job: TrainingJob, storage_path: str) -> TrainingJob:
     """The job with its Ray Train run folder under `storage_path` (a sweep's trials folder)."""
     folder = run_folder(job.config.train, job.config.name, storage_path)
     return dataclasses.replace(job, plan=dataclasses.replace(job.plan, run_folder=folder))
+
+
+def steps_per_epoch(config: TrainConfig, train_images: int) -> int:
+    """Steps each worker takes per epoch: its equal share of the images, in whole batches."""
+    return max(1, train_images // config.num_workers // config.batch_size_per_worker)
 
 
 def resolve_use_gpu(config: TrainConfig) -> bool:
