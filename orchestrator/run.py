@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # run as a script (also as a `ray job submit` ent
 from orchestrator.common.console import quiet_ray_console  # noqa: E402
 from orchestrator.common.errors import MAX_MESSAGE_CHARS, ConfigError  # noqa: E402
 from orchestrator.common.redact import redact_text  # noqa: E402
+from orchestrator.common.source import git_state  # noqa: E402
 
 # name: (its module in orchestrator/commands/, help). Each module declares its arguments and runs.
 COMMANDS = {
@@ -34,6 +35,7 @@ COMMANDS = {
     "describe": "print the layer table: output shapes, params, multiply-adds",
     "config": "print the resolved config (--config, --set), or every field (--fields)",
     "capacity": "CPU cores a GPU node needs so the data feed keeps up",
+    "submit": "run a command as a Ray job on a cluster, from this checkout, with its commit",
 }
 
 
@@ -79,28 +81,8 @@ def versions() -> str:
 
 def git_commit() -> str:
     """The checkout's commit (with `+dirty` for uncommitted changes), or 'no git checkout'."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "pyproject.toml").exists():  # installed from a wheel: no checkout here
-        return "no git checkout"
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "no git checkout"
-    return head + ("+dirty" if dirty else "")
+    commit, _, dirty = git_state(Path(__file__).resolve().parent.parent)
+    return f"{commit[:12]}{'+dirty' if dirty else ''}" if commit else "no git checkout"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(versions())
         return 0
     try:
-        command_module(args.command).run(args)
+        status = command_module(args.command).run(args)  # None, or an exit status
     except ConfigError as error:
         print(f"{error.prefix}: {one_line(str(error))}", file=sys.stderr)
         return 2
@@ -124,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # a bug, or a failure nobody foresaw: the traceback, with secrets masked
         print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
         return 1
-    return 0
+    return status or 0
 
 
 def one_line(message: str) -> str:

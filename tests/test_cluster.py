@@ -23,7 +23,7 @@ import yaml
 from conftest import S3_BUCKET, free_port
 from mlflow.tracking import MlflowClient
 
-from orchestrator.common.paths import REPO_ROOT
+from orchestrator.common.paths import CONFIGS, REPO_ROOT
 
 pytestmark = pytest.mark.ray
 # Credentials that must never be printed or stored: in the tracking URI the jobs get (the head's
@@ -106,11 +106,21 @@ def ray_command(head: dict, *args: str, timeout: float = 600) -> subprocess.Comp
 
 
 def submit(head: dict, *run_args: str, options=(), timeout=600) -> subprocess.CompletedProcess:
-    """`ray job submit ... -- python orchestrator/run.py ARGS`, as cluster/README.md says."""
+    """`alexnet-ray submit ... -- ARGS`: the job, from this checkout, carrying its commit."""
+    command = [str(Path(sys.executable).parent / "alexnet-ray"), "submit"]
+    command += ["--address", head["jobs"], *options, "--", *run_args]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env["RAY_AUTH_MODE"] = "token"
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def ray_job_submit(head: dict, *run_args: str, timeout=600) -> subprocess.CompletedProcess:
+    """`ray job submit ... -- python orchestrator/run.py ARGS`, Ray's own way."""
     return ray_command(
         head,
         "submit",
-        *options,
         "--working-dir",
         ".",
         "--runtime-env",
@@ -198,7 +208,7 @@ def test_killed_sweep_job_resumes_on_postgres_and_s3_and_registers_its_best_mode
     # The password goes in a config file, not on the command line: Ray writes a job's command
     # line at the top of its log, as typed
     config = {
-        "base": str(REPO_ROOT / "configs" / "sweep.yaml"),  # all but the password
+        "base": str(CONFIGS / "sweep.yaml"),  # all but the password
         "tracking": {"uri": local_head["mlflow_with_password"]},
     }
     secret_config = tmp_path / "sweep-with-password.yaml"
@@ -220,6 +230,7 @@ def test_killed_sweep_job_resumes_on_postgres_and_s3_and_registers_its_best_mode
             "tracking.system_metrics_interval_s=1",
         ),
     ]
+    args += ["--note", "the cluster test"]
     first = submit(local_head, *args, options=["--no-wait", "--submission-id", "pytest-sweep-1"])
     assert first.returncode == 0, first.stdout + first.stderr
     parent, children, before = _kill_driver_after_a_trial_finished(local_head)
@@ -240,6 +251,14 @@ def test_killed_sweep_job_resumes_on_postgres_and_s3_and_registers_its_best_mode
     assert [p.info.run_id for p in parents] == [parent.info.run_id]  # the same parent, resumed
     tags = parents[0].data.tags
     assert parents[0].info.status == "FINISHED"
+    # Every run names the commit the jobs were submitted from, though their upload has no .git
+    head_commit = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    for run in [*parents, *children]:
+        assert run.data.tags["mlflow.source.git.commit"] == head_commit, run.data.tags
+        assert run.data.tags["mlflow.source.type"] == "JOB"
+        assert run.data.tags["mlflow.note.content"] == "the cluster test"
     assert tags["scheduler"] == "asha" and tags["search_algorithm"] == "random"
     assert "optim.lr" in tags["search_space"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"trials.csv", "plots"}
@@ -256,7 +275,7 @@ def test_killed_sweep_job_resumes_on_postgres_and_s3_and_registers_its_best_mode
         run_id = child.info.run_id
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id  # nested
         assert child.info.status == "FINISHED", (child.data.tags, output[-6000:])
-        assert child.data.tags["git_sha"] and child.data.tags["cluster_cpus"] == "2"
+        assert child.data.tags["cluster_cpus"] == "2"
         assert child.data.tags["last_checkpoint"].startswith(f"{storage}/sweeps/pytest-sweep/")
         lrs.add(child.data.params["optim.lr"])
         steps = [step for step, _ in after[run_id]]
@@ -304,7 +323,7 @@ def test_killed_sweep_job_resumes_on_postgres_and_s3_and_registers_its_best_mode
     assert not (local_head["state"] / "mlartifacts").exists()  # nothing beside the bucket
 
     # `report` as a job, given no tracking URI: the head's server is every job's default
-    report = submit(local_head, "report", "--sweep", "pytest-sweep", timeout=180)
+    report = ray_job_submit(local_head, "report", "--sweep", "pytest-sweep", timeout=180)
     output = report.stdout + report.stderr
     assert report.returncode == 0 and "succeeded" in output, output[-3000:]
     printed.append(output)

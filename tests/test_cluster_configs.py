@@ -17,7 +17,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from orchestrator.common.paths import REPO_ROOT
+from orchestrator.common.paths import REPO_ROOT, config_path
 from orchestrator.config.experiment import load_config
 from orchestrator.run import COMMANDS
 
@@ -46,7 +46,7 @@ def check_run_command(command: str) -> None:
     config, overrides, i = None, [], 1
     while i < len(words):
         if words[i] == "--config":
-            config = REPO_ROOT / words[i + 1]
+            config = config_path(words[i + 1])  # as run.py resolves it (shipped by name)
             assert config.is_file(), f"{command!r}: no config {config}"
             i += 2
         elif words[i] == "--set":

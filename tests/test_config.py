@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from orchestrator.common.errors import ConfigError
-from orchestrator.common.paths import DEMO_CONFIG, REPO_ROOT
+from orchestrator.common.paths import CONFIGS, DEMO_CONFIG, REPO_ROOT
 from orchestrator.common.yaml_config import flatten
 from orchestrator.config.experiment import load_config
 
@@ -20,7 +20,7 @@ def test_builtin_defaults_are_the_paper_recipe():
 
 
 def test_every_yaml_in_configs_loads():
-    paths = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+    paths = sorted(CONFIGS.glob("*.yaml"))
     assert DEMO_CONFIG in paths
     for path in paths:
         load_config(path)
@@ -202,7 +202,7 @@ def test_a_config_names_its_base_and_holds_only_what_differs(tmp_path):
     assert config.train.num_workers == demo.train.num_workers
     assert load_config(derived, ["train.epochs=2"]).train.epochs == 2  # --set still wins
 
-    sweep = yaml.safe_load((REPO_ROOT / "configs" / "sweep.yaml").read_text())
+    sweep = yaml.safe_load((CONFIGS / "sweep.yaml").read_text())
     assert sweep["base"] == "demo.yaml" and not {"model", "prepare", "optim"} & set(sweep)
 
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")

@@ -13,11 +13,12 @@ import json
 import os
 import re
 import signal
+import subprocess
 
 import numpy as np
 import pytest
 import yaml
-from conftest import S3_BUCKET, load_into_plain_alexnet, wait_for
+from conftest import REPO_ROOT, S3_BUCKET, load_into_plain_alexnet, wait_for
 from mlflow.tracking import MlflowClient
 
 from orchestrator.analysis.figures import FILES as FIGURE_FILES
@@ -146,8 +147,12 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     assert params["data.image_size"] == "64" and params["data.rejects"] == "0"
     assert params["optim.lr"] == "0.02" and params["train.num_workers"] == "2"
     assert params["train.parallel"] == "hybrid"
-    for tag in ("git_sha", "ray_version", "torch_version", "mlflow_version", "cluster_cpus"):
+    for tag in ("mlflow.user", "ray_version", "torch_version", "mlflow_version", "cluster_cpus"):
         assert run.data.tags[tag]
+    head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True)
+    assert run.data.tags["mlflow.source.git.commit"] == head.stdout.decode().strip()
+    assert run.data.tags["mlflow.source.type"] == "LOCAL"
+    assert run.data.tags["mlflow.source.name"].endswith("orchestrator/run.py")
     # The data it read, as MLflow's Dataset column shows it: the prepared folder, once though
     # the run started three times, with the digest `prepare` wrote in its manifest
     digest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())["digest"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from orchestrator.common.errors import InputError
-from orchestrator.common.paths import REPO_ROOT
+from orchestrator.common.paths import CONFIGS
 from orchestrator.common.yaml_config import to_yaml
 from orchestrator.config.experiment import load_config
 from orchestrator.data.prepared import open_prepared
@@ -47,7 +47,7 @@ def test_kernel_grid_holds_every_conv1_kernel_tower_by_tower(variant, towers, ke
 def _checkpoint(tiny_prepared, path, seed=3):
     """A checkpoint file as `train` writes one, of an untrained demo model on tiny_prepared."""
     config = load_config(
-        REPO_ROOT / "configs" / "demo.yaml", ["data.source=prepared", f"data.root={tiny_prepared}"]
+        CONFIGS / "demo.yaml", ["data.source=prepared", f"data.root={tiny_prepared}"]
     )
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=5))
     torch.manual_seed(seed)
@@ -132,7 +132,7 @@ def test_a_checkpoint_is_scored_on_the_prepared_data_it_names_and_nothing_is_pre
     monkeypatch.chdir(tmp_path)  # where the old path generated the demo's data
     path = _checkpoint(tiny_prepared, tmp_path / "checkpoint.pt")
     state = torch.load(path, weights_only=True)
-    raw = load_config(REPO_ROOT / "configs" / "demo.yaml", ["model.num_classes=5"])
+    raw = load_config(CONFIGS / "demo.yaml", ["model.num_classes=5"])
     state["config"] = to_yaml(raw)  # trained from the demo's raw (synthetic) source
     state["data"] = {"uri": tiny_prepared, "key": open_prepared(tiny_prepared).key}
     torch.save(state, path)

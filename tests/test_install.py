@@ -75,6 +75,10 @@ def test_the_wheel_installs_a_console_command_that_runs_anywhere(tmp_path):
     assert "60,965,224" in described
     shown = _run(command, "config", "--set", "optim.lr=.02", cwd=elsewhere).stdout
     assert "lr: 0.02" in shown and "epochs: 90" in shown
+    # the shipped configs come with the wheel: by name, or by their place in a checkout
+    swept = _run(command, "config", "--config", "configs/sweep.yaml", cwd=elsewhere).stdout
+    assert "num_samples: 8" in swept and "width: 0.25" in swept
+    assert _run(command, "config", "--config", "sweep", cwd=elsewhere).stdout == swept
     fields = _run(command, "config", "--fields", cwd=elsewhere).stdout
     assert "train.resume_unrecorded\n  allowed: true/false (on/off)\n" in fields
     assert sorted(p.name for p in elsewhere.iterdir()) == []  # nothing written where it ran

@@ -8,15 +8,19 @@ and a config error cost neither torch nor Ray nor MLflow."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from orchestrator.common.paths import REPO_ROOT
+from orchestrator.common.paths import config_path, shipped_configs
 
 
 def add_config(parser: argparse.ArgumentParser, default: Path | None) -> None:
-    shown = default.relative_to(REPO_ROOT) if default else "the built-in paper recipe"
-    help_text = f"YAML experiment config (default: {shown}); see configs/"
-    parser.add_argument("--config", type=Path, default=default, help=help_text)
+    shown = default.stem if default else "the built-in paper recipe"
+    help_text = (
+        f"YAML experiment config: a file, or a shipped one by name ({', '.join(shipped_configs())}"
+        f"; in orchestrator/configs/); default: {shown}"
+    )
+    parser.add_argument("--config", type=config_path, default=default, help=help_text)
 
 
 def add_resumable(parser: argparse.ArgumentParser, default: Path, kind: str) -> None:
@@ -24,6 +28,7 @@ def add_resumable(parser: argparse.ArgumentParser, default: Path, kind: str) -> 
     sweep or study) that an interrupted run continues."""
     add_config(parser, default)
     add_overrides(parser)
+    add_note(parser)
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -49,6 +54,14 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_note(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--note",
+        help="a description of the run(s), shown in MLflow's UI (the same as "
+        "--set tracking.note=TEXT, taken as plain text)",
+    )
+
+
 MODEL_HELP = (
     "a checkpoint folder or checkpoint.pt written by train, runs:/<MLflow run id> for that run's "
     "last checkpoint, or models:/<name>@<alias> for a model a sweep registered; its config comes "
@@ -65,4 +78,7 @@ def load(args: argparse.Namespace):
     """The command's validated config: `--config` with the `--set` overrides."""
     from orchestrator.config.experiment import load_config
 
-    return load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if getattr(args, "note", None):
+        overrides.append(f"tracking.note={json.dumps(args.note)}")  # JSON: YAML, as typed
+    return load_config(args.config, overrides)

@@ -15,13 +15,19 @@ def add_arguments(parser) -> None:
         action="store_true",
         help="list every config field (key, allowed values, default, meaning) instead",
     )
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="with --fields: as the docs' Markdown tables (docs/config-reference.md)",
+    )
 
 
 def run(args) -> None:
     if args.fields:
-        from orchestrator.config.fields import format_reference, reference
+        from orchestrator.config.fields import format_reference, markdown_reference, reference
 
-        print(format_reference(reference()), end="")
+        write = markdown_reference if args.markdown else format_reference
+        print(write(reference()), end="")
         return
     from orchestrator.common.yaml_config import to_yaml
 

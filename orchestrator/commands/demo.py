@@ -1,4 +1,4 @@
-"""`demo`, the default command: `train` on configs/demo.yaml (a CPU-sized AlexNet on a
+"""`demo`, the default command: `train` on the shipped demo config (a CPU-sized AlexNet on a
 generated dataset)."""
 
 from __future__ import annotations

@@ -4,12 +4,13 @@ Ray Train workers -> one MLflow run, with the epoch table and where to open the 
 
 from __future__ import annotations
 
-from orchestrator.commands import add_config, add_overrides, load
+from orchestrator.commands import add_config, add_note, add_overrides, load
 
 
 def add_arguments(parser, default_config=None) -> None:
     add_config(parser, default_config)
     add_overrides(parser)
+    add_note(parser)
     parser.add_argument(
         "--dry-run",
         action="store_true",

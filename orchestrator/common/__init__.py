@@ -7,5 +7,7 @@
 - `console`: what the console shows of Ray's own chatter (set before Ray is imported);
 - `yaml_config`: YAML files and `--set` overrides -> validated frozen dataclasses, and back;
 - `tables`, `plots`: rows as CSV or an aligned text table; matplotlib drawing to files;
-- `paths`: where the repository's own files (configs/) are.
+- `paths`: where the project's own files are (the shipped configs, the checkout);
+- `source`: where a command came from (commit, entry, user), as MLflow's source tags, carried
+  into Ray Tune's trials and Ray jobs.
 """

@@ -10,6 +10,8 @@ import os
 import ray
 import ray.data
 
+from orchestrator.common.source import SOURCE_ENV, command_source
+
 # Arrow's allocator (mimalloc) gives freed memory back to the OS 10 ms after it is freed, so a
 # stream's next blocks and batches (megabytes each) page-fault all over again: purging off, the
 # feed of raw shards measured ~40% faster here (README, Benchmarks), at the price of each
@@ -75,6 +77,17 @@ def keep_credentials_out_of_ray_logs() -> None:
     propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
     if isinstance(propagated, set | frozenset):
         class_cache.ENV_VARS_TO_PROPAGATE = set(propagated) - _TUNE_PROPAGATED_SECRETS
+
+
+def carry_source_into_trials() -> None:
+    """Have Ray Tune copy the command's source tags (common/source.py) into every trial actor,
+    which creates its trial's MLflow run, from the same list it copies the credentials from."""
+    from ray.tune.execution import class_cache
+
+    command_source()  # resolved and published here, in the driver, if nobody carried it in
+    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if isinstance(propagated, set | frozenset):
+        class_cache.ENV_VARS_TO_PROPAGATE = set(propagated) | {SOURCE_ENV}
 
 
 def quiet_report_echo() -> None:

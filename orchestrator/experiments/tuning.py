@@ -105,6 +105,7 @@ def open_parent(
         )
     ray_cluster.ensure_ray()
     ray_cluster.keep_credentials_out_of_ray_logs()
+    ray_cluster.carry_source_into_trials()
     return config, parent
 
 

@@ -29,6 +29,8 @@ class TrackingConfig:
     system_metrics_interval_s: float = 10
     # the paper's figures of a finished training run as artifacts (analysis/figures.py)
     figures: bool = True
+    # the runs' description in MLflow's UI (mlflow.note.content); --note TEXT sets it
+    note: str = ""
 
     def __post_init__(self):
         if self.buffer_max_values < 1 or self.wait_at_end_s < 0:

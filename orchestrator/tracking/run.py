@@ -27,7 +27,7 @@ from orchestrator.tracking.config import (
     redacted,
     resolve_tracking_uri,
 )
-from orchestrator.tracking.provenance import provenance_tags
+from orchestrator.tracking.provenance import SOURCE_TAGS, provenance_tags
 from orchestrator.tracking.records import RunRecord, Store
 from orchestrator.tracking.system_metrics import SystemMetricsTarget
 
@@ -129,7 +129,7 @@ class TrackedRun:
                 self.previous_status = found[0].status
                 self._client.update_run(self.run_id, status="RUNNING")
                 return
-        new = {tags.SOURCE_NAME: "orchestrator/run.py", tags.RUN_KEY: run_name}
+        new = {tags.RUN_KEY: run_name}
         if parent_run_id is not None:  # nested under it in the UI
             new[tags.PARENT_RUN_ID] = parent_run_id
         run = self._client.create_run(self.experiment_id, run_name=run_name, tags=new)
@@ -149,10 +149,16 @@ class TrackedRun:
         if not self.tracked:
             return
         values = redact({k: "None" if v is None else str(v) for k, v in params.items()})
-        start_tags = {**provenance_tags(), **tags.kind(kind), **(extra_tags or {})}
+        start_tags = {**provenance_tags(self.config.note), **tags.kind(kind), **(extra_tags or {})}
         start_tags = redact({k: str(v) for k, v in start_tags.items()})
         if self.resumed:  # MLflow params are write-once: keep the first, note what changed
-            logged = self.record().params
+            record = self.record()
+            for key in SOURCE_TAGS:  # the source that started the run stays its source
+                first = record.tags.get(key)
+                if first is not None and start_tags.get(key, first) != first:
+                    start_tags[tags.RESUMED_WITH + key] = start_tags[key]
+                    start_tags[key] = first
+            logged = record.params
             changed = {k: v for k, v in values.items() if k in logged and logged[k] != v}
             if changed:
                 warnings.warn(
