@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.analysis.figures import FILES as FIGURE_FILES
 from orchestrator.tracking.metrics import EPOCH_METRICS, TEN_CROP_METRICS
+from orchestrator.tracking.steps import STEP_METRICS
 
 pytestmark = pytest.mark.ray
 EPOCHS = 5  # 1 logged; 2 and 3 in the outage; a worker killed in 4; the driver killed after 4
@@ -117,7 +118,7 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
 
     # 3. Then kill the driver (and everything it started) once epoch 4 is in MLflow (the
     # buffered epochs with it), and start it again with the same name: it goes on from the
-    # epoch-4 checkpoint in the same run.
+    # epoch-4 checkpoint in the same run. (Ctrl-C: test_interrupt.py.)
     wait_for(first, lambda: 4 in _logged_epochs(client), "epoch 4 in MLflow")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
@@ -178,7 +179,16 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     for key in EPOCH_METRICS:  # the names the metrics module promises, every epoch, once
         assert sorted(step for step, _ in history(key)) == list(range(1, EPOCHS + 1)), key
     logged = {key for key in run.data.metrics if not key.startswith("system/")}  # rank 0's node
-    assert logged == {*EPOCH_METRICS, *TEN_CROP_METRICS}  # and nothing else
+    assert logged == {*EPOCH_METRICS, *TEN_CROP_METRICS, *STEP_METRICS}  # and nothing else
+    # The live curves: a point every 3 steps on the global step axis (12 steps an epoch), each
+    # step once, though epochs 2-3 were logged in the outage, a part of epoch 4 was trained
+    # again after the killed worker and a part of epoch 5 after the killed driver
+    every_third = [
+        12 * (epoch - 1) + step for epoch in range(1, EPOCHS + 1) for step in (3, 6, 9, 12)
+    ]
+    for key in STEP_METRICS:
+        assert sorted(step for step, _ in history(key)) == every_third, key
+    assert dict(history("step/lr"))[3] == pytest.approx(0.02 * 32 / 128)
     ten_crop = dict(history("val_top1_error_10crop"))
     assert list(ten_crop) == [EPOCHS] and ten_crop[EPOCHS] < 0.4, ten_crop  # the paper's test
     val_error, train_loss = dict(history("val_top1_error")), dict(history("train_loss"))

@@ -120,7 +120,11 @@ def run_training(
     run.log_dataset(job.data, "train")
     try:
         fit(
-            dataclasses.replace(job.plan, system_metrics=run.system_metrics_target()),
+            dataclasses.replace(
+                job.plan,
+                system_metrics=run.system_metrics_target(),
+                step_metrics=run.step_metrics_target(),
+            ),
             datasets=job.datasets,
             run_name=job.config.name,
             callbacks=[epoch_logger(run), *callbacks],

@@ -50,6 +50,17 @@ class MetricBuffer:
         """Values and tags held: waiting to be replayed, or being replayed now."""
         return sum(_count_lines(path) for path in [self.path, *self._claimed_files()])
 
+    def highest_step(self, key: str) -> int:
+        """The highest step of `key` held (0: none), read without claiming anything."""
+        highest = 0
+        for path in [self.path, *self._claimed_files()]:
+            for line in _read_lines(path):
+                with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                    record = json.loads(line)
+                    if record.get("key") == key:
+                        highest = max(highest, int(record["step"]))
+        return highest
+
     def add(self, metrics: list, tags: dict[str, str] | None = None) -> None:
         """Appends a line per metric value and tag, in one write; raises OSError if it cannot."""
         lines = [

@@ -7,9 +7,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 
 from orchestrator.common.redact import redact_exception, redact_text
 from orchestrator.tracking.config import TrackingConfig, redacted, resolve_tracking_uri
+
+# Two threads importing MLflow at once (a training worker's system-metrics and step-metrics
+# threads) deadlock in its protobuf modules (_DeadlockError, then a broken descriptor pool):
+# threads import it under this lock.
+IMPORTING_MLFLOW = threading.Lock()
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from orchestrator.tracking.config import (
 )
 from orchestrator.tracking.provenance import SOURCE_TAGS, provenance_tags
 from orchestrator.tracking.records import RunRecord, Store
+from orchestrator.tracking.steps import StepMetricsTarget
 from orchestrator.tracking.system_metrics import SystemMetricsTarget
 
 if TYPE_CHECKING:
@@ -257,6 +258,15 @@ class TrackedRun:
             self.tracking_uri, self.run_id, self.config.system_metrics_interval_s
         )
 
+    def step_metrics_target(self) -> StepMetricsTarget | None:
+        """What a training worker needs to log its live curves into this run."""
+        if not self.tracked:
+            return None
+        config = self.config
+        return StepMetricsTarget(
+            self.tracking_uri, self.run_id, config.buffer_dir, config.buffer_max_values
+        )
+
     def set_tags(self, values: dict, run_id: str | None = None) -> None:
         """Tags on this run (or on `run_id`, a run nested under it), secrets masked."""
         from mlflow.entities import RunTag
@@ -315,13 +325,15 @@ class TrackedRun:
     def finish(self, status: str = "FINISHED") -> None:
         """Replay what an outage buffered, then close the run, waiting for the server if away.
 
-        Waits at most `tracking.wait_at_end_s`; what is still buffered then stays on disk and
-        is replayed by the next command that uses this tracking store.
+        Waits at most `tracking.wait_at_end_s` (not at all for a KILLED run: its user pressed
+        Ctrl-C to leave); what is still buffered then stays on disk and is replayed by the next
+        command that uses this tracking store.
         """
         if not self.tracked:
             return
         buffer = MetricBuffer.for_run(self.config, self.run_id)
-        deadline = time.monotonic() + self.config.wait_at_end_s
+        wait_s = 0 if status == "KILLED" else self.config.wait_at_end_s
+        deadline = time.monotonic() + wait_s
         waiting = False
         while True:
             try:
@@ -349,7 +361,7 @@ class TrackedRun:
                     print(
                         f"MLflow at {redacted(self.tracking_uri)} is unreachable "
                         f"({redact_exception(error, 200)}); waiting up to "
-                        f"{self.config.wait_at_end_s:g} s for it to close run {self.run_id}",
+                        f"{wait_s:g} s for it to close run {self.run_id}",
                         flush=True,
                     )
                     waiting = True

@@ -8,6 +8,7 @@ import warnings
 from dataclasses import dataclass
 
 from orchestrator.common.redact import redact_exception
+from orchestrator.tracking.client import IMPORTING_MLFLOW
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ def system_metrics(target: SystemMetricsTarget | None):
 
     def start() -> None:
         try:
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+            with IMPORTING_MLFLOW:
+                from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
             logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
             # its HTTP retries in an outage, a line each: the driver reports the outage once

@@ -16,6 +16,7 @@ from orchestrator.common.errors import check_custom_resources
 if TYPE_CHECKING:
     from orchestrator.data.config import DataConfig
     from orchestrator.data.feed import Feed
+    from orchestrator.tracking.steps import StepMetricsTarget
     from orchestrator.tracking.system_metrics import SystemMetricsTarget
     from workloads.alexnet.config import ModelConfig, OptimizerConfig
     from workloads.alexnet.transforms import BatchTransform
@@ -32,7 +33,7 @@ class TrainConfig:
     use_gpu: bool | None = None  # None: use GPUs when the cluster has one per worker
     cpus_per_worker: float = 1.0  # leave some CPUs free for Ray Data on small machines
     # custom Ray resources each worker also needs, e.g. {trainer: 0.01}: only nodes that offer
-    # them host training workers (see cluster/README.md)
+    # them host training workers (see docs/clusters.md)
     resources_per_worker: dict[str, float] = field(default_factory=dict)
     storage_path: str = "results"  # Ray Train run folders (use shared storage on a cluster)
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always gets one)
@@ -41,7 +42,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPUs
     channels_last: bool | None = None  # None: on GPUs
     compile: bool = False  # torch.compile the model
-    log_every_n_steps: int = 50  # rank 0 prints progress every n steps; 0: per epoch only
+    # every n steps: rank 0's step/* metrics in MLflow (loss, lr, images/s on the global step
+    # axis) and its progress line (without a bar); 0: per epoch only
+    log_every_n_steps: int = 50
     ten_crop: bool = False  # after the last epoch, also the paper's ten-crop validation
     # true: resume a run by name although fields that define its training changed (model, data,
     # optimizer, batch, seed: training/identity.py); false refuses such a resume
@@ -99,6 +102,7 @@ class WorkerPlan:
     training_fields: dict = field(default_factory=dict)
     run_folder: str = ""  # <storage_path>/<run name>: where a restart looks for checkpoints
     system_metrics: SystemMetricsTarget | None = None  # rank 0 samples its node into the run
+    step_metrics: StepMetricsTarget | None = None  # rank 0 logs its live curves into the run
     progress_bar: bool = False  # a live bar per epoch (the driver's console is a terminal)
     # the prepared data it trains on, kept in every checkpoint: what evaluate scores on
     data: dict[str, str] = field(default_factory=dict)  # {"uri": ..., "key": ...}

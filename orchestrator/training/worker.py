@@ -27,6 +27,13 @@ from orchestrator.tracking.metrics import (
     restart_report,
     with_ten_crop_names,
 )
+from orchestrator.tracking.steps import (
+    IMAGES_PER_SECOND,
+    LR,
+    TRAIN_LOSS,
+    StepLogger,
+    step_metrics,
+)
 from orchestrator.tracking.system_metrics import system_metrics
 from orchestrator.training.checkpoints import (
     TrainingState,
@@ -62,6 +69,8 @@ class _Loop:
     autocast_dtype: torch.dtype | None
     channels_last: bool
     console: RankZeroConsole
+    steps: StepLogger | None = None  # rank 0 logs the live curves (tracking/steps.py)
+    world_size: int = 1
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         return images if self.channels_last else images.contiguous()
@@ -90,12 +99,14 @@ def _run_epoch(loop: _Loop, shard, epoch: int):
         shuffle=shuffle_options(plan.shuffle_rows, plan.seed, epoch, rank),
     )
     bar = loop.console.epoch_bar(epoch, plan.steps_per_epoch * plan.train.global_batch_size)
-    every = 0 if bar is not None else plan.train.log_every_n_steps
+    every = plan.train.log_every_n_steps
     sums, waited, step = None, 0.0, 0
     start = time.perf_counter()
+    point = (0.0, 0.0, start)  # loss sum, images, time at the last step point
     for batch, wait in timed(batches):
         waited += wait
-        set_lr(loop.state.optimizer, schedule.lr(epoch, step / plan.steps_per_epoch))
+        lr = schedule.lr(epoch, step / plan.steps_per_epoch)
+        set_lr(loop.state.optimizer, lr)
         images = loop.inputs(plan.transform.train(batch["image"], batch["id"], epoch))
         result = train_step(
             loop.model,
@@ -108,11 +119,21 @@ def _run_epoch(loop: _Loop, shard, epoch: int):
         step += 1
         if bar is not None:
             bar.update(plan.train.global_batch_size)  # every worker trains a batch per step
-        elif every and step % every == 0:
-            loop.console(
-                f"epoch {epoch} step {step}: running train loss "
-                f"{(sums['loss_sum'] / sums['count']).item():.4f}"
+        if not every or step % every:
+            continue
+        loss_sum, count, now = sums["loss_sum"].item(), sums["count"].item(), time.perf_counter()
+        if loop.steps is not None:  # the step since the last point, on the global step axis
+            loop.steps.log(
+                (epoch - 1) * plan.steps_per_epoch + step,
+                {
+                    TRAIN_LOSS: (loss_sum - point[0]) / (count - point[1]),
+                    LR: lr,
+                    IMAGES_PER_SECOND: (count - point[1]) * loop.world_size / (now - point[2]),
+                },
             )
+        point = (loss_sum, count, now)
+        if bar is None:
+            loop.console(f"epoch {epoch} step {step}: running train loss {loss_sum / count:.4f}")
     if bar is not None:
         bar.close()
     if sums is None:
@@ -150,8 +171,11 @@ def train_fn_per_worker(config: dict) -> None:
     quiet_report_echo()
     plan: WorkerPlan = config["plan"]
     rank_zero = ray.train.get_context().get_world_rank() == 0
-    with system_metrics(plan.system_metrics if rank_zero else None):
-        _train(plan)
+    with (
+        system_metrics(plan.system_metrics if rank_zero else None),
+        step_metrics(plan.step_metrics if rank_zero else None) as steps,
+    ):
+        _train(plan, steps)
 
 
 def _setup(plan: WorkerPlan, rank: int) -> _Loop:
@@ -250,10 +274,11 @@ def _epoch(loop: _Loop, shards: tuple, epoch: int) -> EpochMetrics:
     )
 
 
-def _train(plan: WorkerPlan) -> None:
+def _train(plan: WorkerPlan, steps: StepLogger | None) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     loop = _setup(plan, rank)
+    loop.steps, loop.world_size = steps, world_size
     done = _resume(loop, rank)
     loop.console(_describe(loop, world_size))
     shards = (ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val"))
