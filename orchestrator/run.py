@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (shell completion: docs/getting-started.md)
 """AlexNet on Ray: `python orchestrator/run.py [command] [--config YAML] [--set key=value ...]`.
 
 With no command it runs the demo: a CPU-sized AlexNet trained on a generated dataset by two Ray
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -46,6 +48,12 @@ def command_module(name: str):
 def parse_args(argv: list[str]) -> argparse.Namespace:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["demo", *argv]  # bare `run.py [--set ...]` is the demo
+    return build_parser(argv[0]).parse_args(argv)
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """Every command's parser, with the arguments of `command` alone: only the command that
+    runs imports its module."""
     parser = argparse.ArgumentParser(
         prog=Path(sys.argv[0]).name
         if sys.argv[0].endswith("alexnet-ray")
@@ -59,9 +67,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     subparsers = parser.add_subparsers(dest="command", metavar="command")
     for name, help_text in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        if name == argv[0]:  # only the command that runs imports its module
+        if name == command:
             command_module(name).add_arguments(sub)
-    return parser.parse_args(argv)
+    return parser
+
+
+def complete() -> None:
+    """Shell completion (argcomplete): the commands, their options, and every config key after
+    `--set`. Called with the shell's line in COMP_LINE; prints the candidates and exits."""
+    import argcomplete
+
+    line = os.environ.get("COMP_LINE", "")[: int(os.environ.get("COMP_POINT", "0") or 0)]
+    command = next((word for word in line.split()[1:] if word in COMMANDS), "demo")
+    argcomplete.autocomplete(build_parser(command))
 
 
 def versions() -> str:
@@ -86,6 +104,8 @@ def git_commit() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "_ARGCOMPLETE" in os.environ and argv is None:
+        complete()
     quiet_ray_console()  # before any command imports Ray
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.version:

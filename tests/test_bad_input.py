@@ -1,5 +1,6 @@
 """Bad input ends in one line (`config error: ...` / `error: ...`), exit status 2, no traceback,
-before Ray starts: the README's table of bad inputs, row by row, through `run.py`'s `main`."""
+before Ray starts: the table of bad inputs in docs/troubleshooting.md, row by row, through
+`run.py`'s `main`."""
 
 import json
 import re

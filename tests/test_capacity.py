@@ -1,4 +1,4 @@
-"""Capacity planning: the cores a GPU node needs, from the formula in cluster/README.md."""
+"""Capacity planning: the cores a GPU node needs, from the formula in docs/clusters.md."""
 
 import json
 
@@ -19,7 +19,7 @@ def test_cores_per_gpu_node_follow_the_formula():
     assert (plan.decode_cores, plan.training_cores, plan.cores_per_node) == (13, 4.0, 18)
     assert plan_capacity(1150 / 1.2, feed_per_core=1150).decode_cores == 1  # exactly one core
     assert plan_capacity(1000, cpus_per_worker=0.5, reserved_cores=0).cores_per_node == 3
-    # the README's benchmark: the mean of three runs on 2 cores, by decode place
+    # docs/benchmarks.md: the mean of three runs on 2 cores, by decode place
     assert MEASURED_FEED_PER_CORE["worker"] == pytest.approx((2583 + 2707 + 2520) / 6, rel=0.01)
     assert MEASURED_FEED_PER_CORE["tasks"] == pytest.approx((2070 + 2116 + 2249) / 6, rel=0.01)
 

@@ -1,6 +1,7 @@
 """The project as a user installs it: a wheel (not the editable checkout) in a fresh virtual
 environment outside the checkout, its console command run from another directory."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -82,3 +83,28 @@ def test_the_wheel_installs_a_console_command_that_runs_anywhere(tmp_path):
     fields = _run(command, "config", "--fields", cwd=elsewhere).stdout
     assert "train.resume_unrecorded\n  allowed: true/false (on/off)\n" in fields
     assert sorted(p.name for p in elsewhere.iterdir()) == []  # nothing written where it ran
+
+
+def test_shell_completion_offers_the_commands_their_options_and_every_config_key(tmp_path):
+    """argcomplete, as `eval "$(register-python-argcomplete alexnet-ray)"` wires it into bash:
+    the shell's line in COMP_LINE, the candidates back in a file."""
+    command = str(Path(sys.executable).parent / "alexnet-ray")
+
+    def candidates(line: str) -> list[str]:
+        out = tmp_path / "candidates"
+        env = {
+            **os.environ,
+            "_ARGCOMPLETE": "1",
+            "COMP_LINE": line,
+            "COMP_POINT": str(len(line)),
+            "_ARGCOMPLETE_STDOUT_FILENAME": str(out),
+        }
+        subprocess.run([command], env=env, timeout=60, check=True, cwd=tmp_path)
+        return sorted(out.read_text().split("\v"))
+
+    assert candidates("alexnet-ray sw") == ["sweep "]
+    assert candidates("alexnet-ray train --d") == ["--dry-run "]
+    keys = candidates("alexnet-ray sweep --set optim.")
+    assert {"optim.lr=", "optim.weight_decay=", "optim.schedule.kind="} <= set(keys)
+    assert all(key.startswith("optim.") and key.endswith("=") for key in keys)
+    assert candidates("alexnet-ray train --set model.dro") == ["model.dropout="]

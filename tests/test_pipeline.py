@@ -187,9 +187,9 @@ def _stored_decoded(prepared, folder):
 def test_every_decode_place_feeds_the_same_pixels(prepared, tmp_path):
     """data.decode moves the JPEG decode (Ray Data tasks, the training worker's threads, its
     device) and raw shards skip it: each must give every image's exact pixels and label, so
-    training does not depend on the choice (the demo's accuracy with each: README)."""
+    training does not depend on the choice (the demo's accuracy with each: docs/data.md)."""
     config = DataConfig()
-    assert decode_place(config, "jpeg", use_gpu=False) == "worker"  # auto, measured: README
+    assert decode_place(config, "jpeg", use_gpu=False) == "worker"  # auto, measured: docs/data.md
     assert decode_place(config, "jpeg", use_gpu=True) == "tasks"
     assert decode_place(dataclasses.replace(config, decode="device"), "raw", True) == "stored"
     expected = _fed(prepared, "tasks")

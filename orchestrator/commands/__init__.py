@@ -43,7 +43,7 @@ def add_resumable(parser: argparse.ArgumentParser, default: Path, kind: str) -> 
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    overrides = parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -52,6 +52,14 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
         help="override one config field, e.g. --set model.dropout=0.3 --set train.epochs=5 "
         "(repeatable; the value is parsed as YAML)",
     )
+    overrides.completer = config_keys  # shell completion (argcomplete)
+
+
+def config_keys(prefix: str, **_) -> list[str]:
+    """`--set`'s completions: every config key that starts with `prefix`, as `key=`."""
+    from orchestrator.config.fields import reference
+
+    return [f"{field.key}=" for field in reference() if field.key.startswith(prefix)]
 
 
 def add_note(parser: argparse.ArgumentParser) -> None:

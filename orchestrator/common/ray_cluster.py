@@ -14,7 +14,7 @@ from orchestrator.common.source import SOURCE_ENV, command_source
 
 # Arrow's allocator (mimalloc) gives freed memory back to the OS 10 ms after it is freed, so a
 # stream's next blocks and batches (megabytes each) page-fault all over again: purging off, the
-# feed of raw shards measured ~40% faster here (README, Benchmarks), at the price of each
+# feed of raw shards measured ~40% faster here (docs/benchmarks.md), at the price of each
 # process keeping the memory of its largest moment. Jobs get it from cluster/runtime_env.yaml
 # and the KubeRay job's runtime environment.
 ALLOCATOR_ENV = {"MIMALLOC_PURGE_DELAY": "-1"}

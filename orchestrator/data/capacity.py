@@ -6,7 +6,7 @@
 
 The feed rate per core is what `benchmarks/data_pipeline.py` (b) measures: prepared JPEG shards
 decoded into uint8 batches delivered to the training workers, per place the decode can run
-(`data.decode`). The defaults are this project's measurements (README, Benchmarks); measured
+(`data.decode`). The defaults are this project's measurements (docs/benchmarks.md); measured
 files (`--measured`) replace them: the JSON of `benchmarks/data_pipeline.py` (the feed per core
 of each place) and `benchmarks/device_check.sh`'s (the GPU's training images/s, its nvJPEG
 decode rate, and the decode rate of its node's CPU cores, which scales the feed rates).
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # benchmarks/data_pipeline.py (b) on 2 cores, 256 px JPEG shards, images/s per core delivered
-# by decode place: the mean of three runs (README, Benchmarks: worker 2,583 / 2,707 / 2,520,
+# by decode place: the mean of three runs (docs/benchmarks.md: worker 2,583 / 2,707 / 2,520,
 # tasks 2,070 / 2,116 / 2,249 images/s on 2 cores)
 MEASURED_FEED_PER_CORE = {"tasks": 1072.0, "worker": 1302.0}
 # one core's simplejpeg decode of benchmarks/gpu_decode.py's generated 256 px JPEGs on the same

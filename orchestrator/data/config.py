@@ -30,7 +30,7 @@ class DataConfig:
     decode_cpus: float = 1.0  # CPUs reserved per Ray Data read/decode task (one per shard file)
     max_cpus: float | None = None  # CPUs Ray Data may hold while training; None: what is free
     # custom Ray resources each read/decode task also needs, e.g. {preprocess: 0.01}: only nodes
-    # that offer them decode (see cluster/README.md)
+    # that offer them decode (see docs/clusters.md)
     resources: dict[str, float] = field(default_factory=dict)
     prefetch_batches: int = 2  # batches each training worker prefetches
     # images each training worker holds and draws its batches from at random (Ray Data's local
@@ -38,7 +38,7 @@ class DataConfig:
     shuffle_rows: int = 1024
     # where JPEG shards are decoded: in the Ray Data read tasks, in the training worker's threads,
     # or on its device (nvJPEG on a GPU); auto: worker when training on CPUs, tasks on GPUs
-    # (README, "Where decoding runs"). Raw shards have nothing to decode.
+    # (docs/data.md, "Where decoding runs"). Raw shards have nothing to decode.
     decode: Literal["auto", "tasks", "worker", "device"] = "auto"
 
     def __post_init__(self):

@@ -12,7 +12,7 @@
   `data.decode` points; without a shuffle buffer (validation, `data.shuffle_rows: 0`) they are
   copied once into reused batch memory instead of Ray Data's batching.
 All four give the same uint8 pixels for the same image (tested), so training does not depend on
-the choice; the speed does (README, "Where decoding runs").
+the choice; the speed does (docs/data.md, "Where decoding runs").
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from workloads.datasets.batch_decode import decode_batch
 def decode_place(config: DataConfig, encoding: str, use_gpu: bool) -> str:
     """Where this run decodes: "stored" for raw shards (nothing to decode), else `data.decode`,
     whose `auto` is `worker` on CPU workers (measured faster) and `tasks` on GPU workers (the
-    only place that uses other nodes' cores; README, "Where decoding runs")."""
+    only place that uses other nodes' cores; docs/data.md, "Where decoding runs")."""
     if encoding == "raw":
         return "stored"
     if config.decode != "auto":
