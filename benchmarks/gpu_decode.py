@@ -3,9 +3,11 @@ against one CPU core (the `tasks` and `worker` places), on JPEGs this script gen
 
 The images: photo-like (1/f texture, objects, lighting; workloads/datasets/synthetic.py), S x S
 (default 256, `prepare`'s size), quality 90, 4:2:0, as `prepare` writes them. GPU: batches of
-64 to 1024 decoded in one `decode_batch` call (torchvision's batched nvJPEG) each, synchronised,
-images/s after a warm-up. CPU: one thread, torchvision's libjpeg-turbo decode, and `simplejpeg`
-(the codec the feed uses) when it is installed. Needs torch, torchvision, numpy and pillow only.
+64 to 1024 decoded in one `decode_batch` call (TorchCodec's batched nvJPEG; torchvision's where
+TorchCodec is not installed, as on the GPU machine's image) each, synchronised, images/s after a
+warm-up. CPU: one thread, `decode_batch`'s libjpeg-turbo decode (key "torchvision", kept for
+the figures already recorded), and `simplejpeg` (the codec the feed uses) when it is installed.
+Needs torch, torchvision, numpy and pillow only.
 The last output line is one JSON object.
 
     python benchmarks/gpu_decode.py            # on a CUDA machine

@@ -196,3 +196,26 @@ def test_encode_decode_round_trip():
     pixels = np.asarray(halves(64, 64))
     back = codec.decode_jpeg(codec.encode_jpeg(pixels, 95))
     assert back.shape == (64, 64, 3) and np.abs(back.astype(int) - pixels).mean() < 3
+
+
+def test_a_batch_decoded_on_the_device_path_has_the_cpu_decoders_pixels():
+    """`decode_batch` (the `device` decode place; nvJPEG on a GPU) decodes through TorchCodec,
+    torchvision's successor, without torchvision's deprecation warning; on the CPU its pixels
+    are libjpeg-turbo's, as the CPU decoder (simplejpeg) gives them."""
+    import torch
+    import torchcodec  # noqa: F401 - a dependency: the path under test
+
+    from workloads.datasets.batch_decode import decode_batch
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    jpegs = [codec.encode_jpeg(image, 90) for image in images]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        batch = decode_batch(
+            [torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs], "cpu"
+        )
+    assert batch.dtype == torch.uint8 and tuple(batch.shape) == (4, 48, 64, 3)
+    for decoded, jpeg in zip(batch.numpy(), jpegs):
+        reference = codec.decode_jpeg(jpeg).astype(int)
+        assert np.abs(decoded.astype(int) - reference).mean() < 1.0
