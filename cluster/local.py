@@ -31,6 +31,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 from orchestrator.common.redact import redact_text  # noqa: E402
@@ -59,19 +60,30 @@ def _wait_for(
 ) -> None:
     """Until `url` answers; if `process` exits first, its log's tail, `secret` and every
     credential masked (a password whose `@` is not encoded defeats the URI patterns)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
+
+    def answers() -> bool:
+        if process.poll() is not None:  # not retried: SystemExit
             tail = log.read_text(errors="replace")[-3000:]
             if secret:
                 tail = tail.replace(secret, "***")
             raise SystemExit(
                 f"it exited with {process.returncode}; its log {log}:\n{redact_text(tail)}"
             )
-        if _answers(url):
-            return
-        time.sleep(0.5)
-    raise SystemExit(f"{url} did not answer within {timeout:g} s; see {log}")
+        return _answers(url)
+
+    if not _until(answers, timeout, 0.5):
+        raise SystemExit(f"{url} did not answer within {timeout:g} s; see {log}")
+
+
+def _until(check, timeout: float, every: float) -> bool:
+    """Whether `check()` came true within `timeout` seconds, asked every `every` seconds."""
+    waiting = Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(every),
+        retry=retry_if_result(lambda done: not done),
+        retry_error_callback=lambda state: False,
+    )
+    return waiting(check)
 
 
 def _free_port() -> int:
@@ -296,15 +308,15 @@ def _terminate(targets: dict[int, bool], timeout: float = 10) -> None:
     for pid, group in targets.items():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM) if group else os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(pid) for pid in targets):
-        time.sleep(0.2)
+
+    def all_gone() -> bool:
+        return not any(_alive(pid) for pid in targets)
+
+    _until(all_gone, timeout, 0.2)
     for pid in targets:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5  # a killed process takes a moment to go
-    while time.monotonic() < deadline and any(_alive(pid) for pid in targets):
-        time.sleep(0.1)
+    _until(all_gone, 5, 0.1)  # a killed process takes a moment to go
 
 
 def stop(args: argparse.Namespace) -> int:

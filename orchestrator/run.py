@@ -8,6 +8,7 @@ Train workers fed by Ray Data, tracked in MLflow (a sqlite store in the working 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -18,8 +19,10 @@ if __package__ in (None, ""):  # run as a script (also as a `ray job submit` ent
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Only light imports here: `--help` must not wait for torch and Ray (commands import them)
+from orchestrator.common import logs  # noqa: E402
 from orchestrator.common.console import quiet_ray_console  # noqa: E402
 from orchestrator.common.errors import MAX_MESSAGE_CHARS, ConfigError  # noqa: E402
+from orchestrator.common.logs import LEVELS  # noqa: E402
 from orchestrator.common.redact import redact_text  # noqa: E402
 from orchestrator.common.source import git_state  # noqa: E402
 
@@ -40,15 +43,34 @@ COMMANDS = {
     "submit": "run a command as a Ray job on a cluster, from this checkout, with its commit",
 }
 
+TRACKED = ("demo", "train", "sweep", "study", "evaluate", "prepare")  # commands with MLflow runs
+
 
 def command_module(name: str):
     return importlib.import_module(f"orchestrator.commands.{name}")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
-        argv = ["demo", *argv]  # bare `run.py [--set ...]` is the demo
-    return build_parser(argv[0]).parse_args(argv)
+    lead = _log_level_options(argv)  # -q, -v, --log-level X may come before the command
+    rest = argv[lead:]
+    if not rest or (rest[0].startswith("-") and rest[0] not in ("-h", "--help", "--version")):
+        argv = [*argv[:lead], "demo", *rest]  # bare `run.py [--set ...]` is the demo
+    return build_parser(argv[lead] if lead < len(argv) else "demo").parse_args(argv)
+
+
+def _log_level_options(argv: list[str]) -> int:
+    """How many of `argv`'s first words are log-level options."""
+    lead = 0
+    while lead < len(argv):
+        if argv[lead] in ("-v", "--verbose", "-q", "--quiet") or argv[lead].startswith(
+            "--log-level="
+        ):
+            lead += 1
+        elif argv[lead] == "--log-level":
+            lead += 2
+        else:
+            break
+    return min(lead, len(argv))
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
@@ -64,12 +86,43 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="store_true", help="print the versions (package, commit, engines)"
     )
+    add_log_level(parser, argparse.SUPPRESS)
     subparsers = parser.add_subparsers(dest="command", metavar="command")
     for name, help_text in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_log_level(sub, argparse.SUPPRESS)  # before or after the command
         if name == command:
             command_module(name).add_arguments(sub)
     return parser
+
+
+def add_log_level(parser: argparse.ArgumentParser, default) -> None:
+    levels = parser.add_mutually_exclusive_group()
+    levels.add_argument(
+        "--log-level",
+        choices=sorted(LEVELS, key=LEVELS.get),
+        default=default,
+        help="how much of the diagnostics (stderr) to show (default: info); results go to "
+        "stdout at any level; Ray's own lines follow a step quieter",
+    )
+    levels.add_argument(
+        "-v",
+        "--verbose",
+        action="store_const",
+        const="debug",
+        dest="log_level",
+        default=default,
+        help="--log-level debug: every diagnostic, and Ray's INFO lines",
+    )
+    levels.add_argument(
+        "-q",
+        "--quiet",
+        action="store_const",
+        const="warning",
+        dest="log_level",
+        default=default,
+        help="--log-level warning: results, warnings and errors only",
+    )
 
 
 def complete() -> None:
@@ -111,8 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         print(versions())
         return 0
+    logs.configure(getattr(args, "log_level", None) or "info")
     try:
-        status = command_module(args.command).run(args)  # None, or an exit status
+        # a command that tracks a run keeps what its console showed as the run's console.log
+        copy = logs.console_copy() if args.command in TRACKED else contextlib.nullcontext()
+        with copy:
+            status = command_module(args.command).run(args)  # None, or an exit status
     except ConfigError as error:
         print(f"{error.prefix}: {one_line(str(error))}", file=sys.stderr)
         return 2

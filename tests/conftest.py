@@ -20,6 +20,15 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 S3_BUCKET = "pytest"
 
 
+@pytest.fixture(autouse=True)
+def console_as_the_cli_sets_it():
+    """The project's diagnostics as `run.py` prints them (stderr, level info), for the tests
+    that call its functions in this process (without it pytest's log capture takes them)."""
+    from orchestrator.common import logs
+
+    logs.configure("info")
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """An S3 API on 127.0.0.1 (moto's server, in its own process) with the bucket `pytest`,

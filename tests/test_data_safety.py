@@ -97,7 +97,7 @@ def test_partial_work_of_another_plan_is_discarded(tmp_path, capsys):
     assert out.exists("_work", "train-shard-00000-of-00002.json")
     _discard_other_plans(out, "new")
     assert out.names() == []
-    assert "partial work of an interrupted prepare" in capsys.readouterr().out
+    assert "partial work of an interrupted prepare" in capsys.readouterr().err
 
 
 def test_a_bucket_lock_is_taken_over_only_from_a_holder_known_to_be_gone(s3_server):

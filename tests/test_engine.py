@@ -113,3 +113,17 @@ def test_one_evaluation_routine_and_one_precision_rule():
         "val_top5_error_10crop": 0.25,
     }
     assert evaluate(model, [], transform) == (None, None)
+
+
+def test_rank_zero_lines_follow_the_drivers_log_level(capfd):
+    """A worker's progress lines (to its real stdout, which Ray relays) show on rank 0 only,
+    and only when the driver's level lets its diagnostics show (-q hides them)."""
+    import logging
+
+    from orchestrator.training.console import RankZeroConsole
+
+    RankZeroConsole(0, False, logging.INFO)("epoch 1 step 4: shown")
+    RankZeroConsole(1, False, logging.INFO)("epoch 1 step 4: not rank 0")
+    RankZeroConsole(0, False, logging.WARNING)("epoch 1 step 4: hidden by -q")
+    RankZeroConsole(0, False, logging.WARNING)("a warning shows", logging.WARNING)
+    assert capfd.readouterr().out.splitlines() == ["epoch 1 step 4: shown", "a warning shows"]

@@ -1,9 +1,10 @@
 """Faults in one training run, through the real code path (`orchestrator/run.py train` as a
 plain script, as a user runs it): its MLflow server goes away for two epochs, a Ray Train worker
-is killed in the middle of an epoch, then the driver is killed and started again. The run
-finishes every planned epoch from its newest checkpoint, its loss goes on from where it was, it
-learns, and MLflow holds one run with every epoch's metrics once (buffered on disk during the
-outage) and the restarts in its tags. The run uses the hybrid layout (the paper's two towers in
+is killed in the middle of an epoch, then the driver is stopped with Ctrl-C (exit 130, the run
+KILLED) and started again with the same name. The run trains on from its newest checkpoint,
+its loss goes on from where it was, it learns, and MLflow holds one run with every epoch's
+metrics once (buffered on disk during the outage), every step point once, and the restarts in
+its tags. The run uses the hybrid layout (the paper's two towers in
 each worker, both on the CPU here, DDP across the two workers), so its checkpoints also show the
 single-device layout; its data is prepared from the raw tree on first use, its checkpoints go to
 an S3 bucket (moto's server), and `evaluate` reads the last one back from there. (A lost node:
@@ -24,9 +25,13 @@ from mlflow.tracking import MlflowClient
 from orchestrator.analysis.figures import FILES as FIGURE_FILES
 from orchestrator.tracking.metrics import EPOCH_METRICS, TEN_CROP_METRICS
 from orchestrator.tracking.steps import STEP_METRICS
+from orchestrator.training.checkpoints import newest_checkpoint
 
 pytestmark = pytest.mark.ray
-EPOCHS = 5  # 1 logged; 2 and 3 in the outage; a worker killed in 4; the driver killed after 4
+# 1 logged; 2 and 3 in the outage; a worker killed in 4; Ctrl-C once 4 is in MLflow. Many
+# epochs are planned, so that Ray Train's abort (seconds, in which the workers train on) ends
+# before they do; started again, the run trains one epoch past its newest checkpoint.
+PLANNED = 40
 STEP_LINE = re.compile(
     r"RayTrainWorker pid=(\d+)\S*\s+epoch (\d+) step (\d+): running train loss ([\d.]+)"
 )
@@ -58,13 +63,12 @@ def _step_losses(text: str) -> list[tuple[int, int, int, float]]:
     return [(int(p), int(e), int(s), float(v)) for p, e, s, v in STEP_LINE.findall(text)]
 
 
-def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns(
+def test_outage_killed_worker_and_interrupted_driver_cost_no_epoch_and_the_run_learns(
     ray_cluster, tiny_dataset, tiny_train_args, tmp_path, start_cli, run_cli, mlflow_server
 ):
     _, synthetic = tiny_dataset
     results = f"s3://{S3_BUCKET}/{tmp_path.name}/results"
-    args = tiny_train_args(
-        f"train.epochs={EPOCHS}",
+    settings = [
         "train.log_every_n_steps=3",
         "optim.lr=0.02",
         f"tracking.uri={mlflow_server.uri}",
@@ -76,7 +80,8 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
         f"data.prepared_root={tmp_path / 'prepared'}",  # prepared on first use, here
         f"train.storage_path={results}",
         "model.width=0.125",  # checkpoints of 8 MB: moto keeps them in RAM
-    )
+    ]
+    args = tiny_train_args(*settings, f"train.epochs={PLANNED}")
     env = {"RAY_ADDRESS": ray_cluster}
     client = MlflowClient(mlflow_server.uri)
     first_log = tmp_path / "first.log"
@@ -116,20 +121,30 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     fresh = [line[3] for line in _step_losses(first_log.read_text()) if line[1:3] == (1, 3)][0]
     assert abs(loss_after - loss_before) < abs(loss_after - fresh), (fresh, loss_before, loss_after)
 
-    # 3. Then kill the driver (and everything it started) once epoch 4 is in MLflow (the
-    # buffered epochs with it), and start it again with the same name: it goes on from the
-    # epoch-4 checkpoint in the same run. (Ctrl-C: test_interrupt.py.)
+    # 3. Then Ctrl-C the driver (SIGINT, as a terminal sends it) once epoch 4 is in MLflow (the
+    # buffered epochs with it): exit 130 with one line, no traceback, the run KILLED. Started
+    # again with the same name (one epoch past its newest checkpoint: train.epochs may change
+    # on a resume), it goes on from that checkpoint in the same run.
     wait_for(first, lambda: 4 in _logged_epochs(client), "epoch 4 in MLflow")
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=180) == 130, first_log.read_text()[-3000:]
+    interrupted = first_log.read_text()
+    assert "run 'faults' interrupted: its MLflow run is KILLED, its checkpoints kept" in interrupted
+    assert not [line for line in interrupted.splitlines() if line.startswith("Traceback")]
+    assert [run.info.status for run in _runs(client)] == ["KILLED"]
+    kept = newest_checkpoint(f"{results}/faults")
+    assert 4 <= kept.epoch < PLANNED
+    final = kept.epoch + 1
     second_log = tmp_path / "second.log"
-    second = start_cli(*args, env=env, log=second_log)
+    second = start_cli(
+        *tiny_train_args(*settings, f"train.epochs={final}"), env=env, log=second_log
+    )
     assert second.wait(timeout=400) == 0, second_log.read_text()[-3000:]
     printed, second_output = first_log.read_text(), second_log.read_text()
     assert "('faults', resumed)" in second_output
     assert "hybrid split: tower 0 on cpu, tower 1 on cpu" in second_output
     resumed_at = int(re.search(r"resumed from the checkpoint of epoch (\d+)", second_output)[1])
-    assert resumed_at >= 4
+    assert resumed_at == kept.epoch
 
     # The outage cost one warning, then a line per epoch; the buffer was replayed and removed.
     # The console holds the project's own lines, not Ray's chatter.
@@ -171,36 +186,36 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     figure_error = 1 - np.trace(counts) / counts.sum()
     config_path = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
     logged = yaml.safe_load(open(config_path))
-    assert logged["train"]["epochs"] == EPOCHS and logged["model"]["num_classes"] == 5
+    assert logged["train"]["epochs"] == final and logged["model"]["num_classes"] == 5
 
     def history(key):
         return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
 
     for key in EPOCH_METRICS:  # the names the metrics module promises, every epoch, once
-        assert sorted(step for step, _ in history(key)) == list(range(1, EPOCHS + 1)), key
+        assert sorted(step for step, _ in history(key)) == list(range(1, final + 1)), key
     logged = {key for key in run.data.metrics if not key.startswith("system/")}  # rank 0's node
     assert logged == {*EPOCH_METRICS, *TEN_CROP_METRICS, *STEP_METRICS}  # and nothing else
     # The live curves: a point every 3 steps on the global step axis (12 steps an epoch), each
     # step once, though epochs 2-3 were logged in the outage, a part of epoch 4 was trained
     # again after the killed worker and a part of epoch 5 after the killed driver
     every_third = [
-        12 * (epoch - 1) + step for epoch in range(1, EPOCHS + 1) for step in (3, 6, 9, 12)
+        12 * (epoch - 1) + step for epoch in range(1, final + 1) for step in (3, 6, 9, 12)
     ]
     for key in STEP_METRICS:
         assert sorted(step for step, _ in history(key)) == every_third, key
     assert dict(history("step/lr"))[3] == pytest.approx(0.02 * 32 / 128)
     ten_crop = dict(history("val_top1_error_10crop"))
-    assert list(ten_crop) == [EPOCHS] and ten_crop[EPOCHS] < 0.4, ten_crop  # the paper's test
+    assert list(ten_crop) == [final] and ten_crop[final] < 0.4, ten_crop  # the paper's test
     val_error, train_loss = dict(history("val_top1_error")), dict(history("train_loss"))
     chance = 1 - 1 / synthetic.num_classes  # 0.8
-    assert val_error[EPOCHS] < chance / 2, json.dumps(val_error)  # learned, well below chance
-    assert train_loss[EPOCHS] < train_loss[1]
+    assert val_error[final] < chance / 2, json.dumps(val_error)  # learned, well below chance
+    assert train_loss[final] < train_loss[1]
     assert dict(history("lr"))[1] == pytest.approx(0.02 * 32 / 128)  # linear scaling
-    assert counts.sum() == 100 and figure_error == pytest.approx(val_error[EPOCHS], abs=1 / 100)
+    assert counts.sum() == 100 and figure_error == pytest.approx(val_error[final], abs=1 / 100)
 
     load_into_plain_alexnet(f"{results}/faults")
     tags = run.data.tags
-    assert tags["last_checkpoint_epoch"] == str(EPOCHS)
+    assert tags["last_checkpoint_epoch"] == str(final)
     assert tags["last_checkpoint"].startswith(f"{results}/faults/checkpoint_")  # a full URI
     assert tags["resumed_from_epoch"] == str(resumed_at)
     restarts = tags["restarts"]
@@ -208,6 +223,22 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     assert f"from the checkpoint of epoch {resumed_at}" in restarts  # the restarted driver
     # Nothing was trained twice: the newest checkpoint is never older than what MLflow holds
     assert restarts.count("trained again: none") == restarts.count("from the checkpoint of") == 2
+
+    # Each start's console (the driver's lines, and those Ray relayed from rank 0 and the
+    # Train controller) is an artifact of the run
+    consoles = {a.path for a in client.list_artifacts(run.info.run_id)} & {
+        "console.log",
+        "console-2.log",
+    }
+    assert consoles == {"console.log", "console-2.log"}
+    first_console, second_console = (
+        open(client.download_artifacts(run.info.run_id, name, str(tmp_path))).read()
+        for name in ("console.log", "console-2.log")
+    )
+    assert "MLflow run " in first_console and "epoch 4 step 3: running train loss" in first_console
+    assert "epoch   3  train loss" in first_console  # the controller's
+    assert "('faults', resumed)" in second_console
+    assert f"resumed from the checkpoint of epoch {resumed_at}" in second_console
 
     # `evaluate` on the run reads its last checkpoint back from the bucket and scores as the
     # last epoch did, centre crop and ten-crop (MLflow records it as a run of its own).
@@ -222,10 +253,10 @@ def test_outage_killed_worker_and_killed_driver_cost_no_epoch_and_the_run_learns
     )
     assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
     (evaluation,) = client.search_runs([run.info.experiment_id], "tags.kind = 'evaluate'")
-    assert evaluation.data.params["epoch"] == str(EPOCHS)
+    assert evaluation.data.params["epoch"] == str(final)
     (scored,) = client.get_run(evaluation.info.run_id).inputs.dataset_inputs
     assert scored.dataset.digest == given.dataset.digest and scored.tags[0].value == "eval"
     one_image = 1 / 100 + 1e-9  # other batch sizes may round a borderline logit the other way
     for key in ("val_top1_error", "val_top1_error_10crop"):
-        (trained,) = [value for step, value in history(key) if step == EPOCHS]
+        (trained,) = [value for step, value in history(key) if step == final]
         assert evaluation.data.metrics[key] == pytest.approx(trained, abs=one_image), key

@@ -23,7 +23,7 @@ def test_the_wheel_installs_a_console_command_that_runs_anywhere(tmp_path):
     through a .pth line, as `pip install` would have fetched them; the project itself comes from
     the wheel only: a .pth line's folder runs no .pth of its own, so the checkout's editable
     finder is not among them.)"""
-    tracked = _run("git", "-C", str(REPO_ROOT), "ls-files").stdout.split()
+    tracked = _run("git", "-C", str(REPO_ROOT), "ls-files", "-z").stdout.split("\0")[:-1]
     source = tmp_path / "source"  # the checkout's files alone: no build/ left from elsewhere
     for name in tracked:
         (source / name).parent.mkdir(parents=True, exist_ok=True)

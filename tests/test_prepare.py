@@ -232,3 +232,29 @@ def test_interrupted_prepare_into_a_bucket_resumes_without_redoing_shards(
 
     again = run_prepare(config)
     assert again.skipped and again.processed == 0 and _objects(out) == objects  # a no-op
+
+
+def test_quiet_shows_the_result_and_the_run_keeps_the_console(ray_cluster, zoo, tmp_path, capsys):
+    """`-q`: the result on stdout, no progress or notes on stderr; by default the notes show
+    (on stderr). The prepare's MLflow run keeps what its console showed as `console.log`."""
+    from orchestrator.run import main
+
+    db = tmp_path / "mlflow.db"
+    args = ["prepare", "--root", str(zoo), "--out", str(tmp_path / "out")]
+    for setting in ("prepare.image_size=32", "prepare.max_reject_fraction=0.5"):
+        args += ["--set", setting]
+    args += ["--set", f"tracking.uri=sqlite:///{db}"]
+    assert main(["-q", *args]) == 0
+    quiet = capsys.readouterr()
+    assert "prepare: 24 images (" in quiet.out and "12 rejected" in quiet.out  # the result
+    assert quiet.err == ""  # no "prepare: 8/36 files ... files/s" progress lines
+
+    assert main(args) == 0  # again, at the default level: already complete, a note says so
+    again = capsys.readouterr()
+    assert again.out == "" and "(already complete: " in again.err
+
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("alexnet").experiment_id
+    first = client.search_runs([experiment], order_by=["attributes.start_time ASC"])[0]
+    console = client.download_artifacts(first.info.run_id, "console.log", str(tmp_path))
+    assert "prepare: 24 images (" in open(console).read()

@@ -144,6 +144,6 @@ def test_a_prepared_datasets_uri_is_printed_without_its_secret(capsys):
             out=uri, skipped=skipped, processed=10, seconds=1.0, cpus=2.0, manifest=None, **done
         )
         report_prepare(result)
-        printed = capsys.readouterr().out
+        printed = "".join(capsys.readouterr())  # the result (stdout) or the note (stderr)
         assert "s3://AKIAEXAMPLE:***@bucket/prepared" in printed
         assert "wJalrXUtnFEMI" not in printed

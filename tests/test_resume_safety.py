@@ -98,7 +98,7 @@ def test_resume_with_changed_fields_is_refused_unless_asked_for(tmp_path, capsys
     again = _tracked(tmp_path, first, 2)
     allowed = _job(tmp_path, "optim.lr=0.02", "model.dropout=0.3", "train.resume_changed=true")
     _check_resume(allowed, again)
-    assert "with changed training fields (train.resume_changed)" in capsys.readouterr().out
+    assert "with changed training fields (train.resume_changed)" in capsys.readouterr().err
 
     longer = _job(tmp_path, "train.epochs=9", "train.num_workers=1", "data.decode_cpus=0.5")
     _check_resume(longer, _tracked(tmp_path, first, 2))  # same training, more epochs
@@ -159,7 +159,7 @@ def test_a_new_run_does_not_adopt_checkpoints_that_no_mlflow_run_records(tmp_pat
     asked = _job(tmp_path, "train.resume_unrecorded=true")
     _check_resume(asked, TrackedRun(config, "same", resume=True))
     assert "continues from the checkpoint of epoch 2 that no MLflow run records" in (
-        capsys.readouterr().out
+        capsys.readouterr().err  # a warning: diagnostics go to stderr
     )
 
 
@@ -252,6 +252,6 @@ def test_epochs_whose_reports_never_reached_mlflow_are_logged_from_their_checkpo
     history = dict(run.history("val_top1_error"))
     assert history == pytest.approx({1: 0.1, 2: 0.2, 4: 0.4})
     assert run.record().last_checkpoint[1] == 4
-    printed = capsys.readouterr().out
-    assert "epoch   2  train loss 0.5000" in printed and "it never reached MLflow" in printed
-    assert "epochs 3 were trained, but neither MLflow nor a kept checkpoint holds" in printed
+    printed = capsys.readouterr()
+    assert "epoch   2  train loss 0.5000" in printed.out and "never reached MLflow" in printed.out
+    assert "epochs 3 were trained, but neither MLflow nor a kept checkpoint holds" in printed.err

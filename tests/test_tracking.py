@@ -4,6 +4,7 @@ test_fault_tolerance.py.)"""
 
 import fcntl
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -177,7 +178,7 @@ def test_basic_auth_server_with_credentials_from_the_environment(tmp_path, monke
         local = tmp_path / "downloaded"
         text += (Path(client.download_artifacts(run.run_id, "config.yaml", str(local)))).read_text()
         assert password not in text and "s3cr3t" not in text
-        assert password not in capsys.readouterr().out
+        assert password not in "".join(capsys.readouterr())
     finally:
         server.stop()
 
@@ -234,7 +235,7 @@ for step in range(int(sys.argv[3])):
 """
 
 
-def test_no_buffered_value_is_lost_while_processes_append_and_replay(tmp_path, capsys):
+def test_no_buffered_value_is_lost_while_processes_append_and_replay(tmp_path):
     client, uri, run_id = sqlite_run(tmp_path)
     config = TrackingConfig(uri=uri, buffer_dir=str(tmp_path / "buffer"))
     buffer = MetricBuffer.for_run(config, run_id)
@@ -246,6 +247,11 @@ def test_no_buffered_value_is_lost_while_processes_append_and_replay(tmp_path, c
         )
         for key in ("a", "b")
     ]
+    said = []  # what the replays logged (INFO, to the buffer module's logger)
+    logger, handler = logging.getLogger("orchestrator.tracking.buffer"), logging.Handler()
+    handler.emit = said.append
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
     try:
         while any(p.poll() is None for p in appenders):
             replay_buffers(client, config.buffer_dir, config.buffer_max_values)  # races the appends
@@ -253,8 +259,10 @@ def test_no_buffered_value_is_lost_while_processes_append_and_replay(tmp_path, c
     finally:
         for process in appenders:
             process.wait(timeout=60)
+        logger.removeHandler(handler)
+        logger.level = level
     assert [p.returncode for p in appenders] == [0, 0]
-    racing_replays = capsys.readouterr().out.count("MLflow: replayed")
+    racing_replays = sum("MLflow: replayed" in record.getMessage() for record in said)
     replay_buffers(
         client, config.buffer_dir, config.buffer_max_values
     )  # what was appended after the last racing replay
@@ -378,3 +386,51 @@ def test_an_unwritable_buffer_folder_costs_a_warning_not_the_training(tmp_path, 
     assert sum("cannot write the MLflow buffer" in m for m in messages) == 1, messages
     assert sum("is unreachable" in m for m in messages) == 1, messages
     assert "epoch   4" in capsys.readouterr().out
+
+
+def test_step_metrics_keep_the_first_values_of_a_step_trained_again(tmp_path):
+    """A worker group restarted from a checkpoint trains some steps again: the run's live curves
+    keep each step once, with the values first logged for it, and go on after it."""
+    from orchestrator.tracking.steps import TRAIN_LOSS, StepLogger, StepMetricsTarget
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("steps")).info.run_id
+    target = StepMetricsTarget(uri, run_id, str(tmp_path / "buffer"), 1000)
+    first = StepLogger(target)
+    for step in (4, 8, 12):
+        first.log(step, {TRAIN_LOSS: 1.0})
+    first.close()
+    again = StepLogger(target)  # restarted from the checkpoint of step 4
+    for step in (8, 12, 16):
+        again.log(step, {TRAIN_LOSS: 2.0})
+    again.close()
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, TRAIN_LOSS))
+    assert history == [(4, 1.0), (8, 1.0), (12, 1.0), (16, 2.0)]
+    assert MetricBuffer(tmp_path / "buffer" / f"{run_id}.jsonl", 1000).count() == 0
+
+
+def test_every_training_node_samples_its_system_metrics_under_its_own_name(tmp_path):
+    """The first worker of each node samples it: one node keeps MLflow's `system/<metric>`
+    names, several get MLflow's per-node `system/node_<rank>/<metric>`."""
+    from orchestrator.tracking.system_metrics import (
+        SystemMetricsTarget,
+        sampling_node,
+        system_metrics,
+    )
+
+    # 4 workers on one node; then 4 on 2 nodes (2 each): local rank 0 of each node samples
+    assert [sampling_node(rank, 0, 4, 4) for rank in range(4)] == [(True, None)] + [
+        (False, None)
+    ] * 3
+    assert sampling_node(0, 1, 4, 2) == (True, "node_1")
+    assert sampling_node(1, 1, 4, 2) == (False, "node_1")
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("nodes")).info.run_id
+    with system_metrics(SystemMetricsTarget(uri, run_id, 0.5), "node_1"):
+        time.sleep(4)
+    metrics = client.get_run(run_id).data.metrics
+    assert "system/node_1/cpu_utilization_percentage" in metrics, sorted(metrics)
+    assert not [key for key in metrics if key.startswith("system/cpu")]

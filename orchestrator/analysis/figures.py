@@ -14,6 +14,7 @@ the numbers (`Figures`, what the tests check), `write_figures` draws them.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 import warnings
@@ -32,6 +33,8 @@ from orchestrator.data.shard_reader import first_images
 from orchestrator.tracking.run import TrackedRun
 from orchestrator.training.checkpoints import newest_checkpoint, read_checkpoint
 from workloads.alexnet import probe
+
+log = logging.getLogger(__name__)
 
 PREDICTED_IMAGES = 8  # Figure 4, left
 QUERY_IMAGES = 6  # Figure 4, right: six query images, each with its nearest training images
@@ -223,11 +226,10 @@ def log_figures(run: TrackedRun, trained: Trained) -> None:
     except Exception as error:  # noqa: BLE001
         warnings.warn(f"figures: not made ({redact_exception(error, 300)})", stacklevel=2)
         return
-    print(
+    log.info(
         f"figures: conv1 kernels, top-5 predictions, fc7 nearest neighbours and the confusion "
         f"matrix of epoch {made.epoch} are in MLflow run {run.run_id} under figures/ "
-        f"({time.perf_counter() - started:.1f} s)",
-        flush=True,
+        f"({time.perf_counter() - started:.1f} s)"
     )
 
 

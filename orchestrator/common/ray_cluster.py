@@ -10,6 +10,7 @@ import os
 import ray
 import ray.data
 
+from orchestrator.common import logs
 from orchestrator.common.source import SOURCE_ENV, command_source
 
 # Arrow's allocator (mimalloc) gives freed memory back to the OS 10 ms after it is freed, so a
@@ -32,7 +33,7 @@ def ensure_ray() -> None:
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # configured at import
     for name, value in ALLOCATOR_ENV.items():  # inherited by a local Ray's processes
         os.environ.setdefault(name, value)
-    ray.init(address=os.environ.get("RAY_ADDRESS"))
+    ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logs.ray_init_level())
     quiet_progress_bars()
 
 
@@ -80,14 +81,15 @@ def keep_credentials_out_of_ray_logs() -> None:
 
 
 def carry_source_into_trials() -> None:
-    """Have Ray Tune copy the command's source tags (common/source.py) into every trial actor,
-    which creates its trial's MLflow run, from the same list it copies the credentials from."""
+    """Have Ray Tune copy the command's source tags (common/source.py) and its log level
+    (common/logs.py) into every trial actor, which creates its trial's MLflow run and training,
+    from the same list it copies the credentials from."""
     from ray.tune.execution import class_cache
 
     command_source()  # resolved and published here, in the driver, if nobody carried it in
     propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
     if isinstance(propagated, set | frozenset):
-        class_cache.ENV_VARS_TO_PROPAGATE = set(propagated) | {SOURCE_ENV}
+        class_cache.ENV_VARS_TO_PROPAGATE = set(propagated) | {SOURCE_ENV, logs.LEVEL_ENV}
 
 
 def quiet_report_echo() -> None:

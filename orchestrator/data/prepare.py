@@ -26,6 +26,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from orchestrator.data.shards import Progress, images_per_shard, merge, plan_sha
 from workloads.datasets.image_folder import ImageList, list_image_folder, relative_path
 from workloads.datasets.imagenet import list_imagenet
 from workloads.datasets.statistics import rgb_statistics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -355,10 +358,9 @@ def _discard_other_plans(out: Location, key: str) -> None:
     plan = out.read_json("_work", "plan.json") if out.exists("_work", "plan.json") else {}
     if plan.get("key") == key:
         return
-    print(
+    log.warning(
         f"prepare: {redact_text(out.uri)} holds partial work of an interrupted prepare with "
-        "another source or other parameters: discarding it and starting over",
-        flush=True,
+        "another source or other parameters: discarding it and starting over"
     )
     for folder in ("_work", "train", "val"):
         out.delete_dir(folder)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import sys
 import time
@@ -25,6 +26,8 @@ import pyarrow.parquet as pq
 from orchestrator.common.storage import Location
 from workloads.datasets import codec
 from workloads.datasets.image_folder import ImageList, is_utf8, printable, relative_path
+
+log = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 128
 SHARD_SCHEMA = pa.schema(
@@ -235,10 +238,9 @@ class Progress:
             self.bar.update(images + rejects)
             return
         rate = self.done / max(time.monotonic() - self.started, 1e-9)
-        print(
+        log.info(
             f"prepare: {self.done}/{self.total} files ({split} shard done, {rejects} rejected), "
-            f"{rate:.0f} files/s, {shards_left} shards left",
-            flush=True,
+            f"{rate:.0f} files/s, {shards_left} shards left"
         )
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ ImageNet, the generated demo set) prepared first, once, and reused afterwards.""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from orchestrator.common import ray_cluster
@@ -21,6 +22,8 @@ from orchestrator.data.prepare import (
 from orchestrator.data.prepared import PreparedData, open_prepared
 from workloads.datasets.generated import replaceable
 from workloads.datasets.synthetic import generate
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SYNTHETIC_ROOT = "data/synthetic"
 DEFAULT_PREPARED_PARENT = "data/prepared"
@@ -83,10 +86,9 @@ def prepare_source(prepare: PrepareConfig, splits) -> PrepareResult:
 def report_prepare(result: PrepareResult) -> None:
     out = redact_text(result.out)
     if result.skipped:
-        print(
+        log.info(
             f"prepared data: {out} (already complete: {result.images['train']} training / "
-            f"{result.images['val']} validation images)",
-            flush=True,
+            f"{result.images['val']} validation images)"
         )
         return
     resumed = result.total - result.processed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -44,6 +45,8 @@ from orchestrator.tracking.metrics import (
 from orchestrator.tracking.reads import read_experiment
 from orchestrator.tracking.records import RunRecord, Store
 from orchestrator.tracking.run import TrackedRun
+
+log = logging.getLogger(__name__)
 
 CURVES = (VAL_TOP1_ERROR, TRAIN_TOP1_ERROR)  # what the plots draw
 
@@ -95,10 +98,9 @@ def _study(config: ExperimentConfig, groups: dict[str, dict], resume: bool) -> l
         extra_tags={tags.STUDY: spec.name, **identity},
     )
     parent.log_dataset(data, "train")
-    print(
+    log.info(
         f"study '{spec.name}': {len(groups)} groups x {spec.seeds} seeds, MLflow "
-        f"parent run {parent.run_id} in {redacted(parent.tracking_uri)}",
-        flush=True,
+        f"parent run {parent.run_id} in {redacted(parent.tracking_uri)}"
     )
     tuner = _tuner(config, groups, data, parent.run_id, resume)
     tuning.fit(parent, tuner, "study", spec.name, len(groups) * spec.seeds)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -43,6 +44,8 @@ from orchestrator.tracking.metrics import VAL_TOP5_ERROR
 from orchestrator.tracking.reads import checkpoint_of_run
 from orchestrator.tracking.run import TrackedRun
 from orchestrator.training.checkpoints import read_checkpoint
+
+log = logging.getLogger(__name__)
 
 # The sweep's fields a --resume must keep (with its base training): what it searches and how
 IDENTITY = (
@@ -102,7 +105,7 @@ def _log_start(parent: TrackedRun, config: ExperimentConfig, identity: dict) -> 
         },
     )
     where = redacted(parent.tracking_uri)
-    print(f"sweep '{spec.name}': MLflow parent run {parent.run_id} in {where}", flush=True)
+    log.info(f"sweep '{spec.name}': MLflow parent run {parent.run_id} in {where}")
 
 
 def _tuner(

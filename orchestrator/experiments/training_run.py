@@ -5,12 +5,14 @@ commands run one (`train`); a sweep or study runs one per trial (experiments/tri
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 import time
 
 import ray.train
 
 from orchestrator.analysis.figures import log_for_run
+from orchestrator.common import logs
 from orchestrator.common.errors import Interrupted
 from orchestrator.common.locks import sole_driver
 from orchestrator.common.redact import redact_text
@@ -27,6 +29,8 @@ from orchestrator.training.checkpoints import stored_checkpoints
 from orchestrator.training.config import WorkerPlan
 from orchestrator.training.launch import TrainingJob, fit, plan_training
 
+log = logging.getLogger(__name__)
+
 
 def train(config: ExperimentConfig) -> TrackedRun:
     """One training run: prepared shards -> Ray Data -> Ray Train workers -> one MLflow run. A
@@ -35,21 +39,19 @@ def train(config: ExperimentConfig) -> TrackedRun:
     run_name = config.name or default_run_name(config)
     data = open_data(config.data, config.prepare)
     job = plan_training(config, data, run_name)
-    print(
+    log.info(
         f"data: {redact_text(data.uri)} ({data.count('train')} training / "
         f"{data.count('val')} validation images of {data.image_size} px, "
-        f"{len(data.classes)} classes)",
-        flush=True,
+        f"{len(data.classes)} classes)"
     )
     with sole_driver(job.plan.run_folder, "name", f"run '{run_name}'"):
         run = TrackedRun(config.tracking, run_name, resume=config.name is not None)
         identity.check_resume(job.plan, run_name, run)
         start(run, job, "train")
         log_unreported_epochs(run, job.plan)
-        print(
+        log.info(
             f"MLflow run {run.run_id} ('{run_name}'{', resumed' if run.resumed else ''}) in "
-            f"{redacted(run.tracking_uri)}",
-            flush=True,
+            f"{redacted(run.tracking_uri)}"
         )
         run_training(job, run)
     _print_summary(run)
@@ -96,10 +98,9 @@ def log_unreported_epochs(run: TrackedRun, plan: WorkerPlan) -> None:
     kept = {stored.epoch for stored in newer if stored.report}
     lost = [epoch for epoch in range(last + 1, max(kept, default=0)) if epoch not in kept]
     if lost:
-        print(
+        log.warning(
             f"epochs {', '.join(map(str, lost))} were trained, but neither MLflow nor a kept "
-            "checkpoint holds their values (train.keep_checkpoints)",
-            flush=True,
+            "checkpoint holds their values (train.keep_checkpoints)"
         )
 
 
@@ -124,6 +125,7 @@ def run_training(
                 job.plan,
                 system_metrics=run.system_metrics_target(),
                 step_metrics=run.step_metrics_target(),
+                log_level=logs.level(),
             ),
             datasets=job.datasets,
             run_name=job.config.name,

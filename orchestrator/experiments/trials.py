@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import signal
 import threading
 import warnings
@@ -12,6 +13,7 @@ import warnings
 import ray.tune as tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from orchestrator.common import logs
 from orchestrator.common.ray_cluster import quiet_progress_bars
 from orchestrator.common.redact import redact_text
 from orchestrator.config.experiment import load_config_text
@@ -49,7 +51,8 @@ def run_trial(
         # Ended (all its epochs, or stopped by the scheduler: `CloseTrialRuns`) before the
         # sweep's driver stopped, after Tune last saved its state: report the run's final
         # metrics instead of training it again.
-        print(f"trial {trial_id} already finished (MLflow run {run.run_id})", flush=True)
+        if logs.level() <= logging.INFO:  # (a trial actor: its lines reach the driver printed)
+            print(f"trial {trial_id} already finished (MLflow run {run.run_id})", flush=True)
         run.abandon()  # its status as it was
         tune.report({**run.record().metrics, EPOCH: done})
         return

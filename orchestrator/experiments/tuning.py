@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import ray
 import ray.tune as tune
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from orchestrator.common import locks, ray_cluster
 from orchestrator.common.errors import ConfigError, Interrupted
@@ -28,6 +29,8 @@ from orchestrator.tracking import tags
 from orchestrator.tracking.config import resolve_tracking_uri
 from orchestrator.tracking.run import TrackedRun, ended_status
 from orchestrator.training.identity import describe, differences, digest, training_fields
+
+log = logging.getLogger(__name__)
 
 # A trial's own process only waits on its TorchTrainer, whose workers hold the real CPUs.
 TRIAL_DRIVER_CPUS = 0.01
@@ -205,7 +208,7 @@ def make_tuner(
     training goes on from its last checkpoint), else new."""
     trainable = tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPUS})
     if resume and can_restore(where.experiment):
-        print(f"resuming {kind} '{where.name}' from {redact_text(where.experiment)}", flush=True)
+        log.info(f"resuming {kind} '{where.name}' from {redact_text(where.experiment)}")
         for old, module in MOVED_MODULES.items():
             sys.modules.setdefault(old, module)
         in_storage, filesystem = for_ray(where.experiment)
@@ -279,17 +282,18 @@ def require_state_api() -> None:
     from ray.util.state import list_actors
     from ray.util.state.exception import RayStateApiException
 
-    deadline = time.monotonic() + 30  # a local Ray's dashboard takes seconds to come up
-    while True:
-        try:
-            list_actors(limit=1, timeout=10)
-            return
-        except (RayStateApiException, ConnectionError) as error:
-            if time.monotonic() < deadline:
-                time.sleep(1)
-                continue
-            failure = error
-            break
+    try:
+        for attempt in Retrying(  # a local Ray's dashboard takes seconds to come up
+            stop=stop_after_delay(30),
+            wait=wait_fixed(1),
+            retry=retry_if_exception_type((RayStateApiException, ConnectionError)),
+            reraise=True,
+        ):
+            with attempt:
+                list_actors(limit=1, timeout=10)
+        return
+    except (RayStateApiException, ConnectionError) as error:
+        failure = error
     raise ConfigError(
         "sweep.scheduler: an early-stopping scheduler needs Ray's State API, which this "
         f"cluster does not serve ({type(failure).__name__}); start Ray with its dashboard "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import time
 import warnings
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from orchestrator.common.redact import redact_exception
 from orchestrator.tracking.client import failing_fast
+
+log = logging.getLogger(__name__)
 
 _LINE_MIN_BYTES = len(json.dumps({"tag": "", "value": ""})) + 1  # the shortest line `add` writes
 _BATCH_MAX_METRICS = 1000  # the REST API's limit per log_batch call
@@ -295,6 +298,4 @@ def replay_buffers(client, buffer_dir: str, max_values: int) -> None:
         except Exception:  # noqa: BLE001 - not this store's run, or not reachable now
             continue
         if replayed:
-            print(
-                f"MLflow: replayed {replayed} metric values buffered for run {run_id}", flush=True
-            )
+            log.info(f"MLflow: replayed {replayed} metric values buffered for run {run_id}")

@@ -4,11 +4,13 @@ training run or its metrics."""
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 
 import ray.train
 
+from orchestrator.common import logs
 from orchestrator.common.redact import redact_exception, redact_text
 from orchestrator.common.storage import uri_of
 from orchestrator.tracking import tags
@@ -36,12 +38,14 @@ class EpochLogger(ray.train.UserCallback):
         buffer: MetricBuffer,
         logged_epochs: set[int] = frozenset(),
         restarts: tuple[str, ...] = (),
+        level: int = logging.INFO,
     ):
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.buffer = buffer
         self.logged_epochs = set(logged_epochs)
         self.restarts = list(restarts)
+        self.level = level  # the driver's log level (common/logs.py): diagnostics below it hide
         self._client = None
         self._outage = False
         self._buffer_failing = False
@@ -81,7 +85,7 @@ class EpochLogger(ray.train.UserCallback):
         self.restarts.append(
             f"from the checkpoint of epoch {resumed} ({where}); trained again: {retrained}"
         )
-        if again:
+        if again and self.level <= logging.INFO:
             print(
                 f"resumed from the checkpoint of epoch {resumed}: epochs {retrained} are "
                 "trained again (MLflow keeps the values first logged for them)",
@@ -115,14 +119,14 @@ class EpochLogger(ray.train.UserCallback):
                     stacklevel=1,
                 )
                 self._outage = True
-            else:
+            elif self.level <= logging.INFO:
                 print(
                     f"MLflow still unreachable after epoch {epoch}: {self.buffer.count()} "
                     "values buffered",
                     flush=True,
                 )
             return
-        if self._outage:
+        if self._outage and self.level <= logging.INFO:
             print(
                 f"MLflow is reachable again: replayed {replayed} buffered metric values", flush=True
             )
@@ -152,7 +156,8 @@ def epoch_logger(run: TrackedRun) -> EpochLogger:
     """The callback that logs `run`'s epochs: it skips the epochs the run holds already (a
     resumed run) and goes on with the restarts it recorded."""
     if not run.tracked:
-        return EpochLogger(run.tracking_uri, None, MetricBuffer.for_run(run.config, None))
+        buffer = MetricBuffer.for_run(run.config, None)
+        return EpochLogger(run.tracking_uri, None, buffer, level=logs.level())
     record = run.record()
     return EpochLogger(
         run.tracking_uri,
@@ -160,4 +165,5 @@ def epoch_logger(run: TrackedRun) -> EpochLogger:
         MetricBuffer.for_run(run.config, run.run_id),
         run.store.logged_epochs(run.run_id),
         record.restarts,
+        logs.level(),
     )

@@ -25,7 +25,8 @@ class TrackingConfig:
     buffer_dir: str = "~/.cache/alexnet-ray/mlflow-buffer"
     buffer_max_values: int = 1_000_000  # beyond this the oldest buffered values are dropped
     wait_at_end_s: float = 600  # how long a finished run waits for an unreachable server
-    # CPU, memory, disk, network (and GPU) of rank 0's node as system/* metrics; 0: off
+    # CPU, memory, disk, network (and GPU) of every training node as system/* metrics (per node,
+    # system/node_<rank>/*, when the workers span several); 0: off
     system_metrics_interval_s: float = 10
     # the paper's figures of a finished training run as artifacts (analysis/figures.py)
     figures: bool = True

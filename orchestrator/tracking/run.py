@@ -12,10 +12,21 @@ into it (system_metrics.py).
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from typing import TYPE_CHECKING
 
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_fixed,
+    wait_incrementing,
+)
+
+from orchestrator.common import logs
 from orchestrator.common.errors import ConfigError
 from orchestrator.common.redact import redact, redact_exception, redact_text
 from orchestrator.tracking import tags
@@ -34,6 +45,8 @@ from orchestrator.tracking.system_metrics import SystemMetricsTarget
 
 if TYPE_CHECKING:
     from orchestrator.data.prepared import PreparedData
+
+log = logging.getLogger(__name__)
 
 DATASET_ATTEMPTS = 4  # adding a dataset two trials add at once fails for one of them
 DATASET_DIGEST_CHARS = 16  # MLflow keeps at most 36; the whole digest is in the profile
@@ -208,23 +221,38 @@ class TrackedRun:
             profile=json.dumps(profile),
         )
         given = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
-        for attempt in range(1, DATASET_ATTEMPTS + 1):
-            try:
-                with failing_fast():
+        # MLflow adds a dataset it has not seen in two steps: trials starting together race to
+        # add the same one, and all but the first get a unique-key violation (PostgreSQL);
+        # trying again finds it there and links it.
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(DATASET_ATTEMPTS),
+                wait=wait_incrementing(start=0.2, increment=0.2),
+                reraise=True,
+            ):
+                with attempt, failing_fast():
                     self._client.log_inputs(self.run_id, datasets=given)
-                return
-            except Exception as error:  # noqa: BLE001 - lineage is worth a warning, not a run
-                # MLflow adds a dataset it has not seen in two steps: trials starting together
-                # race to add the same one, and all but the first get a unique-key violation
-                # (PostgreSQL); trying again finds it there and links it.
-                if attempt == DATASET_ATTEMPTS:
-                    warnings.warn(
-                        f"MLflow: run {self.run_id}'s dataset input was not logged "
-                        f"({redact_exception(error, 200)})",
-                        stacklevel=2,
-                    )
-                    return
-                time.sleep(0.2 * attempt)
+        except Exception as error:  # noqa: BLE001 - lineage is worth a warning, not a run
+            warnings.warn(
+                f"MLflow: run {self.run_id}'s dataset input was not logged "
+                f"({redact_exception(error, 200)})",
+                stacklevel=2,
+            )
+
+    def _keep_console(self) -> None:
+        """What this command's console showed (driver, and rank 0's and the controller's lines
+        that Ray relayed), as the run's `console.log`: `console-2.log` and on for the starts
+        of a resumed run."""
+        text = logs.copied_console()
+        if not text:
+            return
+        held = {item.path for item in self._client.list_artifacts(self.run_id)}
+        name = "console.log"
+        for start in range(2, 1000):
+            if name not in held:
+                break
+            name = f"console-{start}.log"
+        self.log_text(text, name)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.tracked:
@@ -333,36 +361,36 @@ class TrackedRun:
             return
         buffer = MetricBuffer.for_run(self.config, self.run_id)
         wait_s = 0 if status == "KILLED" else self.config.wait_at_end_s
-        deadline = time.monotonic() + wait_s
-        waiting = False
-        while True:
-            try:
-                with failing_fast():
+
+        def say_waiting(state: RetryCallState) -> None:
+            if state.attempt_number == 1:
+                log.warning(
+                    f"MLflow at {redacted(self.tracking_uri)} is unreachable "
+                    f"({redact_exception(state.outcome.exception(), 200)}); waiting up to "
+                    f"{wait_s:g} s for it to close run {self.run_id}"
+                )
+
+        try:
+            for attempt in Retrying(
+                stop=stop_after_delay(wait_s),
+                wait=wait_fixed(2),
+                before_sleep=say_waiting,
+                reraise=True,
+            ):
+                with attempt, failing_fast():
                     replayed = buffer.flush(self._client, self.run_id)
+                    self._keep_console()
                     self._client.set_terminated(self.run_id, status=status)
-                if waiting or replayed:
-                    print(
-                        f"MLflow: replayed {replayed} buffered metric values; run {self.run_id} "
-                        f"is {status}",
-                        flush=True,
-                    )
-                return
-            except Exception as error:  # noqa: BLE001 - an outage, most likely
-                if time.monotonic() >= deadline:
-                    warnings.warn(
-                        f"MLflow at {redacted(self.tracking_uri)} is still unreachable "
-                        f"({redact_exception(error, 200)}); run {self.run_id} stays open and "
-                        f"{buffer.count()} values stay in {buffer.path}, replayed by the "
-                        "next command that uses this tracking store",
-                        stacklevel=2,
-                    )
-                    return
-                if not waiting:
-                    print(
-                        f"MLflow at {redacted(self.tracking_uri)} is unreachable "
-                        f"({redact_exception(error, 200)}); waiting up to "
-                        f"{wait_s:g} s for it to close run {self.run_id}",
-                        flush=True,
-                    )
-                    waiting = True
-                time.sleep(2)
+        except Exception as error:  # noqa: BLE001 - an outage, most likely
+            warnings.warn(
+                f"MLflow at {redacted(self.tracking_uri)} is still unreachable "
+                f"({redact_exception(error, 200)}); run {self.run_id} stays open and "
+                f"{buffer.count()} values stay in {buffer.path}, replayed by the "
+                "next command that uses this tracking store",
+                stacklevel=2,
+            )
+            return
+        if replayed or attempt.retry_state.attempt_number > 1:
+            log.info(
+                f"MLflow: replayed {replayed} buffered metric values; run {self.run_id} is {status}"
+            )

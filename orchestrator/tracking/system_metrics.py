@@ -20,9 +20,20 @@ class SystemMetricsTarget:
     interval_s: float
 
 
+def sampling_node(
+    local_rank: int, node_rank: int, world_size: int, local_world_size: int
+) -> tuple[bool, str | None]:
+    """(whether this worker samples its node, the node's id in the metric names): the first
+    worker of each node samples it; on one node the names stay `system/<metric>`, across
+    several they are MLflow's per-node `system/node_<rank>/<metric>`."""
+    several = world_size > local_world_size
+    return local_rank == 0, (f"node_{node_rank}" if several else None)
+
+
 @contextlib.contextmanager
-def system_metrics(target: SystemMetricsTarget | None):
-    """Samples this node's CPU, memory, disk, network and GPU into `target`'s run meanwhile.
+def system_metrics(target: SystemMetricsTarget | None, node_id: str | None = None):
+    """Samples this node's CPU, memory, disk, network and GPU into `target`'s run meanwhile
+    (under `system/<node_id>/` when a node id is given).
 
     MLflow's `SystemMetricsMonitor`, in a thread; it goes on with the run's step count when a
     run is resumed. It starts beside the training (importing MLflow and asking the server for
@@ -48,6 +59,7 @@ def system_metrics(target: SystemMetricsTarget | None):
                 target.run_id,
                 sampling_interval=target.interval_s,
                 resume_logging=True,
+                node_id=node_id,
                 tracking_uri=target.tracking_uri,
             )
             monitor.start()

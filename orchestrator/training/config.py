@@ -8,6 +8,7 @@ config. This module imports neither torch nor Ray.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -101,8 +102,11 @@ class WorkerPlan:
     training_digest: str = ""  # of the fields that define the training (training/identity.py)
     training_fields: dict = field(default_factory=dict)
     run_folder: str = ""  # <storage_path>/<run name>: where a restart looks for checkpoints
-    system_metrics: SystemMetricsTarget | None = None  # rank 0 samples its node into the run
+    system_metrics: SystemMetricsTarget | None = None  # each node's first worker samples it
     step_metrics: StepMetricsTarget | None = None  # rank 0 logs its live curves into the run
+    log_level: int = (
+        logging.INFO
+    )  # the driver's (common/logs.py): rank 0's lines below it are not shown
     progress_bar: bool = False  # a live bar per epoch (the driver's console is a terminal)
     # the prepared data it trains on, kept in every checkpoint: what evaluate scores on
     data: dict[str, str] = field(default_factory=dict)  # {"uri": ..., "key": ...}

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import logging
 import sys
 
 
 class RankZeroConsole:
     """Progress from rank 0 only (lines, or a live bar per epoch); a no-op on the other ranks."""
 
-    def __init__(self, rank: int, progress_bar: bool):
+    def __init__(self, rank: int, progress_bar: bool, level: int = logging.INFO):
         self.enabled = rank == 0
         self.progress_bar = progress_bar and self.enabled
+        self.level = level  # the driver's log level: lines below it are not shown
 
-    def __call__(self, message: str) -> None:
-        if self.enabled:
+    def __call__(self, message: str, level: int = logging.INFO) -> None:
+        if self.enabled and level >= self.level:
             # To the process's real stdout: Ray Train's patched print() would echo it twice.
             print(message, file=sys.__stdout__, flush=True)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.common.errors import ConfigError
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from orchestrator.tracking.run import TrackedRun
     from orchestrator.training.checkpoints import StoredCheckpoint
     from orchestrator.training.config import TrainingSections, WorkerPlan
+
+log = logging.getLogger(__name__)
 
 # Data fields that change what the model sees (the data itself is named by its prepare key)
 DATA_FIELDS = ("flip", "mean_subtraction", "pca_noise_std")
@@ -100,10 +103,9 @@ def check_resume(plan: WorkerPlan, name: str, run: TrackedRun) -> None:
                 continue
             if not plan.train.resume_changed:
                 raise refuse_changed(name, where, changed)
-            print(
+            log.warning(
                 f"resuming '{name}' with changed training fields (train.resume_changed): "
-                f"{describe(changed)}",
-                flush=True,
+                f"{describe(changed)}"
             )
         if recorded is not None:
             _check_checkpoints_kept(recorded, stored, plan.run_folder)
@@ -117,10 +119,9 @@ def _refuse_unrecorded(plan: WorkerPlan, name: str, stored: StoredCheckpoint) ->
     name, or a run whose tracking store was deleted. Continuing from them would adopt another
     training's model and report none of its history; only `train.resume_unrecorded` does."""
     if plan.train.resume_unrecorded:
-        print(
+        log.warning(
             f"'{name}': a new MLflow run continues from the checkpoint of epoch {stored.epoch} "
-            "that no MLflow run records (train.resume_unrecorded)",
-            flush=True,
+            "that no MLflow run records (train.resume_unrecorded)"
         )
         return
     raise ConfigError(

@@ -9,6 +9,7 @@ layer's (experiments/training_run.py): `train` runs one; a sweep runs one per tr
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ from orchestrator.training import identity
 from orchestrator.training.config import TrainConfig, TrainingSections, WorkerPlan
 from orchestrator.training.transform import batch_transform
 from orchestrator.training.worker import train_fn_per_worker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,7 +118,7 @@ def resolve_use_gpu(config: TrainConfig) -> bool:
     gpus = ray.cluster_resources().get("GPU", 0)
     needed = config.num_workers * config.devices_per_worker
     if 0 < gpus < needed:
-        print(
+        log.warning(
             f"the cluster has {gpus:g} GPU(s); {config.num_workers} workers with "
             f"{config.devices_per_worker} each need {needed}: training on CPU"
         )

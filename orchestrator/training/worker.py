@@ -34,7 +34,7 @@ from orchestrator.tracking.steps import (
     StepLogger,
     step_metrics,
 )
-from orchestrator.tracking.system_metrics import system_metrics
+from orchestrator.tracking.system_metrics import sampling_node, system_metrics
 from orchestrator.training.checkpoints import (
     TrainingState,
     checkpoint_to_resume,
@@ -170,9 +170,16 @@ def train_fn_per_worker(config: dict) -> None:
     """Ray Train's entry point: `config` is `{"plan": WorkerPlan}` (TorchTrainer takes a dict)."""
     quiet_report_echo()
     plan: WorkerPlan = config["plan"]
-    rank_zero = ray.train.get_context().get_world_rank() == 0
+    context = ray.train.get_context()
+    rank_zero = context.get_world_rank() == 0
+    samples, node_id = sampling_node(
+        context.get_local_rank(),
+        context.get_node_rank(),
+        context.get_world_size(),
+        context.get_local_world_size(),
+    )
     with (
-        system_metrics(plan.system_metrics if rank_zero else None),
+        system_metrics(plan.system_metrics if samples else None, node_id),
         step_metrics(plan.step_metrics if rank_zero else None) as steps,
     ):
         _train(plan, steps)
@@ -207,7 +214,7 @@ def _setup(plan: WorkerPlan, rank: int) -> _Loop:
         device=device,
         autocast_dtype=autocast_dtype_for(device, config.precision),
         channels_last=channels_last,
-        console=RankZeroConsole(rank, plan.progress_bar),
+        console=RankZeroConsole(rank, plan.progress_bar, plan.log_level),
     )
 
 
