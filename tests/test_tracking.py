@@ -434,3 +434,24 @@ def test_every_training_node_samples_its_system_metrics_under_its_own_name(tmp_p
     metrics = client.get_run(run_id).data.metrics
     assert "system/node_1/cpu_utilization_percentage" in metrics, sorted(metrics)
     assert not [key for key in metrics if key.startswith("system/cpu")]
+
+
+def test_a_new_run_keeps_the_environment_it_started_in(tmp_path):
+    """Every installed package at its version (as `pip freeze`), the platform and the CUDA of
+    the torch build, as the run's environment.txt; the GPU facts as tags where there are any."""
+    from importlib import metadata
+
+    import torch
+
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="env")
+    run = TrackedRun(config, "env")
+    run.log_start("train", {"seed": 0}, "seed: 0\n")
+    run.finish()
+    client = MlflowClient(config.uri)
+    text = open(client.download_artifacts(run.run_id, "environment.txt", str(tmp_path))).read()
+    packages = text.split("packages:\n")[1].splitlines()
+    assert f"torch=={metadata.version('torch')}" in packages and "ray==2.60.0" in packages
+    assert "alexnet-ray==0.1.0" in packages and len(packages) > 100
+    assert text.startswith(f"python {sys.version.split()[0]} on ")
+    tags = client.get_run(run.run_id).data.tags
+    assert tags.get("torch_cuda") == torch.version.cuda  # None: a CPU build, and no tag

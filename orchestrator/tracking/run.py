@@ -38,7 +38,7 @@ from orchestrator.tracking.config import (
     redacted,
     resolve_tracking_uri,
 )
-from orchestrator.tracking.provenance import SOURCE_TAGS, provenance_tags
+from orchestrator.tracking.provenance import SOURCE_TAGS, environment_text, provenance_tags
 from orchestrator.tracking.records import RunRecord, Store
 from orchestrator.tracking.steps import StepMetricsTarget
 from orchestrator.tracking.system_metrics import SystemMetricsTarget
@@ -185,6 +185,8 @@ class TrackedRun:
             self._client.log_batch(self.run_id, params=items[start : start + PARAMS_PER_CALL])
         self._client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in start_tags.items()])
         self.log_text(config_yaml, "config.yaml")
+        if not self.resumed:  # the environment it started in
+            self.log_text(environment_text(), "environment.txt")
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
