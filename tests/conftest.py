@@ -337,7 +337,8 @@ def interrupt_after_an_epoch(start_cli, args, env, tmp_path, experiment):
     assert not [line for line in printed.splitlines() if line.startswith("Traceback")]
     (parent,), (trial,) = experiment_runs(client, experiment)
     assert parent.info.status == "KILLED" and trial.info.status == "KILLED"
-    assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["config.yaml"]
+    kept = [a.path for a in client.list_artifacts(parent.info.run_id)]
+    assert kept == ["config.yaml", "console.log", "environment.txt"]  # no table, no plots
     assert client.search_model_versions() == []
     return client, printed
 

@@ -22,7 +22,6 @@ TRAIN_LOSS = "step/train_loss"  # mean cross-entropy of rank 0's batches since t
 LR = "step/lr"
 IMAGES_PER_SECOND = "step/images_per_second"  # all workers, since the last point
 STEP_METRICS = (TRAIN_LOSS, LR, IMAGES_PER_SECOND)
-READY_WAIT_S = 60  # the longest the first point waits to learn what the run holds already
 
 
 @dataclass(frozen=True)
@@ -62,17 +61,25 @@ class StepLogger:
         self._ready = threading.Event()  # _logged_through is known
         self._wake, self._closing = threading.Event(), threading.Event()
         self._direct: list[_Point] = []  # points the buffer could not take
+        self._early: list[_Point] = []  # points logged before the thread was ready
         self._lock = threading.Lock()
         self._buffer_failing = False
         self._thread = threading.Thread(target=self._send, daemon=True, name="step-metrics")
         self._thread.start()
 
     def log(self, step: int, values: dict[str, float]) -> None:
-        self._ready.wait(READY_WAIT_S)
-        if step <= self._logged_through:
-            return
         timestamp = int(time.time() * 1000)
         points = [_Point(key, float(value), timestamp, step) for key, value in values.items()]
+        with self._lock:
+            if not self._ready.is_set():  # the thread has not yet read what the run holds:
+                self._early += points  # it writes these once it has (a kill before then loses
+                return  # them, and the restarted workers train those first steps again)
+        self._write(points)
+
+    def _write(self, points: list[_Point]) -> None:
+        points = [point for point in points if point.step > self._logged_through]
+        if not points:
+            return
         try:
             self.buffer.add(points)
             self._buffer_failing = False
@@ -95,6 +102,7 @@ class StepLogger:
         self._thread.join(timeout=timeout_s)
 
     def _send(self) -> None:
+        client = None
         try:
             with IMPORTING_MLFLOW:
                 from mlflow.entities import Metric
@@ -106,9 +114,12 @@ class StepLogger:
             warnings.warn(
                 f"step metrics: no MLflow client ({redact_exception(error)})", stacklevel=1
             )
-            return
-        finally:
+        with self._lock:
             self._ready.set()
+            early, self._early = self._early, []
+        self._write(early)
+        if client is None:
+            return
         outage = False
         while True:
             self._wake.wait()
