@@ -201,7 +201,7 @@ def test_trials_of_other_seeds_or_epochs_are_not_compared_and_runs_trained_twice
 
 @pytest.mark.ray
 def test_ctrl_c_on_a_study_logs_no_table_and_resume_needs_its_state(
-    ray_cluster, tiny_prepared, tmp_path, start_cli, run_cli
+    ray_cluster, tiny_prepared, tmp_path, start_cli, run_cli, capsys
 ):
     """Ctrl-C once ended a study FINISHED with a partial table logged as its result, exit 0.
     Now: exit 130, parent KILLED, no table; a --resume that finds no Tune state where it looks
@@ -209,6 +209,8 @@ def test_ctrl_c_on_a_study_logs_no_table_and_resume_needs_its_state(
     parent, and is now refused naming the path; the real --resume trains the trial to its end
     and logs the table."""
     from conftest import experiment_args, experiment_runs, interrupt_after_an_epoch
+
+    from orchestrator.run import main
 
     args = experiment_args(
         "study",
@@ -225,10 +227,10 @@ def test_ctrl_c_on_a_study_logs_no_table_and_resume_needs_its_state(
     client, _ = interrupt_after_an_epoch(start_cli, args, env, tmp_path, "alexnet-studies")
 
     elsewhere = tmp_path / "elsewhere"
-    moved = run_cli(*args, "--resume", "--set", f"train.storage_path={elsewhere}", env=env)
-    assert moved.returncode == 2, moved.stdout + moved.stderr
+    capsys.readouterr()  # (refused before any trial: in this process, on the session's Ray)
+    assert main([*args, "--resume", "--set", f"train.storage_path={elsewhere}"]) == 2
     assert f"--resume found no Tune state of study 'ctrl-c' in {elsewhere}/sweeps/ctrl-c" in (
-        moved.stderr
+        capsys.readouterr().err
     )
     (parent,), _ = experiment_runs(client, "alexnet-studies")
     assert parent.info.status == "KILLED"

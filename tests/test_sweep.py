@@ -113,13 +113,14 @@ def test_resume_runs_a_failed_trial_again(ray_cluster, tmp_path):
 
 
 def test_ctrl_c_on_a_sweep_summarises_nothing_and_resume_trains_the_trial_to_its_end(
-    ray_cluster, tiny_prepared, tmp_path, start_cli, run_cli
+    ray_cluster, tiny_prepared, tmp_path, start_cli, run_cli, capsys
 ):
     """Ctrl-C once made Tune return as if done: the sweep summarised its half-trained trial,
     closed it FINISHED and early-stopped, registered its 1-epoch model as @best and exited 0,
     and --resume then never trained it. Now: exit 130, nothing kept as a result; a --resume
     with a changed seed is refused (it would pair two trainings in one table); the plain one
     trains the trial on from its checkpoint, every epoch once, and @best is its last epoch's."""
+    from orchestrator.run import main
     from orchestrator.training.checkpoints import read_checkpoint
 
     args = experiment_args(
@@ -138,9 +139,9 @@ def test_ctrl_c_on_a_sweep_summarises_nothing_and_resume_trains_the_trial_to_its
     env = {"RAY_ADDRESS": ray_cluster}
     client, _ = interrupt_after_an_epoch(start_cli, args, env, tmp_path, "alexnet-sweeps")
 
-    changed = run_cli(*args, "--resume", "--set", "seed=3", env=env)
-    assert changed.returncode == 2, changed.stdout + changed.stderr
-    assert "started as another experiment than this one (seed 0 -> 3)" in changed.stderr
+    capsys.readouterr()  # (refused before any trial: in this process, on the session's Ray)
+    assert main([*args, "--resume", "--set", "seed=3"]) == 2
+    assert "started as another experiment than this one (seed 0 -> 3)" in capsys.readouterr().err
     (parent,), _ = experiment_runs(client, "alexnet-sweeps")
     assert parent.info.status == "KILLED"  # as it was found
 
