@@ -455,3 +455,33 @@ def test_a_new_run_keeps_the_environment_it_started_in(tmp_path):
     assert text.startswith(f"python {sys.version.split()[0]} on ")
     tags = client.get_run(run.run_id).data.tags
     assert tags.get("torch_cuda") == torch.version.cuda  # None: a CPU build, and no tag
+
+
+def test_the_alias_moves_only_to_a_version_that_beats_its_holder_on_the_same_data(tmp_path):
+    """`@best` once moved to each new sweep's winner, even a worse one. Now a version takes it
+    only by beating the version holding it on the same validation data and metric."""
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="registry")
+    run = TrackedRun(config, "sweep")
+    client = MlflowClient(config.uri)
+    client.create_registered_model("pets")
+
+    def register(error: float, digest: str = "d1") -> tuple[str, str | None]:
+        source = f"{client.get_run(run.run_id).info.artifact_uri}/model"
+        version = str(client.create_model_version("pets", source, run.run_id).version)
+        version_tags = {"dataset_digest": digest, "val_top1_error": error}
+        return version, run.promote("pets", "best", version, version_tags, "val_top1_error")
+
+    def holder() -> str:
+        return str(client.get_model_version_by_alias("pets", "best").version)
+
+    assert register(0.30) == ("1", None) and holder() == "1"  # the first takes it
+    version, why = register(0.40)  # worse
+    assert holder() == "1" and why == (
+        "@best stays on version 1: its val_top1_error 0.3000 is not beaten by 0.4000"
+    )
+    assert client.get_model_version("pets", version).tags["val_top1_error"] == "0.4"  # tagged
+    assert register(0.30)[1] is not None and holder() == "1"  # a tie does not move it
+    version, why = register(0.01, digest="d2")  # better, on other data: not comparable
+    assert holder() == "1" and "scored on other validation data" in why
+    version, why = register(0.20)  # better on the same data
+    assert why is None and holder() == version

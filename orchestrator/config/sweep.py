@@ -24,7 +24,9 @@ class SweepConfig:
     grace_period: int = 1  # asha: epochs every trial runs before it may be stopped
     reduction_factor: int = 2  # asha: keep the best 1/reduction_factor at each rung
     register_model: str | None = "alexnet"  # the best model's name in the registry; None: off
-    register_alias: str = "best"  # the alias moved to the best model's new version
+    # the alias the best model's new version takes when it beats the version holding it on
+    # the same validation data (by `metric`); otherwise it is registered without it
+    register_alias: str = "best"
     # config field -> one distribution: {grid: [...]}, {choice: [...]}, {uniform: [lo, hi]},
     # {loguniform: [lo, hi]}
     space: dict[str, dict[str, tuple[Value, ...]]] = field(default_factory=dict)

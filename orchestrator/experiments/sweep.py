@@ -191,11 +191,15 @@ def _log_best_model(parent: TrackedRun, config: ExperimentConfig, best: dict) ->
             tags.SWEEP: spec.name,
             tags.TRIAL: best["trial"],
             tags.CHECKPOINT: checkpoint,
+            tags.DATASET_DIGEST: trained.data.digest,
             spec.metric: best[spec.metric],
         }
-        parent.set_alias(spec.register_model, spec.register_alias, version, version_tags)
-        message += f", registered as models:/{spec.register_model}@{spec.register_alias} "
-        message += f"(version {version})"
+        name, alias = spec.register_model, spec.register_alias
+        why = parent.promote(name, alias, version, version_tags, spec.metric)
+        if why is None:
+            message += f", registered as models:/{name}@{alias} (version {version})"
+        else:
+            message += f", registered as models:/{name}/{version}; {why}"
     parent.set_tags({tags.BEST_MODEL: message})
     print(message, flush=True)
     if config.tracking.figures:  # the best trial's, on the sweep's run

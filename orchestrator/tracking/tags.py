@@ -25,6 +25,7 @@ SEARCH_SPACE, SEARCH_ALGORITHM, SCHEDULER = "search_space", "search_algorithm", 
 
 # Training state
 TRAINING_DIGEST, TRAINING_FIELDS = "training_digest", "training_fields"  # training/identity.py
+DATASET_DIGEST = "dataset_digest"  # on a model version: the prepared data it was scored on
 RESUMED_WITH = "resumed_with."  # + a param's name: its value in a resume that changed it
 LAST_CHECKPOINT, LAST_CHECKPOINT_EPOCH = "last_checkpoint", "last_checkpoint_epoch"
 RESUMED_FROM_EPOCH, RESTARTS = "resumed_from_epoch", "restarts"
