@@ -8,5 +8,7 @@ cover all of them; every read returns this project's own records.
 - `records`: RunRecord and Store (reads); `reads`: checkpoints behind runs:/ and models:/ URIs,
   a sweep's or a study's runs;
 - `buffer`: values MLflow has not taken yet, on disk; `callback`: EpochLogger (Ray Train);
-  `system_metrics`: a node's CPU, memory, GPU; `provenance`: commit, versions, cluster shape.
+  `system_metrics`: a node's CPU, memory, GPU; `provenance`: commit, versions, cluster shape,
+  environment; `steps`: the live step curves; `registry`: aliases that move only to a better
+  version.
 """
