@@ -55,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     rest = argv[lead:]
     if not rest or (rest[0].startswith("-") and rest[0] not in ("-h", "--help", "--version")):
         argv = [*argv[:lead], "demo", *rest]  # bare `run.py [--set ...]` is the demo
-    return build_parser(argv[lead] if lead < len(argv) else "demo").parse_args(argv)
+    return build_parser(argv[lead]).parse_args(argv)
 
 
 def _log_level_options(argv: list[str]) -> int:

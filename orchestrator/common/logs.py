@@ -4,8 +4,8 @@ Results (tables, plans, configs, the epoch lines of a training) are printed to s
 project's diagnostics (what it found, where it writes, what it resumed, outages) go to stderr
 through `logging`, under the `orchestrator` logger, at the level `--log-level` / `-v` / `-q`
 chose. Ray's own loggers follow one step quieter (Ray's INFO lines show with `-v`). Processes
-the driver starts work in (Ray Train's controller and workers) get the level with their plans
-and gate their lines by it (`shows`).
+the driver starts work in (Ray Train's controller and workers, Tune's trials) get the level
+(`level()`) with their plans or environment and gate their lines by it.
 
 `console_copy` tees this process's stdout and stderr, which also carry what Ray relays from the
 workers (rank 0's lines and the controller's), into a file that `TrackedRun.finish` keeps as the
@@ -41,12 +41,12 @@ def configure(name: str = "info") -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
-    ray_level = {logging.DEBUG: logging.INFO, logging.INFO: logging.WARNING}.get(level, level)
-    if level != logging.INFO:  # the default keeps the project's own choices (ray_cluster.py)
-        os.environ["RAY_DATA_LOG_LEVEL"] = logging.getLevelName(ray_level)
-    for name_ in ("ray", "ray.data", "ray.train", "ray.tune"):
-        if level != logging.INFO:
-            logging.getLogger(name_).setLevel(ray_level)
+    if level == logging.INFO:  # the default keeps the project's own choices (ray_cluster.py)
+        return
+    ray_level = logging.INFO if level == logging.DEBUG else level
+    os.environ["RAY_DATA_LOG_LEVEL"] = logging.getLevelName(ray_level)
+    for ray_logger in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(ray_logger).setLevel(ray_level)
 
 
 def level() -> int:
@@ -57,11 +57,6 @@ def level() -> int:
 def ray_init_level() -> int:
     """The level `ray.init` logs at: its 'Connecting to ...' lines only with -v or the default."""
     return logging.INFO if level() <= logging.INFO else logging.WARNING
-
-
-def shows(wanted: int, given: int | str) -> bool:
-    """Whether a line at level `wanted` shows at `given` (a level or its name)."""
-    return wanted >= (LEVELS[given] if isinstance(given, str) else given)
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -9,7 +9,7 @@ working directory is an upload without `.git`. So the command's first process re
 way those providers do (the checkout is the one this package was loaded from, which also covers
 the installed console command) and puts them in `SOURCE_ENV`; `submit` resolves them on the
 submitting side and puts them in the job's environment; Ray Tune copies the variable into its
-trials (`ray_cluster.keep_credentials_out_of_ray_logs`). A process that finds it set uses it.
+trials (`ray_cluster.carry_source_into_trials`). A process that finds it set uses it.
 """
 
 from __future__ import annotations

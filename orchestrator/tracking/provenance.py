@@ -60,10 +60,10 @@ def environment_tags() -> dict[str, str]:
 
 
 def environment_text() -> str:
-    """The environment as a file: Python and the platform, CUDA and the GPUs, and every
-    installed package at its version (as `pip freeze` lists them)."""
+    """The environment as a file: Python and the platform, and every installed package at its
+    version (as `pip freeze` lists them); CUDA and the GPUs are the run's tags
+    (`environment_tags`)."""
     lines = [f"python {sys.version.split()[0]} on {platform.platform()}"]
-    lines += [f"{key}: {value}" for key, value in environment_tags().items()]
     packages = {
         f"{dist.metadata['Name']}=={dist.version}"
         for dist in metadata.distributions()

@@ -84,6 +84,7 @@ class TrackedRun:
         self.run_id = None
         self.resumed = False
         self.previous_status = None
+        self._console_kept = False  # finish's retries keep it once
         if self._reachable():
             # what an earlier outage left behind
             replay_buffers(self._client, config.buffer_dir, config.buffer_max_values)
@@ -246,15 +247,12 @@ class TrackedRun:
         that Ray relayed), as the run's `console.log`: `console-2.log` and on for the starts
         of a resumed run."""
         text = logs.copied_console()
-        if not text:
+        if not text or self._console_kept:
             return
         held = {item.path for item in self._client.list_artifacts(self.run_id)}
-        name = "console.log"
-        for start in range(2, 1000):
-            if name not in held:
-                break
-            name = f"console-{start}.log"
-        self.log_text(text, name)
+        names = ("console.log", *(f"console-{start}.log" for start in range(2, 1000)))
+        self.log_text(text, next(name for name in names if name not in held))
+        self._console_kept = True
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.tracked:

@@ -11,7 +11,6 @@ import json
 
 # MLflow's own
 PARENT_RUN_ID = "mlflow.parentRunId"  # nests a run under another in the UI
-SOURCE_NAME = "mlflow.source.name"
 EXPERIMENT_KIND = "mlflow.experimentKind"  # on experiments: which view the UI opens
 MODEL_TRAINING = "custom_model_development"  # (MLflow 3 opens unknown kinds in its GenAI view)
 

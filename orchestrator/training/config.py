@@ -104,9 +104,7 @@ class WorkerPlan:
     run_folder: str = ""  # <storage_path>/<run name>: where a restart looks for checkpoints
     system_metrics: SystemMetricsTarget | None = None  # each node's first worker samples it
     step_metrics: StepMetricsTarget | None = None  # rank 0 logs its live curves into the run
-    log_level: int = (
-        logging.INFO
-    )  # the driver's (common/logs.py): rank 0's lines below it are not shown
+    log_level: int = logging.INFO  # the driver's: rank 0's lines below it are not shown
     progress_bar: bool = False  # a live bar per epoch (the driver's console is a terminal)
     # the prepared data it trains on, kept in every checkpoint: what evaluate scores on
     data: dict[str, str] = field(default_factory=dict)  # {"uri": ..., "key": ...}

@@ -100,6 +100,8 @@ def _run_epoch(loop: _Loop, shard, epoch: int):
     )
     bar = loop.console.epoch_bar(epoch, plan.steps_per_epoch * plan.train.global_batch_size)
     every = plan.train.log_every_n_steps
+    if loop.steps is None and (bar is not None or not loop.console.enabled):
+        every = 0  # nothing to log or print: no sync with the device for it
     sums, waited, step = None, 0.0, 0
     start = time.perf_counter()
     point = (0.0, 0.0, start)  # loss sum, images, time at the last step point
