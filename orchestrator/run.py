@@ -40,6 +40,9 @@ COMMANDS = {
     "describe": "print the layer table: output shapes, params, multiply-adds",
     "config": "print the resolved config (--config, --set), or every field (--fields)",
     "capacity": "CPU cores a GPU node needs so the data feed keeps up",
+    "serve": "a trained model as an HTTP service on Ray Serve: POST an image, get its top-k",
+    "predict": "a model's top-k for every image of a folder or bucket, with Ray Data, to Parquet",
+    "export": "a trained model as one ONNX (checked with ONNX Runtime) or pt2 file",
     "submit": "run a command as a Ray job on a cluster, from this checkout, with its commit",
 }
 

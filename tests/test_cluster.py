@@ -4,6 +4,7 @@ server, both on 127.0.0.1, the server's runs in PostgreSQL and its artifacts in 
 after a trial finished and the sweep resubmitted with `--resume`; then `report` as a job with the
 head's default tracking URI, and `evaluate` of the registered model."""
 
+import io
 import json
 import os
 import re
@@ -16,12 +17,14 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import psutil
 import psycopg
 import pytest
 import yaml
 from conftest import S3_BUCKET, free_port
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from orchestrator.common.paths import CONFIGS, REPO_ROOT
 
@@ -309,14 +312,22 @@ def test_killed_sweep_job_resumes_on_postgres_and_s3_and_registers_its_best_mode
     assert parents[0].data.metrics["best_val_top1_error"] == lowest  # (trials may tie)
     assert best.data.metrics["val_top1_error"] == lowest
 
-    # The best trial's model, registered under an alias, its files in the bucket, serves uint8
-    # images at the prepared size
+    # The best trial's model, registered under an alias, its files in the bucket, answers
+    # encoded images (and uint8 arrays) with the top 5 of tiny_dataset's 5 classes
     version = client.get_model_version_by_alias("pytest-alexnet", "best")
     assert version.run_id == parent.info.run_id and version.tags["trial"] == tags["best_trial"]
     mlflow.set_tracking_uri(local_head["mlflow"])
     model = mlflow.pyfunc.load_model("models:/pytest-alexnet@best")
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    assert model.predict(images).shape == (3, 5)  # 5 classes in tiny_dataset
+    encoded = []
+    for image in images:
+        png = io.BytesIO()
+        Image.fromarray(image).save(png, format="PNG")
+        encoded.append(png.getvalue())
+    answered = model.predict(pd.DataFrame({"image": encoded}))
+    assert len(answered) == 3 and all(len(set(labels)) == 5 for labels in answered["labels"])
+    from_arrays = model.unwrap_python_model().predict(None, images)
+    assert from_arrays["labels"].tolist() == answered["labels"].tolist()
     stored = _bucket_objects("")  # the artifacts, the sweep's Tune state, its trials
     assert any(key.startswith("mlartifacts/") and key.endswith("/MLmodel") for key in stored)
     assert any(key.startswith("mlartifacts/") and key.endswith("/trials.csv") for key in stored)

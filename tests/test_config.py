@@ -80,8 +80,8 @@ def test_flatten_gives_one_param_per_leaf():
 
 def test_a_training_runs_params_are_its_own_sections_only():
     """Every field of the sections a training run is made of, the model's resolved geometry
-    among them; none of the sweep's or the study's (a training run once logged every
-    study.ablations.* field as a param)."""
+    among them; none of the sweep's, the study's or the serving commands' (a training run once
+    logged every study.ablations.* field as a param)."""
     from orchestrator.common.paths import STUDY_CONFIG
     from orchestrator.config.experiment import training_params
 
@@ -92,7 +92,9 @@ def test_a_training_runs_params_are_its_own_sections_only():
     assert params["model.width"] == 0.25 and params["train.epochs"] == config.train.epochs
     assert params["model.towers"] == 2  # resolved from the paper variant
     assert set(flatten(config)) - set(params) == {
-        key for key in flatten(config) if key.startswith(("sweep.", "study."))
+        key
+        for key in flatten(config)
+        if key.startswith(("sweep.", "study.", "inference.", "serve.", "predict."))
     }
 
 

@@ -14,7 +14,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ("orchestrator", "workloads")
 # orchestrator's packages, lowest first: a module imports only from its own package and those
 # before it (and from workloads/, below them all); run.py, the command line, stands on top
-LAYERS = ("common", "data", "tracking", "training", "config", "analysis", "experiments", "commands")
+LAYERS = (
+    "common",
+    "data",
+    "tracking",
+    "training",
+    "config",
+    "analysis",
+    "serving",
+    "experiments",
+    "commands",
+)
 TOP = "orchestrator.run"
 # Project imports inside a function outside the command modules: (module, imported) -> why
 FUNCTION_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {}

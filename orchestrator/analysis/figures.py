@@ -28,10 +28,8 @@ from orchestrator.analysis.trained import Trained
 from orchestrator.common.errors import InputError
 from orchestrator.common.plots import pyplot
 from orchestrator.common.redact import redact_exception
-from orchestrator.data.prepared import PreparedData
 from orchestrator.data.shard_reader import first_images
 from orchestrator.tracking.run import TrackedRun
-from orchestrator.training.checkpoints import newest_checkpoint, read_checkpoint
 from workloads.alexnet import probe
 
 log = logging.getLogger(__name__)
@@ -204,14 +202,6 @@ def _draw_confusion(plt, figures: Figures):
     )
     figure.tight_layout()
     return figure
-
-
-def log_for_run(run: TrackedRun, run_folder: str, digest: str, data: PreparedData) -> None:
-    """The figures of a finished training run's last checkpoint (in `run_folder`, of the
-    training whose digest is `digest`), into its MLflow run."""
-    stored = newest_checkpoint(run_folder, digest)
-    if stored is not None:
-        log_figures(run, Trained.of(stored.uri, read_checkpoint(stored.uri), data))
 
 
 def log_figures(run: TrackedRun, trained: Trained) -> None:

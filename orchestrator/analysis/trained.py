@@ -15,8 +15,9 @@ from orchestrator.common.errors import InputError
 from orchestrator.common.redact import redact_text
 from orchestrator.config.experiment import ExperimentConfig, load_config, load_config_text
 from orchestrator.data.config import DataConfig
-from orchestrator.data.prepared import PreparedData
+from orchestrator.data.prepared import PreparedData, open_prepared
 from orchestrator.data.sources import open_data
+from orchestrator.tracking.config import TrackingConfig
 from orchestrator.tracking.reads import checkpoint_of_run
 from orchestrator.training.checkpoints import read_checkpoint
 from orchestrator.training.transform import batch_transform
@@ -99,6 +100,15 @@ def open_trained(model_uri: str, overrides: list[str]) -> Trained:
 
     data = open_data(data_config, config.prepare, check=check)
     return Trained(uri=model_uri, state=state, config=config, data=data)
+
+
+def trained_of_run(tracking: TrackingConfig, run_id: str) -> Trained:
+    """The last checkpoint of the MLflow run `run_id` (a trial's) in `tracking`'s store, with
+    its config and the prepared data its config names."""
+    checkpoint = checkpoint_of_run(tracking, f"runs:/{run_id}")
+    state = read_checkpoint(checkpoint)
+    config = checkpoint_config(state, checkpoint)
+    return Trained(checkpoint, state, config, open_prepared(config.data.root))
 
 
 def _recorded_data(config: ExperimentConfig, recorded: dict, model_uri: str) -> DataConfig:

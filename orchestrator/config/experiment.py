@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.common import yaml_config
+from orchestrator.config.serve import InferenceConfig, PredictConfig, ServeConfig
 from orchestrator.config.study import StudyConfig
 from orchestrator.config.sweep import SweepConfig
 from orchestrator.data.config import DataConfig
@@ -22,7 +23,7 @@ from orchestrator.training.config import TrainConfig
 from workloads.alexnet.config import ModelConfig, OptimizerConfig
 
 # The sections that only their own commands read: a training run's params leave them out
-COMMAND_SECTIONS = ("sweep", "study")
+COMMAND_SECTIONS = ("sweep", "study", "inference", "serve", "predict")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class ExperimentConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)  # used by the sweep command only
     study: StudyConfig = field(default_factory=StudyConfig)  # used by the study command only
+    inference: InferenceConfig = field(default_factory=InferenceConfig)  # serve and predict
+    serve: ServeConfig = field(default_factory=ServeConfig)  # used by the serve command only
+    predict: PredictConfig = field(default_factory=PredictConfig)  # the predict command only
 
     def __post_init__(self):
         if self.data.source != "prepared" and self.prepare.image_size < self.model.input_size:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import ray.tune as tune
 
+from orchestrator.analysis.export import log_trained_model
+from orchestrator.analysis.trained import trained_of_run
 from orchestrator.common.errors import ConfigError
 from orchestrator.common.plots import pyplot
 from orchestrator.common.tables import csv_text
@@ -106,8 +108,24 @@ def _study(config: ExperimentConfig, groups: dict[str, dict], resume: bool) -> l
     tuning.fit(parent, tuner, "study", spec.name, len(groups) * spec.seeds)
     with tuning.closing(parent):
         rows = summarize(parent, config, data.params())
+        _log_baseline_model(parent, config)
     parent.finish("FINISHED")
     return rows
+
+
+def _log_baseline_model(parent: TrackedRun, config: ExperimentConfig) -> None:
+    """The baseline's model (its first seed's last checkpoint) on the study's run: the recipe
+    every ablation is measured against, servable like any training's."""
+    baselines = [c for c in parent.children() if c.group == BASELINE and c.status == "FINISHED"]
+    if not baselines:
+        return
+    first = min(baselines, key=lambda child: child.seed_index or 0)
+    trained = trained_of_run(config.tracking, first.run_id)
+    title = f"baseline model (seed {first.seed_index or 0}, epoch {trained.epoch})"
+    metadata = {"study": config.study.name, "group": BASELINE}
+    message = log_trained_model(parent, trained, None, metadata, title)
+    if message is not None:
+        print(message, flush=True)
 
 
 def check(config: ExperimentConfig, groups: dict[str, dict]) -> None:

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import ray.tune as tune
 
-from orchestrator.analysis.export import servable
+from orchestrator.analysis.export import Registration, log_trained_model
 from orchestrator.analysis.figures import log_figures
-from orchestrator.analysis.trained import Trained, checkpoint_config
+from orchestrator.analysis.trained import trained_of_run
 from orchestrator.common.errors import ConfigError
 from orchestrator.common.tables import csv_text
 from orchestrator.common.yaml_config import to_yaml
 from orchestrator.config.experiment import ExperimentConfig, load_config_text
-from orchestrator.data.prepared import PreparedData, open_prepared
+from orchestrator.data.prepared import PreparedData
 from orchestrator.experiments import tuning
 from orchestrator.experiments.search import (
     param_space,
@@ -41,9 +41,7 @@ from orchestrator.experiments.trials import CloseTrialRuns, close_trial_run, run
 from orchestrator.tracking import tags
 from orchestrator.tracking.config import redacted, ui_command
 from orchestrator.tracking.metrics import VAL_TOP5_ERROR
-from orchestrator.tracking.reads import checkpoint_of_run
 from orchestrator.tracking.run import TrackedRun
-from orchestrator.training.checkpoints import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -172,36 +170,25 @@ def summarize(parent: TrackedRun, config: ExperimentConfig, results) -> None:
 
 
 def _log_best_model(parent: TrackedRun, config: ExperimentConfig, best: dict) -> None:
-    """The best trial's last checkpoint as an MLflow model on the parent run, registered: a
-    `Classifier`, uint8 images at the prepared size in, logits out (analysis/export.py)."""
+    """The best trial's last checkpoint as the parent run's MLflow model (its predictor:
+    analysis/export.py), registered under `sweep.register_model` unless None."""
     spec = config.sweep
-    checkpoint = checkpoint_of_run(config.tracking, f"runs:/{best['mlflow_run_id']}")
-    state = read_checkpoint(checkpoint)
-    trial_config = checkpoint_config(state, checkpoint)
-    trained = Trained(checkpoint, state, trial_config, open_prepared(trial_config.data.root))
-    model = servable(trained)
-    metadata = {**model.metadata, "sweep": spec.name, "trial": best["trial"]}
-    info = parent.log_model(
-        model.classifier, model.example, model.output, spec.register_model, metadata
-    )
-    message = f"best model (trial {best['trial']}, epoch {trained.epoch}): {info.model_uri}"
+    trained = trained_of_run(config.tracking, best["mlflow_run_id"])
+    registration = None
     if spec.register_model is not None:
-        version = info.registered_model_version
-        version_tags = {
-            tags.SWEEP: spec.name,
-            tags.TRIAL: best["trial"],
-            tags.CHECKPOINT: checkpoint,
-            tags.DATASET_DIGEST: trained.data.digest,
-            spec.metric: best[spec.metric],
-        }
-        name, alias = spec.register_model, spec.register_alias
-        why = parent.promote(name, alias, version, version_tags, spec.metric)
-        if why is None:
-            message += f", registered as models:/{name}@{alias} (version {version})"
-        else:
-            message += f", registered as models:/{name}/{version}; {why}"
-    parent.set_tags({tags.BEST_MODEL: message})
-    print(message, flush=True)
+        registration = Registration(
+            spec.register_model,
+            spec.register_alias,
+            spec.metric,
+            best[spec.metric],
+            {tags.SWEEP: spec.name, tags.TRIAL: best["trial"]},
+        )
+    metadata = {"sweep": spec.name, "trial": best["trial"]}
+    title = f"best model (trial {best['trial']}, epoch {trained.epoch})"
+    message = log_trained_model(parent, trained, registration, metadata, title)
+    if message is not None:
+        parent.set_tags({tags.BEST_MODEL: message})
+        print(message, flush=True)
     if config.tracking.figures:  # the best trial's, on the sweep's run
         log_figures(parent, trained)
 

@@ -11,7 +11,9 @@ import time
 
 import ray.train
 
-from orchestrator.analysis.figures import log_for_run
+from orchestrator.analysis.export import Registration, log_trained_model
+from orchestrator.analysis.figures import log_figures
+from orchestrator.analysis.trained import Trained
 from orchestrator.common import logs
 from orchestrator.common.errors import Interrupted
 from orchestrator.common.locks import sole_driver
@@ -22,10 +24,10 @@ from orchestrator.data.sources import open_data
 from orchestrator.tracking import tags
 from orchestrator.tracking.callback import epoch_logger
 from orchestrator.tracking.config import redacted, ui_command
-from orchestrator.tracking.metrics import SUMMARY_COLUMNS, EpochMetrics
+from orchestrator.tracking.metrics import SUMMARY_COLUMNS, VAL_TOP1_ERROR, EpochMetrics
 from orchestrator.tracking.run import TrackedRun, ended_status
 from orchestrator.training import identity
-from orchestrator.training.checkpoints import stored_checkpoints
+from orchestrator.training.checkpoints import newest_checkpoint, read_checkpoint, stored_checkpoints
 from orchestrator.training.config import WorkerPlan
 from orchestrator.training.launch import TrainingJob, fit, plan_training
 
@@ -110,10 +112,11 @@ def run_training(
     storage_path: str | None = None,
     callbacks: tuple[ray.train.UserCallback, ...] = (),
     close_on_error: bool = True,
-    figures: bool = True,
+    outputs: bool = True,
 ) -> None:
     """Fit the job's TorchTrainer; the MLflow run ends FINISHED, FAILED or KILLED. A finished
-    run gets the paper's figures (`tracking.figures`) unless `figures=False`.
+    run gets its last checkpoint's servable model and the paper's figures (`tracking.figures`)
+    unless `outputs=False`.
 
     `close_on_error=False` leaves a run that did not finish open for its owner to close (a sweep
     knows whether its scheduler stopped a trial, which the trial itself cannot tell).
@@ -145,9 +148,29 @@ def run_training(
         if close_on_error:
             run.finish(ended_status(error))
         raise
-    if figures and run.config.figures and run.tracked:
-        log_for_run(run, job.plan.run_folder, job.plan.training_digest, job.data)
+    if outputs and run.tracked:
+        log_outputs(run, job)
     run.finish("FINISHED")
+
+
+def log_outputs(run: TrackedRun, job: TrainingJob) -> None:
+    """The newest checkpoint of a finished training as the run's MLflow model (registered under
+    `tracking.register_model` unless None) and its figures (`tracking.figures`)."""
+    stored = newest_checkpoint(job.plan.run_folder, job.plan.training_digest)
+    if stored is None:
+        return
+    trained = Trained.of(stored.uri, read_checkpoint(stored.uri), job.data)
+    tracking, registration = run.config, None
+    score = stored.report.get(VAL_TOP1_ERROR)
+    if tracking.register_model is not None and score is not None:
+        registration = Registration(
+            tracking.register_model, tracking.register_alias, VAL_TOP1_ERROR, float(score)
+        )
+    message = log_trained_model(run, trained, registration, {"run": job.config.name})
+    if message is not None:
+        print(message, flush=True)
+    if tracking.figures:
+        log_figures(run, trained)
 
 
 def _print_summary(run: TrackedRun) -> None:

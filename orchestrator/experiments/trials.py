@@ -63,14 +63,15 @@ def run_trial(
     trial_tags = {tags.TRIAL_ID: trial_id, tags.SWEEP: config.sweep.name, **(extra_tags or {})}
     start(run, job, "trial", trial_tags)
     log_unreported_epochs(run, job.plan)
-    # No figures here: Tune ends a trial at its last report; the sweep draws its best trial's
+    # No model or figures here: Tune ends a trial at its last report; the sweep logs its best
+    # trial's
     run_training(
         job,
         run,
         storage_path=storage,
         callbacks=(TuneReportCallback(),),
         close_on_error=False,
-        figures=False,
+        outputs=False,
     )
 
 

@@ -32,6 +32,12 @@ class TrackingConfig:
     figures: bool = True
     # the runs' description in MLflow's UI (mlflow.note.content); --note TEXT sets it
     note: str = ""
+    # `train`: the finished run's model registered under this name; None: logged, not registered
+    # (a sweep registers by `sweep.register_model`)
+    register_model: str | None = None
+    # the alias a new version takes when it beats the version holding it on the same validation
+    # data (val_top1_error); otherwise it is registered without it
+    register_alias: str = "best"
 
     def __post_init__(self):
         if self.buffer_max_values < 1 or self.wait_at_end_s < 0:

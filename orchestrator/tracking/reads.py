@@ -26,13 +26,7 @@ def checkpoint_of_run(config: TrackingConfig, uri: str) -> str:
     client, tracking_uri = reachable_client(config, InputError, f"--model {uri}")
     try:
         if uri.startswith("models:/"):
-            name, _, which = (
-                uri.removeprefix("models:/").strip("/").replace("@", "/@").partition("/")
-            )
-            if which.startswith("@"):
-                version = client.get_model_version_by_alias(name, which[1:])
-            else:
-                version = client.get_model_version(name, which)
+            version = registered_version(client, uri)
             if tags.CHECKPOINT not in version.tags:
                 raise InputError(f"--model: {uri} (version {version.version}) names no checkpoint")
             return version.tags[tags.CHECKPOINT]
@@ -48,6 +42,15 @@ def checkpoint_of_run(config: TrackingConfig, uri: str) -> str:
     if path is None:
         raise InputError(f"--model: MLflow run {run_id} recorded no checkpoint")
     return path
+
+
+def registered_version(client, uri: str):
+    """The model version `models:/<name>@<alias>` or `models:/<name>/<version>` names (MLflow's
+    ModelVersion); raises MlflowException when there is none."""
+    name, _, which = uri.removeprefix("models:/").strip("/").replace("@", "/@").partition("/")
+    if which.startswith("@"):
+        return client.get_model_version_by_alias(name, which[1:])
+    return client.get_model_version(name, which)
 
 
 def run_named(config: TrackingConfig, name: str) -> RunRecord | None:

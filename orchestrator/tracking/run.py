@@ -29,7 +29,7 @@ from tenacity import (
 from orchestrator.common import logs
 from orchestrator.common.errors import ConfigError
 from orchestrator.common.redact import redact, redact_exception, redact_text
-from orchestrator.tracking import registry, tags
+from orchestrator.tracking import models, registry, tags
 from orchestrator.tracking.buffer import MetricBuffer, replay_buffers
 from orchestrator.tracking.client import check_reachable, failing_fast, quiet_client_output
 from orchestrator.tracking.config import (
@@ -321,28 +321,12 @@ class TrackedRun:
         if self.tracked:
             self._client.log_artifacts(self.run_id, folder, artifact_path)
 
-    def log_model(self, model, example, output, registered_name: str | None, metadata: dict):
-        """`model` (a torch module) in MLflow's "pt2" format (torch.export: no pickled code runs
-        at load time) on this run, with the signature of `example` -> `output` (numpy arrays),
+    def log_predictor(self, folder, example: bytes, registered_name: str | None, metadata: dict):
+        """The predictor saved in `folder` as this run's MLflow model "model" (models.py),
         registered under `registered_name` unless None. Returns MLflow's ModelInfo."""
-        from importlib.metadata import version
-
-        import mlflow
-        import mlflow.pytorch
-        from mlflow.models import infer_signature
-
-        mlflow.set_tracking_uri(self.tracking_uri)  # run URLs stay unprinted (__init__)
-        with mlflow.start_run(run_id=self.run_id):
-            return mlflow.pytorch.log_model(
-                model,
-                name="model",
-                signature=infer_signature(example, output),
-                input_example=example,
-                serialization_format="pt2",
-                pip_requirements=[f"{name}=={version(name)}" for name in ("torch", "mlflow")],
-                registered_model_name=registered_name,
-                metadata=redact(metadata),
-            )
+        return models.log_predictor(
+            self.run_id, self.tracking_uri, folder, example, registered_name, metadata
+        )
 
     def promote(
         self, name: str, alias: str, version: str, version_tags: dict, metric: str

@@ -1,0 +1,67 @@
+"""`serve`: a model as a Ray Serve application on the current Ray cluster (a local one unless
+RAY_ADDRESS or a Ray job names one), answering on `serve.host:serve.port` until Ctrl-C (or
+`ray job stop`), then taken down."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ray import serve
+
+from orchestrator.common import logs
+from orchestrator.common.ray_cluster import ensure_ray
+from orchestrator.common.redact import redact_text
+from orchestrator.config.serve import ServeConfig
+from orchestrator.serving.deployment import Classifier
+from orchestrator.serving.model import OpenedModel
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "alexnet"
+
+
+def start_service(model: OpenedModel, config: ServeConfig) -> str:
+    """Deploy `model` with `config`; returns the URL of its /predict once every replica is up."""
+    ensure_ray()
+    # Ray Serve's INFO lines (every replica added, every route, an access line per request)
+    # show at -v; its warnings and errors always
+    serve_logs = {"log_level": "INFO" if logs.level() <= logging.DEBUG else "WARNING"}
+    logging.getLogger("ray.serve").setLevel(serve_logs["log_level"])
+    serve.start(http_options={"host": config.host, "port": config.port}, logging_config=serve_logs)
+    spec_json, weights = model.predictor.dump()
+    app = Classifier.options(**config.deployment_options()).bind(
+        spec_json,
+        weights,
+        _shown(model.facts),
+        config.max_batch_size,
+        config.batch_wait_timeout_s,
+        config.max_request_bytes,
+    )
+    serve.run(app, name=APP_NAME, route_prefix="/", logging_config=serve_logs)
+    return f"http://{config.host}:{config.port}/predict"
+
+
+def serve_until_interrupted(model: OpenedModel, config: ServeConfig) -> None:
+    """Serve `model` until Ctrl-C, then take the application and Ray Serve down."""
+    url = start_service(model, config)
+    spec = model.predictor.spec
+    print(
+        f"serving {redact_text(model.uri)} ({len(spec.classes)} classes, top {spec.top_k}"
+        f"{', ten crops' if spec.ten_crop else ''}) at {url}\n"
+        f"  try: curl -s -X POST -H 'Content-Type: image/jpeg' --data-binary @IMAGE.jpg {url}\n"
+        "  Ctrl-C stops it",
+        flush=True,
+    )
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        log.info("stopping: Ray Serve takes the application down")
+        serve.shutdown()
+        raise KeyboardInterrupt(f"stopped serving {redact_text(model.uri)}") from None
+
+
+def _shown(facts: dict) -> dict:
+    """A response's facts of the model, without secrets in its URIs."""
+    return {key: redact_text(str(value)) for key, value in facts.items()}
