@@ -184,6 +184,12 @@ def test_outage_killed_worker_and_interrupted_driver_cost_no_epoch_and_the_run_l
     )
     counts = np.loadtxt(matrix, delimiter=",", skiprows=1, usecols=range(1, 6))
     figure_error = 1 - np.trace(counts) / counts.sum()
+    # The run's servable model: its last checkpoint, logged once the training finished
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    assert model.source_run_id == run.info.run_id and model.name == "model"
+    assert model.tags["epoch"] == str(final) and model.tags["run"] == "faults"
+    assert model.tags["checkpoint"] == run.data.tags["last_checkpoint"]
+    assert second_output.count(f"model (epoch {final}): runs:/{run.info.run_id}/model") == 1
     config_path = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
     logged = yaml.safe_load(open(config_path))
     assert logged["train"]["epochs"] == final and logged["model"]["num_classes"] == 5

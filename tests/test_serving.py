@@ -22,58 +22,73 @@ from conftest import REPO_ROOT, free_port
 
 MODEL_NAME = "pytest-served"
 VALIDATION_FILES = 16
+TRAINING_EPOCHS = 4
 
 
 @pytest.fixture(scope="module")
-def served(ray_cluster, tiny_dataset, tiny_prepared, tmp_path_factory):
-    """A 2-epoch `train` of the demo model on `tiny_dataset`, registered as pytest-served: its
-    tracking URI, run id and checkpoint, and validation files with the model's own top-5 for
-    each (the forward pass `evaluate` makes, in this process)."""
-    import mlflow
-
-    from orchestrator.analysis.trained import open_trained
+def served(tiny_dataset, tiny_prepared, tmp_path_factory):
+    """The demo model trained on `tiny_dataset` for a few epochs in this process (the steps a
+    `train` worker runs), its checkpoint logged to MLflow as a finished run logs its model and
+    registered as pytest-served@best: the tracking URI, run id, and validation files with the
+    model's own top-5 for each (the forward pass `evaluate` makes, in this process). (A `train`
+    run logs its model through the same function: test_fault_tolerance.py checks it.)"""
+    from orchestrator.analysis.export import Registration, log_trained_model
+    from orchestrator.analysis.trained import Trained
+    from orchestrator.common.paths import CONFIGS
+    from orchestrator.common.yaml_config import to_yaml
+    from orchestrator.config.experiment import load_config
+    from orchestrator.data.prepared import open_prepared
+    from orchestrator.tracking.config import TrackingConfig
+    from orchestrator.tracking.run import TrackedRun
+    from orchestrator.training.checkpoints import read_checkpoint
+    from orchestrator.training.transform import batch_transform
+    from workloads.alexnet.engine import build_optimizer, train_step
+    from workloads.alexnet.model import build_model
     from workloads.datasets.codec import decode_resize_center_crop
 
-    root, synthetic = tiny_dataset
+    root, _ = tiny_dataset
     folder = tmp_path_factory.mktemp("served")
-    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
-    settings = {
-        "data.root": root,
-        "data.prepared_root": tiny_prepared,
-        "data.synthetic.num_classes": synthetic.num_classes,
-        "data.synthetic.train_per_class": synthetic.train_per_class,
-        "data.synthetic.val_per_class": synthetic.val_per_class,
-        "data.synthetic.seed": synthetic.seed,
-        "train.storage_path": folder / "results",
-        "train.epochs": 2,
-        "train.global_batch_size": 32,
-        "tracking.uri": tracking_uri,
-        "tracking.buffer_dir": folder / "buffer",
-        "tracking.figures": "false",
-        "tracking.register_model": MODEL_NAME,
-        "name": "served",
-    }
-    args = [part for key, value in settings.items() for part in ("--set", f"{key}={value}")]
-    trained = _cli("train", "--config", "demo", *args, env={"RAY_ADDRESS": ray_cluster})
-    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
-    assert f"registered as models:/{MODEL_NAME}@best (version 1)" in trained.stdout
+    data = open_prepared(tiny_prepared)
+    overrides = ["data.source=prepared", f"data.root={tiny_prepared}", "model.num_classes=5"]
+    config = load_config(CONFIGS / "demo.yaml", overrides)
+    files = sorted((root / "train").glob("*/*"))
+    images = torch.from_numpy(
+        np.stack([decode_resize_center_crop(f.read_bytes(), 64) for f in files])
+    )
+    labels = torch.tensor([data.classes.index(f.parent.name) for f in files])
+    torch.manual_seed(0)
+    model = build_model(config.model)
+    optimizer = build_optimizer(model, config.optim, 32)
+    transform = batch_transform(config.data, data, config.model.input_size, seed=0)
+    for epoch in range(TRAINING_EPOCHS):
+        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(epoch))
+        for batch in order.split(32):
+            views = transform.train(images[batch], batch.numpy(), epoch).contiguous()
+            train_step(model, optimizer, views, labels[batch])
+    checkpoint = folder / "checkpoint.pt"
+    state = {"epoch": TRAINING_EPOCHS, "model": model.state_dict(), "config": to_yaml(config)}
+    torch.save({**state, "classes": data.classes}, checkpoint)
 
-    client = mlflow.MlflowClient(tracking_uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("alexnet-demo").experiment_id])
-    checkpoint = run.data.tags["last_checkpoint"]
-    model = open_trained(checkpoint, [])
+    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
+    run = TrackedRun(TrackingConfig(uri=tracking_uri, experiment="pytest-serving"), "served")
+    trained = Trained.of(str(checkpoint), read_checkpoint(str(checkpoint)), data)
+    registration = Registration(MODEL_NAME, "best", "val_top1_error", 0.5)
+    message = log_trained_model(run, trained, registration, {"run": "served"})
+    run.finish("FINISHED")
+    assert f"registered as models:/{MODEL_NAME}@best (version 1)" in message
+
     files = sorted((root / "val").glob("*/*"))[:: 100 // VALIDATION_FILES][:VALIDATION_FILES]
     images = np.stack([decode_resize_center_crop(f.read_bytes(), 64) for f in files])
     with torch.no_grad():
-        logits = model.model()(model.transform().center(torch.from_numpy(images)))
+        logits = trained.model()(trained.transform().center(torch.from_numpy(images)))
     top = logits.softmax(1).topk(5, dim=1)
     return {
         "tracking_uri": tracking_uri,
-        "run_id": run.info.run_id,
+        "run_id": run.run_id,
         "files": files,
         "images": images,
         "logits": logits,
-        "top5": [[model.data.classes[i] for i in row] for row in top.indices.tolist()],
+        "top5": [[data.classes[i] for i in row] for row in top.indices.tolist()],
         "top5_probabilities": top.values.numpy(),
         "folder": folder,
     }
@@ -244,7 +259,7 @@ def test_mlflow_models_serve_answers_the_logged_model_with_the_same_top_1(served
     info = mlflow.models.get_model_info(model_uri)
     assert [spec.name for spec in info.signature.inputs] == ["image"]
     assert {spec.name for spec in info.signature.outputs} == {"labels", "probabilities"}
-    assert info.metadata["dataset_digest"] and info.metadata["epoch"] == 2
+    assert info.metadata["dataset_digest"] and info.metadata["epoch"] == TRAINING_EPOCHS
     requirements = mlflow.pyfunc.get_model_dependencies(model_uri)
     pinned = Path(requirements).read_text().split()
     assert f"torch=={torch.__version__.split('+')[0]}" in pinned
@@ -314,13 +329,32 @@ def test_predict_writes_each_good_file_once_and_lists_the_broken(served, ray_clu
     ]
     assert len((out / "predictions.csv").read_text().splitlines()) == len(good) + 1
 
-    again = _cli(*args, env=env)  # the same output: refused, nothing mixed
-    assert again.returncode == 2 and "already holds predictions.parquet" in again.stderr
+    # Into the same output again (in this process, on the session's Ray): refused, nothing
+    # mixed; replaced with --overwrite, and without --csv the old CSV goes too
+    from orchestrator.common.errors import InputError
+    from orchestrator.config.serve import InferenceConfig, PredictConfig
+    from orchestrator.serving.batch import predict_folder
+    from orchestrator.serving.model import open_model
+
+    model = open_model(_local_model(served), InferenceConfig())
+    settings = PredictConfig(batch_size=5, num_cpus_per_actor=0.5)
+    with pytest.raises(InputError, match="already holds predictions.parquet"):
+        predict_folder(model, str(images), str(out), settings, False, False)
     assert pq.read_table(out / "predictions.parquet").num_rows == len(good)
-    replaced = _cli(*args, "--overwrite", env=env)  # without --csv: the old CSV goes too
-    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    replaced = predict_folder(model, str(images), str(out), settings, False, True)
+    assert (replaced.images, replaced.rejected) == (len(good), 3)
     assert pq.read_table(out / "predictions.parquet").num_rows == len(good)
     assert sorted(p.name for p in out.iterdir()) == ["predictions.parquet", "rejects.csv"]
+
+
+def _local_model(served) -> str:
+    """The run's logged model, downloaded: a folder `--model` takes as it is."""
+    import mlflow
+
+    mlflow.set_tracking_uri(served["tracking_uri"])
+    return mlflow.artifacts.download_artifacts(
+        f"runs:/{served['run_id']}/model", dst_path=str(served["folder"] / "downloaded")
+    )
 
 
 def test_onnx_and_pt2_exports_give_torchs_logits(served, tmp_path):
@@ -360,4 +394,14 @@ def test_onnx_and_pt2_exports_give_torchs_logits(served, tmp_path):
     with torch.no_grad():
         pt2_logits = program.module()(torch.from_numpy(images))
     torch.testing.assert_close(pt2_logits, served["logits"], atol=1e-5, rtol=0)
-    assert str(model.facts["version"]) == "1" and model.facts["epoch"] == 2
+    assert str(model.facts["version"]) == "1" and model.facts["epoch"] == TRAINING_EPOCHS
+
+    # Ray Serve's own config files build the same application (import_path ...service:app)
+    from ray.serve import Application
+
+    from orchestrator.serving.service import app
+
+    overrides = [f"tracking.uri={served['tracking_uri']}", "serve.max_replicas=3"]
+    assert isinstance(app({"model": f"models:/{MODEL_NAME}@best", "set": overrides}), Application)
+    with pytest.raises(ValueError, match="args.model: missing"):
+        app({"set": overrides})

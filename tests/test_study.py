@@ -245,3 +245,7 @@ def test_ctrl_c_on_a_study_logs_no_table_and_resume_needs_its_state(
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
     assert {"study/table.md", "study/table.csv"} <= logged
+    # the baseline's servable model, on the study's run
+    assert f"baseline model (seed 0, epoch 4): runs:/{parent.info.run_id}/model" in resumed.stdout
+    (model,) = client.search_logged_models([parent.info.experiment_id])
+    assert model.source_run_id == parent.info.run_id and model.name == "model"

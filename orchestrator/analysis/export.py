@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import logging
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -24,8 +23,6 @@ from orchestrator.tracking.models import MODEL_NAME
 from orchestrator.tracking.run import TrackedRun
 from workloads.alexnet.export import Classifier
 from workloads.alexnet.predictor import Predictor, PredictorSpec
-
-log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "pt2")
 ONNX_TOLERANCE = 1e-4  # ONNX Runtime's logits against torch's, absolute

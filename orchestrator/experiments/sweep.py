@@ -183,7 +183,7 @@ def _log_best_model(parent: TrackedRun, config: ExperimentConfig, best: dict) ->
             best[spec.metric],
             {tags.SWEEP: spec.name, tags.TRIAL: best["trial"]},
         )
-    metadata = {"sweep": spec.name, "trial": best["trial"]}
+    metadata = {"sweep": spec.name, "trial": best["trial"], spec.metric: best[spec.metric]}
     title = f"best model (trial {best['trial']}, epoch {trained.epoch})"
     message = log_trained_model(parent, trained, registration, metadata, title)
     if message is not None:

@@ -24,7 +24,12 @@ from orchestrator.data.sources import open_data
 from orchestrator.tracking import tags
 from orchestrator.tracking.callback import epoch_logger
 from orchestrator.tracking.config import redacted, ui_command
-from orchestrator.tracking.metrics import SUMMARY_COLUMNS, VAL_TOP1_ERROR, EpochMetrics
+from orchestrator.tracking.metrics import (
+    SUMMARY_COLUMNS,
+    VAL_TOP1_ERROR,
+    VAL_TOP5_ERROR,
+    EpochMetrics,
+)
 from orchestrator.tracking.run import TrackedRun, ended_status
 from orchestrator.training import identity
 from orchestrator.training.checkpoints import newest_checkpoint, read_checkpoint, stored_checkpoints
@@ -32,6 +37,8 @@ from orchestrator.training.config import WorkerPlan
 from orchestrator.training.launch import TrainingJob, fit, plan_training
 
 log = logging.getLogger(__name__)
+
+SCORES = (VAL_TOP1_ERROR, VAL_TOP5_ERROR)  # the last epoch's, on the logged model
 
 
 def train(config: ExperimentConfig) -> TrackedRun:
@@ -166,7 +173,8 @@ def log_outputs(run: TrackedRun, job: TrainingJob) -> None:
         registration = Registration(
             tracking.register_model, tracking.register_alias, VAL_TOP1_ERROR, float(score)
         )
-    message = log_trained_model(run, trained, registration, {"run": job.config.name})
+    scores = {key: stored.report[key] for key in SCORES if key in stored.report}
+    message = log_trained_model(run, trained, registration, {"run": job.config.name, **scores})
     if message is not None:
         print(message, flush=True)
     if tracking.figures:

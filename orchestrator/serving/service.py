@@ -8,17 +8,47 @@ import logging
 import time
 
 from ray import serve
+from ray.serve import Application
 
 from orchestrator.common import logs
+from orchestrator.common.paths import config_path
 from orchestrator.common.ray_cluster import ensure_ray
 from orchestrator.common.redact import redact_text
+from orchestrator.config.experiment import load_config
 from orchestrator.config.serve import ServeConfig
 from orchestrator.serving.deployment import Classifier
-from orchestrator.serving.model import OpenedModel
+from orchestrator.serving.model import OpenedModel, open_model
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "alexnet"
+
+
+def application(model: OpenedModel, config: ServeConfig) -> Application:
+    """The Ray Serve application of `model`: its deployment with `config`'s replicas, resources
+    and batching."""
+    spec_json, weights = model.predictor.dump()
+    return Classifier.options(**config.deployment_options()).bind(
+        spec_json,
+        weights,
+        _shown(model.facts),
+        config.max_batch_size,
+        config.batch_wait_timeout_s,
+        config.max_request_bytes,
+    )
+
+
+def app(args: dict) -> Application:
+    """Ray Serve's application builder for its own config files (`serve run` / `serve deploy`,
+    `import_path: orchestrator.serving.service:app`): `args` holds `model` (as `--model`), and
+    optionally `config` (as `--config`) and `set` (a list of `--set` overrides). The file's
+    `http_options` say where Ray Serve listens; `serve.*` sets the replicas and batching."""
+    if "model" not in args:
+        raise ValueError("args.model: missing; allowed: what serve --model takes")
+    overrides = [str(value) for value in args.get("set", [])]
+    given = args.get("config")
+    config = load_config(config_path(given) if given else None, overrides)
+    return application(open_model(args["model"], config.inference, overrides), config.serve)
 
 
 def start_service(model: OpenedModel, config: ServeConfig) -> str:
@@ -29,16 +59,9 @@ def start_service(model: OpenedModel, config: ServeConfig) -> str:
     serve_logs = {"log_level": "INFO" if logs.level() <= logging.DEBUG else "WARNING"}
     logging.getLogger("ray.serve").setLevel(serve_logs["log_level"])
     serve.start(http_options={"host": config.host, "port": config.port}, logging_config=serve_logs)
-    spec_json, weights = model.predictor.dump()
-    app = Classifier.options(**config.deployment_options()).bind(
-        spec_json,
-        weights,
-        _shown(model.facts),
-        config.max_batch_size,
-        config.batch_wait_timeout_s,
-        config.max_request_bytes,
+    serve.run(
+        application(model, config), name=APP_NAME, route_prefix="/", logging_config=serve_logs
     )
-    serve.run(app, name=APP_NAME, route_prefix="/", logging_config=serve_logs)
     return f"http://{config.host}:{config.port}/predict"
 
 

@@ -19,11 +19,12 @@ import pandas as pd
 import workloads
 from orchestrator.common.errors import InputError
 from orchestrator.common.redact import redact
-from orchestrator.tracking.client import reachable_client
+from orchestrator.tracking.client import failing_fast, reachable_client
 from orchestrator.tracking.config import TrackingConfig, redacted
 from orchestrator.tracking.reads import registered_version
 from workloads.alexnet.predictor import INPUT_COLUMN, Predictor
 
+UPLOAD_TIMEOUT_S = 300
 MODEL_NAME = "model"  # the model's name on its run: runs:/<run id>/model
 PREDICTOR_ARTIFACT = "predictor"  # the predictor's folder inside the model's artifacts
 PYFUNC_MODEL = Path(__file__).with_name("pyfunc_model.py")  # run by MLflow, never imported here
@@ -65,7 +66,9 @@ def log_predictor(
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
         )
         mlflow.set_tracking_uri(tracking_uri)  # run URLs stay unprinted (TrackedRun)
-        with mlflow.start_run(run_id=run_id), _quiet_mlflow():
+        # an outage fails at once (a warning: the checkpoint stays) instead of retrying for
+        # minutes; each request may take its time (a full AlexNet is 244 MB)
+        with failing_fast(UPLOAD_TIMEOUT_S), mlflow.start_run(run_id=run_id), _quiet_mlflow():
             return mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
                 python_model=str(PYFUNC_MODEL),
@@ -76,6 +79,9 @@ def log_predictor(
                 pip_requirements=[f"{name}=={version(name)}" for name in REQUIREMENTS],
                 registered_model_name=registered_name,
                 metadata=redact(metadata),
+                # the Models tab's columns: where it came from, what it was trained on
+                tags=redact({key: str(value) for key, value in metadata.items()}),
+                step=int(metadata.get("epoch", 0)),
             )
 
 
