@@ -39,6 +39,9 @@ class ServeConfig:
     max_batch_size: int = 16
     batch_wait_timeout_s: float = 0.005  # seconds a batch waits to fill before it runs
     max_request_bytes: int = 20 * 2**20  # a larger body is refused (413) before it is read
+    # requests a replica takes at once (they wait in it for a batch); beyond, Ray Serve queues
+    # them at the proxy and retries with backoff, which costs seconds under load
+    max_ongoing_requests: int = 128
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -53,6 +56,11 @@ class ServeConfig:
                 f"max_batch_size, batch_wait_timeout_s: got {self.max_batch_size}, "
                 f"{self.batch_wait_timeout_s}; allowed: an integer >= 1, seconds >= 0"
             )
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"max_ongoing_requests: got {self.max_ongoing_requests}; allowed: >= "
+                f"max_batch_size ({self.max_batch_size}), or no batch ever fills"
+            )
         for name in ("num_cpus_per_replica", "num_gpus_per_replica", "max_request_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: got {getattr(self, name)}; allowed: >= 0")
@@ -64,7 +72,7 @@ class ServeConfig:
                 "num_cpus": self.num_cpus_per_replica,
                 "num_gpus": self.num_gpus_per_replica,
             },
-            "max_ongoing_requests": max(2 * self.max_batch_size, 8),
+            "max_ongoing_requests": self.max_ongoing_requests,
         }
         if self.max_replicas == self.min_replicas:
             return {**options, "num_replicas": self.min_replicas}
