@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import requests
 import torch
-from conftest import REPO_ROOT, free_port
+from conftest import free_port
 
 MODEL_NAME = "pytest-served"
 VALIDATION_FILES = 16
@@ -92,19 +92,6 @@ def served(tiny_dataset, tiny_prepared, tmp_path_factory):
         "top5_probabilities": top.values.numpy(),
         "folder": folder,
     }
-
-
-def _cli(*args, env=None, timeout=600):
-    import subprocess
-
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "orchestrator" / "run.py"), *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _png_declaring(width: int, height: int) -> bytes:
@@ -292,7 +279,9 @@ def test_mlflow_models_serve_answers_the_logged_model_with_the_same_top_1(served
 
 
 @pytest.mark.ray
-def test_predict_writes_each_good_file_once_and_lists_the_broken(served, ray_cluster, tmp_path):
+def test_predict_writes_each_good_file_once_and_lists_the_broken(
+    served, ray_cluster, tiny_dataset, tiny_prepared, run_cli, tmp_path
+):
     import pyarrow.parquet as pq
 
     images = tmp_path / "photos"
@@ -312,7 +301,7 @@ def test_predict_writes_each_good_file_once_and_lists_the_broken(served, ray_clu
     args += ["--set", "predict.batch_size=5", "--set", "predict.num_cpus_per_actor=0.5"]
     env = {"RAY_ADDRESS": ray_cluster}
 
-    first = _cli(*args, "--csv", env=env)
+    first = run_cli(*args, "--csv", env=env)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     assert f"predicted {len(good)} images" in first.stdout
     table = pq.read_table(out / "predictions.parquet").to_pylist()
@@ -346,6 +335,21 @@ def test_predict_writes_each_good_file_once_and_lists_the_broken(served, ray_clu
     assert pq.read_table(out / "predictions.parquet").num_rows == len(good)
     assert sorted(p.name for p in out.iterdir()) == ["predictions.parquet", "rejects.csv"]
 
+    # A prepared dataset's split, decoded as training reads it: every image once, by its path
+    from orchestrator.config.experiment import load_config
+    from orchestrator.data.prepared import open_prepared
+    from orchestrator.serving.batch import predict_split
+
+    root, _ = tiny_dataset
+    data = open_prepared(tiny_prepared)
+    split = tmp_path / "val-predicted"
+    done = predict_split(model, data, "val", str(split), settings, load_config().data, False, False)
+    assert (done.images, done.rejected) == (data.count("val"), 0)
+    paths = pq.read_table(split / "predictions.parquet").column("path").to_pylist()
+    assert sorted(paths) == sorted(str(f.relative_to(root)) for f in (root / "val").glob("*/*"))
+    with pytest.raises(InputError, match="--split: got 'test'; allowed: train, val"):
+        predict_split(model, data, "test", str(split), settings, load_config().data, False, True)
+
 
 def _local_model(served) -> str:
     """The run's logged model, downloaded: a folder `--model` takes as it is."""
@@ -357,11 +361,11 @@ def _local_model(served) -> str:
     )
 
 
-def test_onnx_and_pt2_exports_give_torchs_logits(served, tmp_path):
+def test_onnx_and_pt2_exports_give_torchs_logits(served, run_cli, tmp_path):
     import onnxruntime
 
     onnx_file = tmp_path / "alexnet.onnx"
-    exported = _cli(
+    exported = run_cli(
         "export",
         "--model",
         f"runs:/{served['run_id']}",

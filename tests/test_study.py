@@ -239,6 +239,9 @@ def test_ctrl_c_on_a_study_logs_no_table_and_resume_needs_its_state(
     resumed = run_cli(*args, "--resume", env=env)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     assert "study 'ctrl-c' on tiny" in resumed.stdout  # the table's title
+    # Tune's console without a TensorBoard that is not there, or a best trial a study has not
+    assert "TensorBoard" not in resumed.stdout + resumed.stderr
+    assert "Current best trial" not in resumed.stdout + resumed.stderr
     (parent,), (trial,) = experiment_runs(client, "alexnet-studies")
     assert parent.info.status == "FINISHED" and trial.info.status == "FINISHED"
     history = client.get_metric_history(trial.info.run_id, "val_top1_error")

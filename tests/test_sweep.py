@@ -4,6 +4,7 @@ test_cluster.py."""
 
 import pytest
 from conftest import experiment_args, experiment_runs, interrupt_after_an_epoch
+from mlflow.tracking import MlflowClient
 
 from orchestrator.common.errors import ConfigError
 from orchestrator.common.paths import SWEEP_CONFIG
@@ -112,6 +113,17 @@ def test_resume_runs_a_failed_trial_again(ray_cluster, tmp_path):
     assert len(list(attempts.iterdir())) == 2
 
 
+def test_the_state_api_check_asks_the_cluster_this_process_joined(ray_cluster, monkeypatch):
+    """It once asked whichever local Ray started last (Ray's auto-detection), and with two on
+    the machine failed for the wrong one; now it asks the joined cluster's own dashboard."""
+    from orchestrator.common import ray_cluster as cluster
+    from orchestrator.experiments import tuning
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cluster.dashboard_url().startswith("http://127.0.0.1:")
+    tuning.require_state_api()  # no error: the session's Ray serves it
+
+
 def test_ctrl_c_on_a_sweep_summarises_nothing_and_resume_trains_the_trial_to_its_end(
     ray_cluster, tiny_prepared, tmp_path, start_cli, run_cli, capsys
 ):
@@ -136,6 +148,13 @@ def test_ctrl_c_on_a_sweep_summarises_nothing_and_resume_trains_the_trial_to_its
         "sweep.space={optim.lr: {choice: [0.02]}}",
         "sweep.register_model=pytest-ctrl-c",
     )
+    # A start that fails before any trial (its data not there yet) leaves no parent run in the
+    # way: the same command, the data there, then runs (below) instead of being refused
+    missing = tmp_path / "not-there-yet"
+    assert main([*args, "--set", f"data.root={missing}"]) == 2
+    assert str(missing) in capsys.readouterr().err
+    store = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert experiment_runs(store, "alexnet-sweeps") == ([], [])
     env = {"RAY_ADDRESS": ray_cluster}
     client, _ = interrupt_after_an_epoch(start_cli, args, env, tmp_path, "alexnet-sweeps")
 
@@ -148,6 +167,7 @@ def test_ctrl_c_on_a_sweep_summarises_nothing_and_resume_trains_the_trial_to_its
     resumed = run_cli(*args, "--resume", env=env)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     assert "resumed from the checkpoint of epoch " in resumed.stdout + resumed.stderr
+    assert "TensorBoard" not in resumed.stdout + resumed.stderr  # none here to offer
     (parent,), (trial,) = experiment_runs(client, "alexnet-sweeps")
     assert parent.info.status == "FINISHED" and trial.info.status == "FINISHED"
     assert trial.data.tags["early_stopped"] == "false"

@@ -1,6 +1,7 @@
 """The paper's augmentation and test views, exactly; keyed randomness."""
 
 import numpy as np
+import pytest
 import torch
 import torchvision.transforms.functional as TF
 
@@ -158,3 +159,52 @@ def test_exported_classifier_equals_the_centre_view_through_the_model():
     assert served.shape == (3, 7)
     assert torch.equal(served, expected)
     torch.testing.assert_close(exported, expected)
+
+
+def test_the_predictor_is_the_evaluation_view_through_the_model_and_saves_plain_files(tmp_path):
+    """Encoded images and arrays in, the top-k of the centre view (or the ten views' mean
+    softmax, as the paper's test scores them) out; saved and loaded back as JSON and tensors
+    (`weights_only`), the same answers; too large and unreadable images refused before decoding."""
+    import io
+
+    from PIL import Image
+
+    from workloads.alexnet.model import ModelConfig, build_model
+    from workloads.alexnet.predictor import ImageTooLarge, Predictor, PredictorSpec
+    from workloads.datasets.codec import decode_resize_center_crop
+
+    torch.manual_seed(0)
+    config = ModelConfig(input_size=56, width=0.25, stem_stride=2, num_classes=7)
+    model = build_model(config).eval()
+    rng = np.random.default_rng(0)
+    mean = rng.random((64, 64, 3), dtype=np.float32)
+    spec = PredictorSpec(config, prepared_size=64, classes=tuple("abcdefg"), top_k=3)
+    predictor = Predictor(spec, model.state_dict(), mean)
+    pixels = rng.integers(0, 256, (3, 90, 120, 3), dtype=np.uint8)
+    encoded = []
+    for image in pixels:
+        png = io.BytesIO()
+        Image.fromarray(image).save(png, format="PNG")
+        encoded.append(png.getvalue())
+    prepared = np.stack([predictor.image(item) for item in encoded])
+    assert np.array_equal(prepared, np.stack([decode_resize_center_crop(e, 64) for e in encoded]))
+    assert np.array_equal(prepared, np.stack([predictor.image(image) for image in pixels]))
+
+    transform = T.BatchTransform(crop_size=56, mean_image=mean)
+    with torch.no_grad():
+        center = model(transform.center(torch.from_numpy(prepared))).softmax(1)
+        views = transform.ten_crop(torch.from_numpy(prepared))  # (3, 10, 3, 56, 56)
+        ten = model(views.flatten(0, 1)).softmax(1).view(3, 10, -1).mean(1)
+    torch.testing.assert_close(predictor.probabilities(prepared), center)
+    labels, probabilities = predictor.top(prepared)
+    assert labels == [[spec.classes[i] for i in row] for row in center.topk(3).indices.tolist()]
+    loaded = Predictor.load(predictor.save(tmp_path / "predictor")).replace(ten_crop=True)
+    torch.testing.assert_close(loaded.probabilities(prepared), ten)
+
+    small = predictor.replace(max_pixels=80 * 100)
+    with pytest.raises(ImageTooLarge, match="over the limit of 8,000"):
+        small.image(encoded[0])
+    with pytest.raises(ValueError, match="not an image"):
+        predictor.image(b"not an image at all")
+    with pytest.raises(ValueError, match="empty image"):
+        predictor.image(b"")

@@ -45,6 +45,18 @@ def quiet_progress_bars() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
+def dashboard_url() -> str:
+    """The dashboard (which serves Ray's State API) of the cluster this process joined, as
+    `http://host:port`; "" when it runs none. (`ray._private.worker._global_node.webui_url`,
+    Ray 2.60: the public way, `ray.init()`'s `address_info`, is gone once another caller
+    joined.)"""
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    url = getattr(node, "webui_url", None) or ""
+    return url if not url or "://" in url else f"http://{url}"
+
+
 def cluster_shape() -> dict[str, str]:
     """Nodes, CPUs and GPUs of the cluster this process joined ({} before it joined one)."""
     if not ray.is_initialized():

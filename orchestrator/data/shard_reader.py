@@ -27,10 +27,12 @@ def read_shards(
     shuffle: bool,
     with_files: bool = False,
     decode: bool = True,
+    with_paths: bool = False,
 ) -> Iterator[dict | pa.Table]:
     """Shard files -> batches of {"image": uint8 (N, S, S, 3), "label", "id"} (and "file", the
-    shard's URI, `with_files`), streamed; `decode=False`: Arrow tables of the stored "image"
-    bytes, "label" and "id", untouched (the consumer decodes: data/feed.py).
+    shard's URI, `with_files`; "path", each image's source file, `with_paths`), streamed;
+    `decode=False`: Arrow tables of the stored "image" bytes, "label" and "id", untouched (the
+    consumer decodes: data/feed.py).
 
     Reads one Parquet row group (128 images) at a time and decodes it `rows_per_batch` rows at a
     time. When training, each shard's row groups are read in a new random order and the rows
@@ -44,7 +46,8 @@ def read_shards(
             groups = shard.num_row_groups
             stored, stored_bytes = [], 0
             for group in rng.permutation(groups) if shuffle else range(groups):
-                table = shard.read_row_group(int(group), columns=["id", "label", "image"])
+                columns = ["id", "label", "image", *(["path"] if with_paths else [])]
+                table = shard.read_row_group(int(group), columns=columns)
                 if not decode:  # (raw rows are not permuted: a copy of 25 MB per group)
                     stored.append(
                         table
@@ -59,7 +62,10 @@ def read_shards(
                 if shuffle:
                     table = table.take(rng.permutation(table.num_rows))
                 for start in range(0, table.num_rows, rows_per_batch):
-                    decoded = _decoded(table.slice(start, rows_per_batch), encoding, image_size)
+                    rows = table.slice(start, rows_per_batch)
+                    decoded = _decoded(rows, encoding, image_size)
+                    if with_paths:
+                        decoded["path"] = np.asarray(rows.column("path").to_pylist(), dtype=object)
                     if with_files:
                         decoded["file"] = np.full(len(decoded["id"]), str(uri), dtype=object)
                     yield decoded

@@ -38,11 +38,19 @@ def shuffle_options(rows: int, seed: int, epoch: int, rank: int = 0) -> dict:
 
 
 def decoded_stream(
-    data: PreparedData, split: str, config: DataConfig, seed: int | None, with_files: bool = False
+    data: PreparedData,
+    split: str,
+    config: DataConfig,
+    seed: int | None,
+    with_files: bool = False,
+    with_paths: bool = False,
 ) -> ray.data.Dataset:
     """{"image": uint8 (S, S, 3), "label", "id"} rows of one split (and "file", the shard's URI,
-    `with_files`), decoded by the read tasks, one read task per shard (`split_stream`)."""
-    return split_stream(data, split, config, seed, decode=True, with_files=with_files)
+    `with_files`; "path", the image's source file, `with_paths`), decoded by the read tasks, one
+    read task per shard (`split_stream`)."""
+    return split_stream(
+        data, split, config, seed, decode=True, with_files=with_files, with_paths=with_paths
+    )
 
 
 def split_stream(
@@ -52,6 +60,7 @@ def split_stream(
     seed: int | None,
     decode: bool,
     with_files: bool = False,
+    with_paths: bool = False,
 ) -> ray.data.Dataset:
     """The rows of one split, one read task per shard: decoded to {"image": uint8 (S, S, 3),
     "label", "id"} by the read tasks (`decode`), or as stored ("image": JPEG bytes or raw pixels),
@@ -81,6 +90,7 @@ def split_stream(
             "shuffle": seed is not None,
             "with_files": with_files,
             "decode": decode,
+            "with_paths": with_paths,
         },
     )
     return let_decode_use_every_cpu(stream)

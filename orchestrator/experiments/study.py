@@ -84,27 +84,28 @@ def study(config: ExperimentConfig, resume: bool) -> list[dict]:
 def _study(config: ExperimentConfig, groups: dict[str, dict], resume: bool) -> list[dict]:
     spec = config.study
     config, parent = tuning.open_parent(config, spec.name, "study", resume, run_study_trial)
-    config, data = tuning.open_data_for_trials(config, "study", spec.max_concurrent_trials)
-    fixed = {"study.seeds": spec.seeds, "study.groups": groups}
-    fields = tuning.identity_fields(config, data.key, fixed)
-    identity = tuning.check_identity(parent, "study", spec.name, fields)
-    parent.log_start(
-        "study",
-        params={
-            "study.seeds": spec.seeds,
-            "study.trials": len(groups) * spec.seeds,
-            "train.epochs": config.train.epochs,
-            **data.params(),
-        },
-        config_yaml=to_yaml(config),
-        extra_tags={tags.STUDY: spec.name, **identity},
-    )
-    parent.log_dataset(data, "train")
-    log.info(
-        f"study '{spec.name}': {len(groups)} groups x {spec.seeds} seeds, MLflow "
-        f"parent run {parent.run_id} in {redacted(parent.tracking_uri)}"
-    )
-    tuner = _tuner(config, groups, data, parent.run_id, resume)
+    with tuning.removed_unless_started(parent, "study", spec.name):
+        config, data = tuning.open_data_for_trials(config, "study", spec.max_concurrent_trials)
+        fixed = {"study.seeds": spec.seeds, "study.groups": groups}
+        fields = tuning.identity_fields(config, data.key, fixed)
+        identity = tuning.check_identity(parent, "study", spec.name, fields)
+        parent.log_start(
+            "study",
+            params={
+                "study.seeds": spec.seeds,
+                "study.trials": len(groups) * spec.seeds,
+                "train.epochs": config.train.epochs,
+                **data.params(),
+            },
+            config_yaml=to_yaml(config),
+            extra_tags={tags.STUDY: spec.name, **identity},
+        )
+        parent.log_dataset(data, "train")
+        log.info(
+            f"study '{spec.name}': {len(groups)} groups x {spec.seeds} seeds, MLflow "
+            f"parent run {parent.run_id} in {redacted(parent.tracking_uri)}"
+        )
+        tuner = _tuner(config, groups, data, parent.run_id, resume)
     tuning.fit(parent, tuner, "study", spec.name, len(groups) * spec.seeds)
     with tuning.closing(parent):
         rows = summarize(parent, config, data.params())
@@ -167,9 +168,9 @@ def _tuner(
         "group": tune.grid_search(list(groups)),
         "seed_index": tune.grid_search(list(range(spec.seeds))),
     }
-    tune_config = tune.TuneConfig(
-        metric=config.sweep.metric, mode="min", max_concurrent_trials=spec.max_concurrent_trials
-    )
+    # no metric: a study compares each ablation with its baseline, never trials with each
+    # other (Tune would print a "current best trial" every 30 s)
+    tune_config = tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials)
     callback = CloseTrialRuns(parent_run_id, config.train.epochs, stops_early=False)
     return tuning.make_tuner("study", where, trainable, space, tune_config, resume, callback)
 

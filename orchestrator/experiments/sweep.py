@@ -76,13 +76,14 @@ def check(config: ExperimentConfig) -> None:
 def _sweep(config: ExperimentConfig, resume: bool) -> None:
     spec = config.sweep
     config, parent = tuning.open_parent(config, spec.name, "sweep", resume, run_trial)
-    if spec.scheduler != "fifo":
-        tuning.require_state_api()
-    config, data = tuning.open_data_for_trials(config, "sweep", spec.max_concurrent_trials)
-    fixed = {f"sweep.{key}": getattr(spec, key) for key in IDENTITY}
-    fields = tuning.identity_fields(config, data.key, fixed, varied=tuple(spec.space))
-    _log_start(parent, config, tuning.check_identity(parent, "sweep", spec.name, fields))
-    tuner = _tuner(config, data, parent.run_id, resume)
+    with tuning.removed_unless_started(parent, "sweep", spec.name):
+        if spec.scheduler != "fifo":
+            tuning.require_state_api()
+        config, data = tuning.open_data_for_trials(config, "sweep", spec.max_concurrent_trials)
+        fixed = {f"sweep.{key}": getattr(spec, key) for key in IDENTITY}
+        fields = tuning.identity_fields(config, data.key, fixed, varied=tuple(spec.space))
+        _log_start(parent, config, tuning.check_identity(parent, "sweep", spec.name, fields))
+        tuner = _tuner(config, data, parent.run_id, resume)
     results = tuning.fit(parent, tuner, "sweep", spec.name, trial_count(spec))
     with tuning.closing(parent):
         summarize(parent, config, results)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # A trial's own process only waits on its TorchTrainer, whose workers hold the real CPUs.
 TRIAL_DRIVER_CPUS = 0.01
+TUNE_FILE_LOGGERS_OFF = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"  # Ray Tune's documented switch
 # Tune saves the experiment's callback (CloseTrialRuns, holding a SweepConfig) by module path;
 # state saved before the packages moved names these modules
 MOVED_MODULES = {"orchestrator.trial_runs": trials, "orchestrator.search": sweep_config}
@@ -150,6 +152,23 @@ def open_data_for_trials(
     return share_cpus(config, kind, concurrent), data
 
 
+@contextmanager
+def removed_unless_started(parent: TrackedRun, kind: str, name: str):
+    """A start that fails before Tune runs a trial (the data unreachable, the State API
+    missing, a resume refused) leaves nothing in MLflow's way: a parent run it created is
+    deleted, so the same command runs once the cause is fixed, and a resumed one keeps its
+    status."""
+    try:
+        yield
+    except BaseException:
+        parent.abandon()
+        if not parent.resumed and parent.tracked:
+            log.info(
+                f"MLflow: {kind} '{name}' ran no trial; its parent run {parent.run_id} is removed"
+            )
+        raise
+
+
 def fit(parent: TrackedRun, tuner: tune.Tuner, kind: str, name: str, expected: int):
     """Run the Tune experiment; its trials' MLflow runs are closed as Tune ends them.
 
@@ -207,6 +226,9 @@ def make_tuner(
     (finished trials are not run again; unfinished and failed ones run again, and their own
     training goes on from its last checkpoint), else new."""
     trainable = tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPUS})
+    # Tune's own CSV, JSON and TensorBoard result files per trial: MLflow holds every metric,
+    # and without them Tune's console no longer offers a TensorBoard that is not installed
+    os.environ[TUNE_FILE_LOGGERS_OFF] = "1"
     if resume and can_restore(where.experiment):
         log.info(f"resuming {kind} '{where.name}' from {redact_text(where.experiment)}")
         for old, module in MOVED_MODULES.items():
@@ -282,6 +304,14 @@ def require_state_api() -> None:
     from ray.util.state import list_actors
     from ray.util.state.exception import RayStateApiException
 
+    joined, url = ray.get_runtime_context().gcs_address, ray_cluster.dashboard_url()
+    if not url:
+        raise ConfigError(
+            f"sweep.scheduler: an early-stopping scheduler needs Ray's State API, which the Ray "
+            f"cluster this command joined ({joined}) does not serve: it runs no dashboard "
+            "(started with --include-dashboard=false?); start Ray with its dashboard, or use "
+            "sweep.scheduler: fifo"
+        )
     try:
         for attempt in Retrying(  # a local Ray's dashboard takes seconds to come up
             stop=stop_after_delay(30),
@@ -290,13 +320,13 @@ def require_state_api() -> None:
             reraise=True,
         ):
             with attempt:
-                list_actors(limit=1, timeout=10)
+                list_actors(address=url, limit=1, timeout=10)  # this cluster's, no other's
         return
     except (RayStateApiException, ConnectionError) as error:
         failure = error
     raise ConfigError(
-        "sweep.scheduler: an early-stopping scheduler needs Ray's State API, which this "
-        f"cluster does not serve ({type(failure).__name__}); start Ray with its dashboard "
-        "(`ray start --head` includes it unless --include-dashboard=false), or use "
-        "sweep.scheduler: fifo"
+        f"sweep.scheduler: an early-stopping scheduler needs Ray's State API; the dashboard of "
+        f"the Ray cluster this command joined ({joined}) at {url} did not answer for 30 s "
+        f"({type(failure).__name__}); check that it is up (`ray status`, or its URL in a "
+        "browser), or use sweep.scheduler: fifo"
     ) from failure

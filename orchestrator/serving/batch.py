@@ -1,6 +1,8 @@
-"""`predict`: a model's top-k for every image of a folder or bucket, with Ray Data.
+"""`predict`: a model's top-k for every image of a folder or bucket, or of a prepared dataset's
+split, with Ray Data.
 
-Ray Data lists and reads the files (`read_binary_files`, by image suffix, in subfolders too);
+Ray Data lists and reads the files (`read_binary_files`, by image suffix, in subfolders too),
+or reads and decodes the split's shards as training does (`decoded_stream`);
 a pool of actors, each holding the model (on a GPU when the cluster has them), decodes and
 predicts a batch at a time; the driver streams the rows into one Parquet file (and a CSV on
 request): `path` (relative to the input folder), `labels` (top-k, best first) and
@@ -29,6 +31,9 @@ from orchestrator.common.ray_cluster import ensure_ray
 from orchestrator.common.redact import redact_text
 from orchestrator.common.storage import Location
 from orchestrator.config.serve import PredictConfig
+from orchestrator.data.config import DataConfig
+from orchestrator.data.prepared import PreparedData
+from orchestrator.data.streams import decoded_stream
 from orchestrator.serving.model import OpenedModel
 from workloads.alexnet.predictor import Predictor
 from workloads.datasets.image_folder import IMAGE_SUFFIXES
@@ -67,12 +72,13 @@ class PredictBatch:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.predictor = Predictor.loads(spec_json, weights, device)  # tensors only, no code
-        self.root = root.rstrip("/") + "/"
+        self.root = root.rstrip("/") + "/" if root else ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         paths = [p.removeprefix(self.root) for p in batch["path"]]
         images, good, errors = [], [], [""] * len(paths)
-        for i, data in enumerate(batch["bytes"]):
+        # files' bytes, or a prepared split's decoded images (uint8 (S, S, 3))
+        for i, data in enumerate(batch["bytes"] if "bytes" in batch else batch["image"]):
             try:
                 images.append(self.predictor.image(data))
                 good.append(i)
@@ -98,31 +104,71 @@ def predict_folder(
     write_csv: bool,
     overwrite: bool,
 ) -> Predicted:
-    """The top-k of every image under `source` into `out` (a folder: path or URI)."""
-    inputs, output = Location.of(source), Location.of(out)
+    """The top-k of every image file under `source` (a folder: path or URI) into `out`."""
+    inputs = Location.of(source)
     if not inputs.exists():
         raise InputError(f"--input: {redact_text(source)} does not exist")
-    held = [name for name in OUTPUTS if output.exists(name)]
-    if held and not overwrite:
-        raise InputError(
-            f"--out: {redact_text(out)} already holds {', '.join(held)} of an earlier predict; "
-            "choose another folder, or pass --overwrite to replace them"
-        )
+    output = _output(out, overwrite)
     ensure_ray()
-    started = time.perf_counter()
     dataset = ray.data.read_binary_files(
         inputs.path,
         filesystem=inputs.fs,
         include_paths=True,
         file_extensions=sorted({suffix.lstrip(".") for suffix in IMAGE_SUFFIXES}),
     )
+    return _predict(model, dataset, inputs.path, output, config, write_csv)
+
+
+def predict_split(
+    model: OpenedModel,
+    data: PreparedData,
+    split: str,
+    out: str,
+    config: PredictConfig,
+    data_config: DataConfig,
+    write_csv: bool,
+    overwrite: bool,
+) -> Predicted:
+    """The top-k of every image of a prepared dataset's `split`, decoded by Ray Data's read
+    tasks as training reads them; `path` is each image's source file, as `prepare` listed it."""
+    if split not in data.manifest.shards:
+        allowed = ", ".join(sorted(data.manifest.shards))
+        raise InputError(f"--split: got {split!r}; allowed: {allowed}")
+    output = _output(out, overwrite)
+    ensure_ray()
+    dataset = decoded_stream(data, split, data_config, seed=None, with_paths=True)
+    return _predict(model, dataset, "", output, config, write_csv)
+
+
+def _output(out: str, overwrite: bool) -> Location:
+    """The output folder, refused when it already holds predictions (unless `overwrite`)."""
+    output = Location.of(out)
+    held = [name for name in OUTPUTS if output.exists(name)]
+    if held and not overwrite:
+        raise InputError(
+            f"--out: {redact_text(out)} already holds {', '.join(held)} of an earlier predict; "
+            "choose another folder, or pass --overwrite to replace them"
+        )
+    return output
+
+
+def _predict(
+    model: OpenedModel,
+    dataset: ray.data.Dataset,
+    root: str,
+    output: Location,
+    config: PredictConfig,
+    write_csv: bool,
+) -> Predicted:
+    """Rows of `dataset` ("path" and "bytes" or "image") -> the model's actors -> the files."""
+    started = time.perf_counter()
     gpus = config.num_gpus_per_actor
     if gpus is None:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     spec_json, weights = model.predictor.dump()
     rows = dataset.map_batches(
         PredictBatch,
-        fn_constructor_args=(spec_json, weights, inputs.path),
+        fn_constructor_args=(spec_json, weights, root),
         batch_size=config.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.num_actors),
