@@ -5,6 +5,7 @@ RAY_ADDRESS or a Ray job names one), answering on `serve.host:serve.port` until 
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 from ray import serve
@@ -66,23 +67,29 @@ def start_service(model: OpenedModel, config: ServeConfig) -> str:
 
 
 def serve_until_interrupted(model: OpenedModel, config: ServeConfig) -> None:
-    """Serve `model` until Ctrl-C, then take the application and Ray Serve down."""
-    url = start_service(model, config)
-    spec = model.predictor.spec
-    print(
-        f"serving {redact_text(model.uri)} ({len(spec.classes)} classes, top {spec.top_k}"
-        f"{', ten crops' if spec.ten_crop else ''}) at {url}\n"
-        f"  try: curl -s -X POST -H 'Content-Type: image/jpeg' --data-binary @IMAGE.jpg {url}\n"
-        "  Ctrl-C stops it",
-        flush=True,
-    )
+    """Serve `model` until Ctrl-C (also one while it starts) or SIGTERM (`ray job stop`), then
+    take the application and Ray Serve down."""
     try:
+        url = start_service(model, config)
+        signal.signal(signal.SIGTERM, _interrupt)  # (after ray.init, which sets its own)
+        spec = model.predictor.spec
+        print(
+            f"serving {redact_text(model.uri)} ({len(spec.classes)} classes, top {spec.top_k}"
+            f"{', ten crops' if spec.ten_crop else ''}) at {url}\n"
+            f"  try: curl -s -X POST -H 'Content-Type: image/jpeg' --data-binary @IMAGE.jpg {url}"
+            "\n  Ctrl-C stops it",
+            flush=True,
+        )
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
         log.info("stopping: Ray Serve takes the application down")
         serve.shutdown()
         raise KeyboardInterrupt(f"stopped serving {redact_text(model.uri)}") from None
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _shown(facts: dict) -> dict:
