@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workloads.alexnet.config import DEFAULT_MAX_PIXELS
+
 
 @dataclass(frozen=True)
 class InferenceConfig:
     top_k: int = 5  # class names (with probabilities) per image; at most the model's classes
     ten_crop: bool = False  # the paper's ten views averaged (10x the compute); false: centre crop
     # larger images are refused before decoding (a decompression bomb costs a 4xx, not memory):
-    # 40 M pixels decode to 120 MB
-    max_image_pixels: int = 40_000_000
+    # 40 M pixels by default, 120 MB decoded
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
         if self.top_k < 1:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from orchestrator.analysis.trained import evaluation_device
 from orchestrator.common.errors import InputError
 from orchestrator.common.ray_cluster import ensure_ray
 from orchestrator.common.redact import redact_text
@@ -68,10 +69,10 @@ class PredictBatch:
     """A Ray Data actor holding the model: a batch of files -> rows of top-k, or of rejects."""
 
     def __init__(self, spec_json: str, weights: bytes, root: str):
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.predictor = Predictor.loads(spec_json, weights, device)  # tensors only, no code
+        # (the actor's GPU when Ray gave it one)
+        self.predictor = Predictor.loads(
+            spec_json, weights, evaluation_device()
+        )  # tensors only, no code
         self.root = root.rstrip("/") + "/" if root else ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:

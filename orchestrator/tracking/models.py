@@ -113,26 +113,27 @@ def download_predictor(config: TrackingConfig, uri: str, into: Path) -> tuple[Pa
     from mlflow.exceptions import MlflowException
 
     client, tracking_uri = reachable_client(config, InputError, f"--model {uri}")
-    try:
-        if uri.startswith("runs:/"):
-            run_id = uri.removeprefix("runs:/").strip("/").split("/")[0]
-            model_uri, facts = f"runs:/{run_id}/{MODEL_NAME}", {"run_id": run_id}
-        else:
+    if uri.startswith("runs:/"):
+        run_id = uri.removeprefix("runs:/").strip("/").split("/")[0]
+        model_uri, facts = f"runs:/{run_id}/{MODEL_NAME}", {"run_id": run_id}
+    else:
+        try:
             version = registered_version(client, uri)
-            model_uri = f"models:/{version.name}/{version.version}"
-            facts = {"name": version.name, "version": version.version, "run_id": version.run_id}
-        mlflow.set_tracking_uri(tracking_uri)
+        except MlflowException as error:
+            raise InputError(
+                f"--model: {uri} is not in the MLflow store at {redacted(tracking_uri)} "
+                f"({error.error_code}); allowed: runs:/<run id>, models:/<name>@<alias> or "
+                "models:/<name>/<version>"
+            ) from None
+        model_uri = f"models:/{version.name}/{version.version}"
+        facts = {"name": version.name, "version": version.version, "run_id": version.run_id}
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
         folder = mlflow.artifacts.download_artifacts(
             artifact_uri=f"{model_uri}/artifacts/{PREDICTOR_ARTIFACT}", dst_path=str(into)
         )
-    except OSError:  # the model (or its predictor) is not among the run's artifacts
-        return None, {}
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST" and "facts" in locals():
-            return None, {}
-        raise InputError(
-            f"--model: {uri} is not in the MLflow store at {redacted(tracking_uri)} "
-            f"({error.error_code}); allowed: runs:/<run id>, models:/<name>@<alias> or "
-            "models:/<name>/<version>"
-        ) from None
+    except (OSError, MlflowException) as error:  # no model, or one without a predictor
+        if isinstance(error, MlflowException) and error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None, facts
     return Path(folder), facts

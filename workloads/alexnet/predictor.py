@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from workloads.alexnet.config import ModelConfig
+from workloads.alexnet.config import DEFAULT_MAX_PIXELS, ModelConfig
 from workloads.alexnet.model import build_model
 from workloads.alexnet.transforms import BatchTransform
 from workloads.datasets.codec import decode_resize_center_crop, resize_and_center_crop
@@ -41,7 +41,7 @@ class PredictorSpec:
     classes: tuple[str, ...]  # class names in label order
     top_k: int = 5  # class names returned per image
     ten_crop: bool = False  # average the softmax over the paper's ten views, not the centre crop
-    max_pixels: int = 40_000_000  # larger images are refused before they are decoded
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused before they are decoded
     facts: dict = dataclasses.field(default_factory=dict)  # provenance: run, epoch, data digest
 
     def __post_init__(self):
