@@ -9,50 +9,41 @@
 (their pids and start times in the state folder), so `stop` ends exactly those two: never another
 Ray on the machine (`ray stop` would end every one), nor a process that got one of their pids
 after they exited. Jobs submitted to the head inherit `MLFLOW_TRACKING_URI`, so
-`ray job submit ... -- python orchestrator/run.py ...` tracks into the head's server.
+`ray job submit ... -- python orchestrator/run.py ...` tracks into the head's server. While it
+runs (in the default state folder), the project's commands started on this machine without
+RAY_ADDRESS join it (orchestrator/common/local_ray.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
-import psutil
-from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from orchestrator.common import local_ray  # noqa: E402
+from orchestrator.common.processes import (  # noqa: E402
+    RAY_AGENT_PORT_OPTIONS,
+    answers,
+    free_port,
+    is_ours,
+    start_time,
+    terminate,
+    tool,
+    until,
+)
 from orchestrator.common.redact import redact_text  # noqa: E402
 
-DEFAULT_STATE = "~/.cache/alexnet-ray/local-head"
-
-
-def _tool(name: str) -> str:
-    """A console script beside this Python (a venv not activated), else on PATH."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else (shutil.which(name) or name)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True  # it answered (e.g. 401 without a token)
-    except OSError:
-        return False
+# (where the project's commands look for it: they join this head while it runs)
+DEFAULT_STATE = str(
+    Path(os.environ.get(local_ray.HOME_ENV) or local_ray.DEFAULT_HOME) / local_ray.LOCAL_HEAD_FOLDER
+)
 
 
 def _wait_for(
@@ -61,7 +52,7 @@ def _wait_for(
     """Until `url` answers; if `process` exits first, its log's tail, `secret` and every
     credential masked (a password whose `@` is not encoded defeats the URI patterns)."""
 
-    def answers() -> bool:
+    def up() -> bool:
         if process.poll() is not None:  # not retried: SystemExit
             tail = log.read_text(errors="replace")[-3000:]
             if secret:
@@ -69,52 +60,10 @@ def _wait_for(
             raise SystemExit(
                 f"it exited with {process.returncode}; its log {log}:\n{redact_text(tail)}"
             )
-        return _answers(url)
+        return answers(url)
 
-    if not _until(answers, timeout, 0.5):
+    if not until(up, timeout, 0.5):
         raise SystemExit(f"{url} did not answer within {timeout:g} s; see {log}")
-
-
-def _until(check, timeout: float, every: float) -> bool:
-    """Whether `check()` came true within `timeout` seconds, asked every `every` seconds."""
-    waiting = Retrying(
-        stop=stop_after_delay(timeout),
-        wait=wait_fixed(every),
-        retry=retry_if_result(lambda done: not done),
-        retry_error_callback=lambda state: False,
-    )
-    return waiting(check)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _start_time(pid: int) -> float | None:
-    """When process `pid` started (seconds since the epoch); None if there is no such process."""
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-
-
-def _is_ours(pid: int, started: float | None) -> bool:
-    """Whether `pid` is still the process that `start` recorded: the same pid started at the same
-    time. A pid is reused once its process has exited, so a live pid alone proves nothing."""
-    now = _start_time(pid)
-    return now is not None and started is not None and abs(now - started) < 0.01  # 1 clock tick
 
 
 def _when(timestamp: float) -> str:
@@ -177,7 +126,7 @@ def start(args: argparse.Namespace) -> int:
     if _state_file(state).exists():
         head = json.loads(_state_file(state).read_text())
         started = head.get("started", {})
-        if any(_is_ours(pid, started.get(name)) for name, pid in head["pids"].items()):
+        if any(is_ours(pid, started.get(name)) for name, pid in head["pids"].items()):
             stop = f"python cluster/local.py stop --state-dir {state}"
             print(f"a local head is already running; stop it first: {stop}", file=sys.stderr)
             return 1
@@ -195,7 +144,7 @@ def start(args: argparse.Namespace) -> int:
 
     mlflow_log = state / "mlflow.log"
     mlflow_command = [
-        _tool("mlflow"),
+        tool("mlflow"),
         "server",
         "--host",
         "127.0.0.1",
@@ -226,11 +175,11 @@ def start(args: argparse.Namespace) -> int:
         # A head started with token auth needs a token; make ~/.ray/auth_token once (kept out
         # of the output: it is the key to the cluster).
         subprocess.run(
-            [_tool("ray"), "get-auth-token", "--generate"], env=env, capture_output=True, check=True
+            [tool("ray"), "get-auth-token", "--generate"], env=env, capture_output=True, check=True
         )
     ray_log = state / "ray.log"
     ray_command = [
-        _tool("ray"),
+        tool("ray"),
         "start",
         "--head",
         "--block",
@@ -244,16 +193,8 @@ def start(args: argparse.Namespace) -> int:
         "--dashboard-port",
         str(args.dashboard_port),
     ]
-    # Ray's fixed defaults for these (52365, 10001, ...) clash with any other Ray on the machine
-    # (a laptop's ray.init(), a test cluster): the job agent then never comes up.
-    for option in (
-        "--dashboard-agent-listen-port",
-        "--dashboard-agent-grpc-port",
-        "--runtime-env-agent-port",
-        "--ray-client-server-port",
-        "--metrics-export-port",
-    ):
-        ray_command += [option, str(_free_port())]
+    for option in RAY_AGENT_PORT_OPTIONS:  # Ray's fixed defaults clash with another Ray's
+        ray_command += [option, str(free_port())]
     if args.num_cpus is not None:
         ray_command += ["--num-cpus", str(args.num_cpus)]
     if args.resources:
@@ -271,12 +212,12 @@ def start(args: argparse.Namespace) -> int:
         _wait_for(f"{mlflow_uri}/health", mlflow, mlflow_log, timeout=120, secret=password)
         _wait_for(f"http://127.0.0.1:{args.dashboard_port}/api/version", ray_head, ray_log, 120)
     except SystemExit:
-        _terminate({mlflow.pid: True, ray_head.pid: False})
+        terminate({mlflow.pid: True, ray_head.pid: False})
         raise
     head = {
         "pids": {"ray": ray_head.pid, "mlflow": mlflow.pid},
         # what tells them from later processes given the same pids (`stop` checks it)
-        "started": {"ray": _start_time(ray_head.pid), "mlflow": _start_time(mlflow.pid)},
+        "started": {"ray": start_time(ray_head.pid), "mlflow": start_time(mlflow.pid)},
         "ray_port": args.ray_port,
         "dashboard_port": args.dashboard_port,
         "mlflow_port": args.mlflow_port,
@@ -300,25 +241,6 @@ def start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _terminate(targets: dict[int, bool], timeout: float = 10) -> None:
-    """SIGTERM each process (`targets`: pid -> whether to signal its whole process group), wait
-    for all of them together, then SIGKILL whatever of their groups is left. `ray start --block`
-    alone stops every process it started, in seconds; a SIGTERM to all of Ray's processes at once
-    takes it half a minute."""
-    for pid, group in targets.items():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM) if group else os.kill(pid, signal.SIGTERM)
-
-    def all_gone() -> bool:
-        return not any(_alive(pid) for pid in targets)
-
-    _until(all_gone, timeout, 0.2)
-    for pid in targets:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    _until(all_gone, 5, 0.1)  # a killed process takes a moment to go
-
-
 def stop(args: argparse.Namespace) -> int:
     state = Path(args.state_dir).expanduser().resolve()
     if not _state_file(state).exists():
@@ -326,12 +248,12 @@ def stop(args: argparse.Namespace) -> int:
         return 1
     head = json.loads(_state_file(state).read_text())
     started = head.get("started", {})
-    ours = {name: pid for name, pid in head["pids"].items() if _is_ours(pid, started.get(name))}
-    _terminate({pid: name == "mlflow" for name, pid in ours.items()})
+    ours = {name: pid for name, pid in head["pids"].items() if is_ours(pid, started.get(name))}
+    terminate({pid: name == "mlflow" for name, pid in ours.items()})
     for name, pid in head["pids"].items():
         if name in ours:
             print(f"stopped {name} (pid {pid})")
-        elif (now := _start_time(pid)) is None:
+        elif (now := start_time(pid)) is None:
             print(f"{name} (pid {pid}) had already exited")
         elif started.get(name) is None:
             print(

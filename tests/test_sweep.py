@@ -1,11 +1,19 @@
 """Sweeps' search spaces: validated before Ray, sampled by Ray Tune (TPE, grid); a sweep stopped
-by Ctrl-C and resumed. The 3-trial ASHA sweep, killed and resumed, runs as a Ray job in
-test_cluster.py."""
+by Ctrl-C and resumed beside a training, on the machine's one local Ray. The 3-trial ASHA sweep,
+killed and resumed, runs as a Ray job in test_cluster.py."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
-from conftest import experiment_args, experiment_runs, interrupt_after_an_epoch
+from conftest import experiment_args, experiment_runs, interrupt_after_an_epoch, wait_for
 from mlflow.tracking import MlflowClient
 
+from orchestrator.common import processes
 from orchestrator.common.errors import ConfigError
 from orchestrator.common.paths import SWEEP_CONFIG
 from orchestrator.config.experiment import load_config
@@ -124,14 +132,18 @@ def test_the_state_api_check_asks_the_cluster_this_process_joined(ray_cluster, m
     tuning.require_state_api()  # no error: the session's Ray serves it
 
 
-def test_ctrl_c_on_a_sweep_summarises_nothing_and_resume_trains_the_trial_to_its_end(
-    ray_cluster, tiny_prepared, tmp_path, start_cli, run_cli, capsys
+def test_ctrl_c_on_a_sweep_summarises_nothing_and_resumed_beside_a_training_it_shares_ray(
+    ray_cluster, tiny_prepared, tmp_path, start_cli, capsys
 ):
     """Ctrl-C once made Tune return as if done: the sweep summarised its half-trained trial,
     closed it FINISHED and early-stopped, registered its 1-epoch model as @best and exited 0,
     and --resume then never trained it. Now: exit 130, nothing kept as a result; a --resume
     with a changed seed is refused (it would pair two trainings in one table); the plain one
-    trains the trial on from its checkpoint, every epoch once, and @best is its last epoch's."""
+    trains the trial on from its checkpoint, every epoch once, and @best is its last epoch's.
+
+    That resume runs beside a CLI training, both without RAY_ADDRESS: a sweep started while a
+    training ran once started a second local Ray, both planning every CPU of the machine for
+    themselves. Now the second joins the Ray the first started (`_side_by_side`)."""
     from orchestrator.run import main
     from orchestrator.training.checkpoints import read_checkpoint
 
@@ -142,8 +154,7 @@ def test_ctrl_c_on_a_sweep_summarises_nothing_and_resume_trains_the_trial_to_its
         tmp_path,
         "train.epochs=4",  # (its first takes longest: the Ctrl-C lands in the second or third)
         "sweep.name=ctrl-c",
-        "sweep.scheduler=fifo",
-        "sweep.num_samples=1",
+        "sweep.num_samples=1",  # (ASHA: a lone trial is never stopped)
         "sweep.max_concurrent_trials=1",
         "sweep.space={optim.lr: {choice: [0.02]}}",
         "sweep.register_model=pytest-ctrl-c",
@@ -164,10 +175,18 @@ def test_ctrl_c_on_a_sweep_summarises_nothing_and_resume_trains_the_trial_to_its
     (parent,), _ = experiment_runs(client, "alexnet-sweeps")
     assert parent.info.status == "KILLED"  # as it was found
 
-    resumed = run_cli(*args, "--resume", env=env)
-    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
-    assert "resumed from the checkpoint of epoch " in resumed.stdout + resumed.stderr
-    assert "TensorBoard" not in resumed.stdout + resumed.stderr  # none here to offer
+    training = experiment_args(  # 1 worker of 0.75 CPU: the trial's 0.7 fits beside it
+        "train",
+        "configs/demo.yaml",
+        tiny_prepared,
+        tmp_path,
+        "train.epochs=2",
+        "train.num_workers=1",
+        "name=beside",
+    )
+    printed = _side_by_side(start_cli, tmp_path, {"train": training, "sweep": [*args, "--resume"]})
+    assert "resumed from the checkpoint of epoch " in printed["sweep"]
+    assert "TensorBoard" not in printed["sweep"]  # none here to offer
     (parent,), (trial,) = experiment_runs(client, "alexnet-sweeps")
     assert parent.info.status == "FINISHED" and trial.info.status == "FINISHED"
     assert trial.data.tags["early_stopped"] == "false"
@@ -175,6 +194,79 @@ def test_ctrl_c_on_a_sweep_summarises_nothing_and_resume_trains_the_trial_to_its
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
     best = client.get_model_version_by_alias("pytest-ctrl-c", "best")
     assert int(best.version) == 1 and read_checkpoint(best.tags["checkpoint"])["epoch"] == 4
+    (trained,) = client.search_runs([client.get_experiment_by_name("alexnet-demo").experiment_id])
+    assert trained.info.run_name == "beside" and trained.info.status == "FINISHED"
+
+
+# Samples a Ray's CPUs (all of them; those requested by running tasks, actors and placement
+# groups) and the drivers connected to it, every 0.3 s, as JSON lines.
+POLLER = """
+import json, sys, time
+import ray
+from ray.util.state import list_jobs
+
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+with open(sys.argv[2], "a") as out:  # sys.argv[3]: its dashboard (State API)
+    while True:
+        total = ray.cluster_resources().get("CPU", 0)
+        used = total - ray.available_resources().get("CPU", 0)
+        jobs = list_jobs(sys.argv[3], filters=[("status", "=", "RUNNING")])
+        drivers = [int(job.driver_info.pid) for job in jobs if job.driver_info]
+        out.write(json.dumps({"total": total, "used": used, "drivers": drivers}) + "\\n")
+        out.flush()
+        time.sleep(0.3)
+"""
+
+
+def _side_by_side(start_cli, tmp_path, commands: dict[str, list[str]]) -> dict[str, str]:
+    """Runs `commands` ({name: run.py arguments}, a training's 0.75 CPU and a trial's 0.7) at
+    once, without RAY_ADDRESS, and checks that they shared one local Ray: both finish; Ray's
+    state, read while both run, shows both drivers on it at once, training together, its CPU
+    requests never past the machine's CPUs; the one that came second says it joined; the
+    last one out stopped it. Returns what each printed."""
+    home = tmp_path / "home"  # (the machine's local Ray: this test's own)
+    env = {"ALEXNET_RAY_HOME": str(home), "RAY_ADDRESS": ""}  # (not the session's Ray)
+    logs = {name: tmp_path / f"{name}.log" for name in commands}
+    drivers = {name: start_cli(*args, env=env, log=logs[name]) for name, args in commands.items()}
+    first = next(iter(drivers.values()))
+    marker = home / "local-ray" / "head.json"
+    wait_for(first, lambda: marker.exists() and marker.stat().st_size, "the local Ray")
+    head = json.loads(marker.read_text())
+    samples = tmp_path / "samples.jsonl"
+    poller = subprocess.Popen(
+        [sys.executable, "-c", POLLER, head["address"], str(samples), head["dashboard"]],
+        env={**os.environ, "RAY_AUTH_MODE": "token"},
+        stdout=open(tmp_path / "poller.log", "w"),  # noqa: SIM115 - lives with it
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:  # until one of them ends (a driver still joined would hold the head's stop back)
+        deadline = time.monotonic() + 400
+        while all(d.poll() is None for d in drivers.values()) and time.monotonic() < deadline:
+            time.sleep(0.3)
+    finally:
+        os.killpg(poller.pid, signal.SIGKILL)
+        poller.wait()
+    for name, driver in drivers.items():
+        assert driver.wait(timeout=400) == 0, logs[name].read_text()[-4000:]
+
+    seen = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
+    both = [s for s in seen if {d.pid for d in drivers.values()} <= set(s["drivers"])]
+    assert both, f"never both drivers on the one Ray: {seen[:5]}"
+    assert max(s["used"] for s in both) >= 0.75 + 0.7  # they trained on it at once
+    assert all(0 <= s["used"] <= s["total"] <= os.cpu_count() for s in seen), seen
+    printed = {name: log.read_text() for name, log in logs.items()}
+    assert (
+        sum("started a local Ray for this machine's commands" in p for p in printed.values()) == 1
+    )
+    assert sum("joining the machine's local Ray" in p for p in printed.values()) == 1
+    for output in printed.values():  # (the session's Ray runs beside: Ray Train's placement
+        # group cleaner once asked "the" Ray on the machine and failed; Tune missed its files)
+        assert "Found multiple active Ray instances" not in output
+        assert "Traceback" not in output and "Failed to fetch metrics" not in output
+    assert not marker.exists()  # the last one out stopped the Ray
+    assert processes.until(lambda: not processes.alive(head["pid"]), 10, 0.2)
+    return printed
 
 
 def test_a_trial_is_called_early_stopped_only_under_a_scheduler_that_stops_trials(tmp_path):

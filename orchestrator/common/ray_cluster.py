@@ -4,13 +4,15 @@ variables), each with the Ray version it was read from."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 
 import ray
 import ray.data
 
-from orchestrator.common import logs
+from orchestrator.common import local_ray, logs
 from orchestrator.common.source import SOURCE_ENV, command_source
 
 # Arrow's allocator (mimalloc) gives freed memory back to the OS 10 ms after it is freed, so a
@@ -22,7 +24,8 @@ ALLOCATOR_ENV = {"MIMALLOC_PURGE_DELAY": "-1"}
 
 
 def ensure_ray() -> None:
-    """Join the cluster in RAY_ADDRESS (or the job's cluster), else start a local one."""
+    """Join the cluster in RAY_ADDRESS (or the job's cluster), else the machine's local Ray
+    (common/local_ray.py), which the first command that needs it starts."""
     if ray.is_initialized():
         return
     # Ray Data logs several INFO lines per dataset execution (every epoch), which would bury the
@@ -33,8 +36,36 @@ def ensure_ray() -> None:
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # configured at import
     for name, value in ALLOCATOR_ENV.items():  # inherited by a local Ray's processes
         os.environ.setdefault(name, value)
-    ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logs.ray_init_level())
+    address, membership = os.environ.get("RAY_ADDRESS") or None, None
+    if address is None:
+        address, membership = local_ray.join()
+        read_auth_mode()  # (join sets the mode of the head it joins)
+    try:
+        ray.init(address=address, logging_level=logs.ray_init_level())
+    except BaseException:
+        if membership is not None:
+            membership.leave()
+        raise
+    if membership is not None:  # (run before Ray's own shutdown, registered by ray.init)
+        atexit.register(_leave, membership)
     quiet_progress_bars()
+
+
+def _leave(membership: local_ray.Membership) -> None:
+    """At exit: disconnect from the machine's local Ray, then leave it (the last one out
+    stops it)."""
+    with contextlib.suppress(Exception):
+        ray.shutdown()
+    membership.leave()
+
+
+def read_auth_mode() -> None:
+    """Have this process (after `import ray`) read RAY_AUTH_MODE again: `ray.init` turns token
+    auth on by itself only for a Ray it starts or finds on its own, never for an address it is
+    given. (`ray._raylet.Config.initialize`, as Ray 2.60's own `_enable_token_auth` does.)"""
+    from ray._raylet import Config
+
+    Config.initialize("")
 
 
 def quiet_progress_bars() -> None:

@@ -43,9 +43,10 @@ _MIN_ENV_SECRET_CHARS = 6  # shorter values ("1", "true") would mask ordinary wo
 
 
 def _environment_secrets() -> list[str]:
-    values = {
-        v for k, v in os.environ.items() if _ENV_NAME.search(k) and len(v) >= _MIN_ENV_SECRET_CHARS
-    }
+    # (read name by name: another thread, MLflow's telemetry among them, may set or remove a
+    # variable meanwhile, and `os.environ.items()` then raises KeyError)
+    found = ((k, os.environ.get(k)) for k in list(os.environ) if _ENV_NAME.search(k))
+    values = {v for k, v in found if v is not None and len(v) >= _MIN_ENV_SECRET_CHARS}
     forms = values | {quote(v, safe="") for v in values} | {quote_plus(v) for v in values}
     return sorted(forms, key=len, reverse=True)  # the longest first: no half-masked values
 

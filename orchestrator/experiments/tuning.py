@@ -229,6 +229,9 @@ def make_tuner(
     # Tune's own CSV, JSON and TensorBoard result files per trial: MLflow holds every metric,
     # and without them Tune's console no longer offers a TensorBoard that is not installed
     os.environ[TUNE_FILE_LOGGERS_OFF] = "1"
+    # ... whose absence Tune's result grid then warns of, for every trial, as it reads its
+    # metrics (from MLflow here: experiments/sweep_results.py)
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if resume and can_restore(where.experiment):
         log.info(f"resuming {kind} '{where.name}' from {redact_text(where.experiment)}")
         for old, module in MOVED_MODULES.items():
