@@ -4,6 +4,7 @@ RAY_ADDRESS or a Ray job names one), answering on `serve.host:serve.port` until 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -86,6 +87,12 @@ def serve_until_interrupted(model: OpenedModel, config: ServeConfig) -> None:
         log.info("stopping: Ray Serve takes the application down")
         serve.shutdown()
         raise KeyboardInterrupt(f"stopped serving {redact_text(model.uri)}") from None
+    except Exception:
+        # (a start that failed: on the machine's shared Ray, which other commands may keep
+        # running, Ray Serve's detached controller would otherwise stay behind)
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        raise
 
 
 def _interrupt(signum, frame) -> None:
