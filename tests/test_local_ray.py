@@ -5,6 +5,7 @@ A CLI training and a CLI sweep doing so: test_sweep.py's Ctrl-C test."""
 import json
 import os
 import subprocess
+import sys
 
 import psutil
 
@@ -13,8 +14,9 @@ def test_the_shared_ray_is_joined_by_like_commands_only_and_stopped_by_the_last(
     tmp_path, monkeypatch, caplog
 ):
     """The membership rules, without a command around them (on a real `ray start` head): a
-    second command joins; one whose credentials differ gets a Ray of its own, warned by the
-    variable's name alone; the head never becomes the machine's current cluster (a user's own
+    second command joins; a head of cluster/local.py that has exited is not joined; one whose
+    credentials differ gets a Ray of its own, warned by the variable's name alone (as does one
+    with another Python); the head never becomes the machine's current cluster (a user's own
     `ray.init()` would join it); the first to leave leaves it running, the last stops it."""
     from orchestrator.common import local_ray, processes
 
@@ -27,7 +29,7 @@ def test_the_shared_ray_is_joined_by_like_commands_only_and_stopped_by_the_last(
     exited = {"pids": {"ray": os.getpid()}, "started": {"ray": 1.0}, "ray_port": 6390}
     (tmp_path / "local-head" / "head.json").write_text(json.dumps(exited))
     address, first = local_ray.join()
-    marker = json.loads((tmp_path / "local-ray" / "head.json").read_text())
+    marker = json.loads((local_ray.shared_folder() / "head.json").read_text())
     try:
         assert address == marker["address"] and processes.alive(marker["pid"])
         assert (current.read_text() if current.exists() else None) == before
@@ -37,12 +39,16 @@ def test_the_shared_ray_is_joined_by_like_commands_only_and_stopped_by_the_last(
         assert "other values of AWS_SECRET_ACCESS_KEY" in caplog.text
         assert "another-secret" not in caplog.text
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-first-secret")
+        with monkeypatch.context() as other:  # another checkout's virtual environment
+            other.setattr(sys, "executable", "/elsewhere/.venv/bin/python")
+            assert local_ray.join() == (local_ray.PRIVATE, None)
+        assert "other values of python" in caplog.text
         again, second = local_ray.join()
         assert again == address and second is not None
         first.leave()
         assert processes.alive(marker["pid"])  # the second still uses it
         second.leave()
-        assert not (tmp_path / "local-ray" / "head.json").exists()
+        assert not (local_ray.shared_folder() / "head.json").exists()
         assert processes.until(lambda: not processes.alive(marker["pid"]), 10, 0.2)
     finally:
         if processes.alive(marker["pid"]):

@@ -134,7 +134,7 @@ def _replica_pids() -> list[int]:
 
 @pytest.mark.ray
 def test_serve_ranks_as_the_model_refuses_bad_bodies_and_outlives_a_killed_replica(
-    served, ray_cluster, start_cli, tmp_path
+    served, ray_cluster, start_cli, run_cli, tmp_path
 ):
     port = free_port()
     process = start_cli(
@@ -156,6 +156,21 @@ def test_serve_ranks_as_the_model_refuses_bad_bodies_and_outlives_a_killed_repli
     _wait_until_answering(process, f"{base}/healthz")
     health = requests.get(f"{base}/healthz", timeout=10).json()
     assert health["model"]["version"] == "1" and health["model"]["run_id"] == served["run_id"]
+    # A second `serve` on the same Ray (Ray Serve is one per cluster) once took over the first's
+    # application, and listened nowhere it said: refused now, the first left as it was
+    second = run_cli(
+        "serve",
+        "--model",
+        f"models:/{MODEL_NAME}@best",
+        "--set",
+        f"tracking.uri={served['tracking_uri']}",
+        "--set",
+        f"serve.port={free_port()}",
+        env={"RAY_ADDRESS": ray_cluster},
+        timeout=120,
+    )
+    assert second.returncode == 2 and "Ray Serve already runs on this Ray" in second.stderr
+    assert requests.get(f"{base}/healthz", timeout=10).json()["model"]["version"] == "1"
 
     # Real JPEGs, raw and as a form's file: the model's own top-5, in order
     for file, top5, probabilities in zip(

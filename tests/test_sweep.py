@@ -5,6 +5,7 @@ killed and resumed, runs as a Ray job in test_cluster.py."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -229,7 +230,7 @@ def _side_by_side(start_cli, tmp_path, commands: dict[str, list[str]]) -> dict[s
     logs = {name: tmp_path / f"{name}.log" for name in commands}
     drivers = {name: start_cli(*args, env=env, log=logs[name]) for name, args in commands.items()}
     first = next(iter(drivers.values()))
-    marker = home / "local-ray" / "head.json"
+    marker = home / "local-ray" / socket.gethostname() / "head.json"
     wait_for(first, lambda: marker.exists() and marker.stat().st_size, "the local Ray")
     head = json.loads(marker.read_text())
     samples = tmp_path / "samples.jsonl"

@@ -11,16 +11,17 @@ A command that needs Ray, run without RAY_ADDRESS, joins (`join`):
 A user's own Ray (`ray start` outside this project) is joined only through RAY_ADDRESS;
 RAY_ADDRESS=local gives a command a Ray of its own.
 
-A Ray's worker processes inherit the environment of whoever started it, so a command whose
-credentials (AWS_*, MLFLOW_TRACKING_USERNAME, ...) differ from those the shared Ray started with
-would have its data read with the other's: it gets a Ray of its own instead, with a warning.
+A Ray's worker processes inherit the environment and the Python of whoever started it, so a
+command whose credentials (AWS_*, MLFLOW_TRACKING_USERNAME, ...), Python, Ray version or auth mode
+differ from those the shared Ray started with gets a Ray of its own instead, with a warning.
 
-Its files, in $ALEXNET_RAY_HOME/local-ray (default ~/.cache/alexnet-ray/local-ray, 0700):
-`head.json` (pid and start time of `ray start`, its address and dashboard, and a salted digest of
-each credential variable it started with), `ray.log` (its output), `state.lock` (held while a
-command starts, joins or stops it) and `users.lock` (held shared by every command while it uses
-it: the one that can take it alone at its end is the last, and stops the head). A command killed
-with SIGKILL cannot stop the head; the next command joins it and stops it when it ends.
+Its files, in $ALEXNET_RAY_HOME/local-ray/<host> (default ~/.cache/alexnet-ray/..., 0700):
+`head.json` (pid and start time of `ray start`, its address and dashboard, what it runs, and a
+salted digest of each credential variable it started with), `ray.log` (its output), `state.lock`
+(held while a command starts, joins or stops it) and `users.lock` (held shared by every command
+while it uses it: the one that can take it alone at its end is the last, and stops the head). A
+command killed with SIGKILL cannot stop the head; the next command joins it and stops it when it
+ends.
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ import json
 import logging
 import os
 import secrets
+import socket
 import subprocess
-import tempfile
+import sys
 import threading
+import time
+from importlib.metadata import version
 from pathlib import Path
 
 from orchestrator.common import processes
@@ -48,13 +52,22 @@ DEFAULT_HOME = "~/.cache/alexnet-ray"
 SHARED_FOLDER = "local-ray"
 LOCAL_HEAD_FOLDER = "local-head"  # cluster/local.py's default --state-dir, in the same home
 START_TIMEOUT_S = 120
+LOCK_TIMEOUT_S = START_TIMEOUT_S + 60  # another command starting or stopping the head
 DASHBOARD_PORT = 8265  # Ray's own default, when free
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 PRIVATE = "local"  # ray.init's address for a Ray of this process's own
 # What a worker of the shared Ray reads from its environment (inherited from the command that
 # started it) on behalf of every command: cloud credentials and regions, MLflow's credentials,
 # the GPUs it may use. (MLFLOW_TRACKING_URI is not among them: each command passes its own.)
-CREDENTIAL_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCS_", "MLFLOW_TRACKING_", "CUDA_VISIBLE_")
+CREDENTIAL_PREFIXES = (
+    "AWS_",
+    "AZURE_",
+    "GOOGLE_",
+    "GCS_",
+    "MLFLOW_TRACKING_",
+    "CUDA_VISIBLE_",
+    "RAY_AUTH_TOKEN",
+)
 NOT_CREDENTIALS = {"MLFLOW_TRACKING_URI"}
 
 
@@ -62,16 +75,25 @@ def home() -> Path:
     return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
 
 
+def shared_folder() -> Path:
+    """The shared Ray's files: per host, so that machines sharing a home folder (NFS) never
+    take each other's head for their own."""
+    return home() / SHARED_FOLDER / socket.gethostname()
+
+
 class Membership:
     """This process's use of the shared head: `leave()` once it is done with Ray."""
 
     def __init__(self, folder: Path, users: int):
-        self.folder, self.users = folder, users
+        self.folder, self.users, self.pid = folder, users, os.getpid()
 
     def leave(self) -> None:
         """Once this process is done with Ray: the last command to leave stops the head (and
-        forgets it)."""
+        forgets it). (Nothing in a child forked from it, which shares its lock.)"""
+        if os.getpid() != self.pid:
+            return
         with _exclusive(self.folder / "state.lock"):
+            # (on Linux a failed conversion of the shared lock drops it: closed just below)
             try:  # taken alone: no other command uses the head
                 fcntl.flock(self.users, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -93,7 +115,7 @@ def join() -> tuple[str, Membership | None]:
         os.environ[AUTH_MODE_ENV] = "token"  # the client side of its token auth
         log.info("joining the local head of cluster/local.py (%s)", local_head)
         return local_head, None
-    folder = home() / SHARED_FOLDER
+    folder = shared_folder()
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     with _exclusive(folder / "state.lock"):
@@ -101,7 +123,7 @@ def join() -> tuple[str, Membership | None]:
         fcntl.flock(users, fcntl.LOCK_SH)  # (only a leaver, under state.lock, takes it alone)
         marker = _read(folder)
         if marker and processes.is_ours(marker["pid"], marker["started"]):
-            differing = _differing_credentials(marker)
+            differing = _differing(marker)
             if differing:
                 os.close(users)
                 log.warning(
@@ -152,6 +174,16 @@ def _start_head(folder: Path) -> dict:
         head = subprocess.Popen(
             command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+    try:  # (in its own session, a Ctrl-C here does not reach it: stopped here instead)
+        return _started(folder, head, gcs, dashboard, before, env[AUTH_MODE_ENV])
+    except BaseException:
+        processes.terminate({head.pid: False})
+        raise
+
+
+def _started(folder: Path, head, gcs: int, dashboard: int, before: str | None, auth: str) -> dict:
+    """The marker of `head` once its dashboard answers (InputError if it ends first)."""
+    ray_log = folder / "ray.log"
     url = f"http://127.0.0.1:{dashboard}"
     if (
         not processes.until(
@@ -161,7 +193,6 @@ def _start_head(folder: Path) -> dict:
         )
         or head.poll() is not None
     ):
-        processes.terminate({head.pid: False})
         tail = " | ".join(ray_log.read_text(errors="replace").strip().splitlines()[-3:])
         raise InputError(
             f"the local Ray did not start (`ray start --head` ended, or its dashboard did not "
@@ -177,11 +208,14 @@ def _start_head(folder: Path) -> dict:
         "started": processes.start_time(head.pid),
         "address": f"127.0.0.1:{gcs}",
         "dashboard": url,
-        "auth": env[AUTH_MODE_ENV],
+        "auth": auth,
+        "runtime": _runtime(),
         "salt": salt,
         "credentials": _credential_digests(processes.environment(), salt),
     }
-    (folder / "head.json").write_text(json.dumps(marker, indent=2))
+    written = folder / "head.json.new"  # whole or not at all, whenever this process ends
+    written.write_text(json.dumps(marker, indent=2))
+    written.replace(folder / "head.json")
     log.info(
         "started a local Ray for this machine's commands (dashboard %s); the last command "
         "using it stops it",
@@ -215,23 +249,43 @@ def _credential_digests(env, salt: str) -> dict[str, str]:
     }
 
 
-def _differing_credentials(marker: dict) -> list[str]:
-    """The credential variables whose values here differ from the shared head's."""
+def _runtime() -> dict[str, str]:
+    """What the head's workers run (the Python of `ray start`, Ray's version) and the auth mode
+    this command expects: a command with others would not work on it."""
+    return {
+        "python": sys.executable,
+        "ray": version("ray"),
+        AUTH_MODE_ENV: os.environ.get(AUTH_MODE_ENV) or "token",
+    }
+
+
+def _differing(marker: dict) -> list[str]:
+    """What differs here from the shared head: credential variables (by their salted digests),
+    the Python, Ray's version, the auth mode."""
     here = _credential_digests(processes.environment(), marker["salt"])
     there = marker["credentials"]
-    return sorted(name for name in here.keys() | there.keys() if here.get(name) != there.get(name))
+    names = [name for name in here.keys() | there.keys() if here.get(name) != there.get(name)]
+    runtime = _runtime()
+    names += [name for name, value in runtime.items() if marker["runtime"].get(name) != value]
+    return sorted(names)
+
+
+MARKER_KEYS = {"pid", "started", "address", "dashboard", "auth", "runtime", "salt", "credentials"}
 
 
 def _read(folder: Path) -> dict | None:
     with contextlib.suppress(OSError, ValueError):
         marker = json.loads((folder / "head.json").read_text())
-        return marker if {"pid", "started", "address", "salt"} <= marker.keys() else None
+        return marker if isinstance(marker, dict) and MARKER_KEYS <= marker.keys() else None
     return None
 
 
 def _current_cluster() -> Path:
-    """Where `ray start` names the cluster that a bare `ray.init()` on this machine joins."""
-    return Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    """Where `ray start` names the cluster that a bare `ray.init()` on this machine joins (in
+    Ray's temporary folder: RAY_TMPDIR, TMPDIR or /tmp; `ray._common.utils`, Ray 2.60)."""
+    from ray._common.utils import get_default_ray_temp_dir
+
+    return Path(get_default_ray_temp_dir()) / "ray_current_cluster"
 
 
 def _put_back_current_cluster(before: str | None, port: int) -> None:
@@ -253,10 +307,26 @@ def _put_back_current_cluster(before: str | None, port: int) -> None:
 
 @contextlib.contextmanager
 def _exclusive(path: Path):
-    """`path` locked exclusively while the block runs (waiting for another holder)."""
+    """`path` locked exclusively while the block runs, waiting up to LOCK_TIMEOUT_S for another
+    holder (InputError naming it after that: a command stopped with Ctrl-Z, say)."""
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = os.pread(handle, 64, 0).decode(errors="replace").strip()
+                    raise InputError(
+                        f"{path} is held by process {holder or '?'} (a command starting or "
+                        f"stopping the machine's local Ray) for over {LOCK_TIMEOUT_S} s; end "
+                        "that process, or run this command with RAY_ADDRESS=local"
+                    ) from None
+                time.sleep(0.1)
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(handle)

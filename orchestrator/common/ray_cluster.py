@@ -46,8 +46,11 @@ def ensure_ray() -> None:
         if membership is not None:
             membership.leave()
         raise
-    if membership is not None:  # (run before Ray's own shutdown, registered by ray.init)
+    if membership is not None:  # (run before Ray's own shutdown, registered at its import)
         atexit.register(_leave, membership)
+        # what this process's own calls that find "the" Ray on the machine (Ray Data's checks
+        # of hanging tasks ask the State API so) find, whatever other Ray runs beside it
+        os.environ["RAY_ADDRESS"] = address
     quiet_progress_bars()
 
 

@@ -13,6 +13,7 @@ from ray import serve
 from ray.serve import Application
 
 from orchestrator.common import logs
+from orchestrator.common.errors import InputError
 from orchestrator.common.paths import config_path
 from orchestrator.common.ray_cluster import ensure_ray
 from orchestrator.common.redact import redact_text
@@ -56,6 +57,14 @@ def app(args: dict) -> Application:
 def start_service(model: OpenedModel, config: ServeConfig) -> str:
     """Deploy `model` with `config`; returns the URL of its /predict once every replica is up."""
     ensure_ray()
+    running = serve.status()
+    if running.applications or running.proxies:  # (Ray Serve is one per cluster)
+        raise InputError(
+            f"serve: Ray Serve already runs on this Ray cluster (applications: "
+            f"{', '.join(running.applications) or 'none'}; another `serve`, say), and a second "
+            "would replace its application and not listen where asked: stop it first, or "
+            "serve on a Ray of its own (RAY_ADDRESS=local)"
+        )
     # Ray Serve's INFO lines (every replica added, every route, an access line per request)
     # show at -v; its warnings and errors always
     serve_logs = {"log_level": "INFO" if logs.level() <= logging.DEBUG else "WARNING"}
@@ -87,9 +96,11 @@ def serve_until_interrupted(model: OpenedModel, config: ServeConfig) -> None:
         log.info("stopping: Ray Serve takes the application down")
         serve.shutdown()
         raise KeyboardInterrupt(f"stopped serving {redact_text(model.uri)}") from None
-    except Exception:
-        # (a start that failed: on the machine's shared Ray, which other commands may keep
-        # running, Ray Serve's detached controller would otherwise stay behind)
+    except InputError:
+        raise  # (refused before starting anything)
+    except BaseException:
+        # (a start that failed, or SIGTERM during it: on the machine's shared Ray, which other
+        # commands may keep running, Ray Serve's detached controller would otherwise stay)
         with contextlib.suppress(Exception):
             serve.shutdown()
         raise
