@@ -137,18 +137,17 @@ def test_serve_ranks_as_the_model_refuses_bad_bodies_and_outlives_a_killed_repli
     served, ray_cluster, start_cli, run_cli, tmp_path
 ):
     port = free_port()
+
+    def serve(port: int, *settings: str) -> list[str]:
+        return ["serve", "--model", f"models:/{MODEL_NAME}@best"] + [
+            part
+            for setting in (f"tracking.uri={served['tracking_uri']}", f"serve.port={port}")
+            + settings
+            for part in ("--set", setting)
+        ]
+
     process = start_cli(
-        "serve",
-        "--model",
-        f"models:/{MODEL_NAME}@best",
-        "--set",
-        f"tracking.uri={served['tracking_uri']}",
-        "--set",
-        f"serve.port={port}",
-        "--set",
-        "serve.num_cpus_per_replica=0.5",
-        "--set",
-        "serve.max_request_bytes=2000000",
+        *serve(port, "serve.num_cpus_per_replica=0.5", "serve.max_request_bytes=2000000"),
         env={"RAY_ADDRESS": ray_cluster},
         log=tmp_path / "serve.log",
     )
@@ -158,17 +157,7 @@ def test_serve_ranks_as_the_model_refuses_bad_bodies_and_outlives_a_killed_repli
     assert health["model"]["version"] == "1" and health["model"]["run_id"] == served["run_id"]
     # A second `serve` on the same Ray (Ray Serve is one per cluster) once took over the first's
     # application, and listened nowhere it said: refused now, the first left as it was
-    second = run_cli(
-        "serve",
-        "--model",
-        f"models:/{MODEL_NAME}@best",
-        "--set",
-        f"tracking.uri={served['tracking_uri']}",
-        "--set",
-        f"serve.port={free_port()}",
-        env={"RAY_ADDRESS": ray_cluster},
-        timeout=120,
-    )
+    second = run_cli(*serve(free_port()), env={"RAY_ADDRESS": ray_cluster}, timeout=120)
     assert second.returncode == 2 and "Ray Serve already runs on this Ray" in second.stderr
     assert requests.get(f"{base}/healthz", timeout=10).json()["model"]["version"] == "1"
 
