@@ -69,10 +69,8 @@ class PredictBatch:
     """A Ray Data actor holding the model: a batch of files -> rows of top-k, or of rejects."""
 
     def __init__(self, spec_json: str, weights: bytes, root: str):
-        # (the actor's GPU when Ray gave it one)
-        self.predictor = Predictor.loads(
-            spec_json, weights, evaluation_device()
-        )  # tensors only, no code
+        # tensors only, no code; on the actor's GPU when Ray gave it one
+        self.predictor = Predictor.loads(spec_json, weights, evaluation_device())
         self.root = root.rstrip("/") + "/" if root else ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:

@@ -1,6 +1,6 @@
-"""`serve`: a model as a Ray Serve application on the current Ray cluster (a local one unless
-RAY_ADDRESS or a Ray job names one), answering on `serve.host:serve.port` until Ctrl-C (or
-`ray job stop`), then taken down."""
+"""`serve`: a model as a Ray Serve application on the current Ray cluster (the machine's shared
+local Ray unless RAY_ADDRESS or a Ray job names one; refused where Ray Serve already runs),
+answering on `serve.host:serve.port` until Ctrl-C (or `ray job stop`), then taken down."""
 
 from __future__ import annotations
 

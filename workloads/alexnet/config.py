@@ -11,10 +11,10 @@ from typing import Literal
 
 from workloads.alexnet.schedule import ScheduleConfig
 
-# (out_channels, kernel, stride, padding) per conv layer at width 1.
 # a served image larger than this is refused before it is decoded: 40 M pixels decode to 120 MB
 # (workloads/alexnet/predictor.py, the inference section)
 DEFAULT_MAX_PIXELS = 40_000_000
+# (out_channels, kernel, stride, padding) per conv layer at width 1.
 PAPER_CONVS = ((96, 11, 4, 2), (256, 5, 1, 2), (384, 3, 1, 1), (384, 3, 1, 1), (256, 3, 1, 1))
 TORCHVISION_CONVS = (
     (64, 11, 4, 2),
