@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from orchestrator.common import local_ray  # noqa: E402
 from orchestrator.common.processes import (  # noqa: E402
     RAY_AGENT_PORT_OPTIONS,
+    RAY_HEAD_ENV,
     answers,
     free_port,
     is_ours,
@@ -203,7 +204,7 @@ def start(args: argparse.Namespace) -> int:
         ray_command,
         stdout=open(ray_log, "a"),  # noqa: SIM115 - the head keeps it
         stderr=subprocess.STDOUT,
-        env=env,
+        env={**env, **RAY_HEAD_ENV},  # (its stop: no drain of a node with nowhere to drain to)
         start_new_session=True,
     )
     print(f"Ray head starting on 127.0.0.1:{args.ray_port} (token auth) ...", flush=True)

@@ -9,12 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.common.processes import RAY_HEAD_ENV
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Ray Train's controller collects workers' reports when it polls them, every 2 s by default: a
 # 2-epoch test training waits for up to 2 s at every report and at its end. Every Ray process of
 # the session (the local heads and clusters the tests start included) inherits this.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+# The session's Ray stands in for the machine's shared local Ray: it runs as that one does
+os.environ.update(RAY_HEAD_ENV)
 
 
 S3_BUCKET = "pytest"

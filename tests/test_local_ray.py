@@ -17,9 +17,13 @@ def test_the_shared_ray_is_joined_by_like_commands_only_and_stopped_by_the_last(
     second command joins; a head of cluster/local.py that has exited is not joined; one whose
     credentials differ gets a Ray of its own, warned by the variable's name alone (as does one
     with another Python); the head never becomes the machine's current cluster (a user's own
-    `ray.init()` would join it); the first to leave leaves it running, the last stops it."""
+    `ray.init()` would join it); the first to leave leaves it running, the last stops it, at
+    once: a single machine's head runs without a node drain (it once sat out 30 s of one at
+    every stop after a training) or a preemption watcher."""
     from orchestrator.common import local_ray, processes
 
+    for name in processes.RAY_HEAD_ENV:  # (the session's Ray is run so too: conftest.py)
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ALEXNET_RAY_HOME", str(tmp_path))
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-first-secret")
     monkeypatch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "token"))
@@ -34,6 +38,11 @@ def test_the_shared_ray_is_joined_by_like_commands_only_and_stopped_by_the_last(
         assert address == marker["address"] and processes.alive(marker["pid"])
         assert (current.read_text() if current.exists() else None) == before
         assert "the-first-secret" not in json.dumps(marker)
+        head_env = psutil.Process(marker["pid"]).environ()
+        assert {name: head_env.get(name) for name in processes.RAY_HEAD_ENV} == {
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+            "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+        }
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "another-secret")
         assert local_ray.join() == (local_ray.PRIVATE, None)
         assert "other values of AWS_SECRET_ACCESS_KEY" in caplog.text
@@ -50,6 +59,7 @@ def test_the_shared_ray_is_joined_by_like_commands_only_and_stopped_by_the_last(
         second.leave()
         assert not (local_ray.shared_folder() / "head.json").exists()
         assert processes.until(lambda: not processes.alive(marker["pid"]), 10, 0.2)
+        assert "Draining" not in (local_ray.shared_folder() / "ray.log").read_text()
     finally:
         if processes.alive(marker["pid"]):
             processes.terminate({marker["pid"]: False})

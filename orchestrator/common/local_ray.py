@@ -231,6 +231,7 @@ def _head_environment(gcs: int) -> dict[str, str]:
     so) find this one, whatever other Ray runs beside it; token auth unless opted out."""
     env = {k: v for k, v in processes.environment().items() if not k.startswith("ALEXNET_RAY_")}
     env["RAY_ADDRESS"] = f"127.0.0.1:{gcs}"
+    env.update(processes.RAY_HEAD_ENV)
     auth = env[AUTH_MODE_ENV] = os.environ.get(AUTH_MODE_ENV) or "token"
     if auth == "token" and not (env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH")):
         token = Path("~/.ray/auth_token").expanduser()

@@ -27,6 +27,17 @@ RAY_AGENT_PORT_OPTIONS = (
     "--metrics-export-port",
 )
 
+# What a Ray head on one machine (the shared local Ray, cluster/local.py's) runs with, its
+# workers too. No drain: stopped with SIGTERM, `ray start --block` first drains its node, up to
+# 30 s, for Serve replicas to move to other nodes; here there are none, and Ray Data's detached
+# actors never give their leases back, so it sat out the whole wait after every training. No
+# preemption watcher: an actor per training that polls for a cloud node's drain notice, which
+# never comes to this machine.
+RAY_HEAD_ENV = {
+    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+
 
 def environment() -> dict[str, str]:
     """A copy of this process's environment, read name by name: another thread (MLflow's
