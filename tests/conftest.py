@@ -248,15 +248,31 @@ def run_cli():
     return run
 
 
+# Python with SIGINT and SIGQUIT at their default actions, as a terminal's shell starts a
+# command. This process ignores both now and then for a moment: a child started in one (a
+# `serve`, seen twice in a full run) began with both ignored (its /proc/PID/status SigIgn), so
+# its Python installed no Ctrl-C handler and it never stopped. (Ignoring SIGINT and SIGQUIT for
+# the time it runs is what C's system() does, in whichever thread of a library calls it; this
+# process also had SIGQUIT ignored for good by then.)
+WITH_DEFAULT_SIGNALS = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys\n"
+    "for s in (signal.SIGINT, signal.SIGQUIT): signal.signal(s, signal.SIG_DFL)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+]
+
+
 @pytest.fixture
 def start_cli():
-    """Starts `python orchestrator/run.py ARGS` in its own process group (to kill it whole)."""
+    """Starts `python orchestrator/run.py ARGS` in its own process group (to kill it whole), with
+    Ctrl-C's default action (`WITH_DEFAULT_SIGNALS`): the tests that send it SIGINT rely on it."""
     started = []
 
     def start(*args: str, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
         output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with it
         process = subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "orchestrator" / "run.py"), *args],
+            [*WITH_DEFAULT_SIGNALS, str(REPO_ROOT / "orchestrator" / "run.py"), *args],
             cwd=REPO_ROOT,
             env={**os.environ, **(env or {})},
             stdout=output,
